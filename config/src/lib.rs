@@ -1,0 +1,506 @@
+//! vedette configuration: typed, documented, validated with key paths. Pure: no I/O.
+//!
+//! [`Config::from_toml_str`] parses a whole file and reports *every* problem it finds, each
+//! named by its key path (`sinks[1].path`), so an operator fixes them in one pass.
+#![warn(missing_docs)]
+
+pub mod duration;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+/// The configuration `vedette serve` uses when no `--config` is given.
+pub const EMBEDDED_DEFAULT: &str = include_str!("default.toml");
+
+/// One problem in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Key path, e.g. `ingest.listen` or `sinks[0].type`; empty for whole-file syntax errors.
+    pub path: String,
+    /// What is wrong and what is expected.
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.path.is_empty() { write!(f, "{}", self.message) } else { write!(f, "{}: {}", self.path, self.message) }
+    }
+}
+
+/// The one error type of this crate.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file has problems; fix each one (all are listed).
+    #[error("invalid configuration ({} problem{}):\n{}", .0.len(), if .0.len() == 1 { "" } else { "s" },
+        .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<Problem>),
+}
+
+impl ConfigError {
+    /// The individual problems.
+    pub fn problems(&self) -> &[Problem] {
+        match self {
+            Self::Invalid(p) => p,
+        }
+    }
+}
+
+/// Result alias for this crate.
+pub type Result<T, E = ConfigError> = std::result::Result<T, E>;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Directory for the CA, certificates, sled state and file sinks. Created on start.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// QUIC listener for sensors.
+    #[serde(default)]
+    pub ingest: IngestConfig,
+    /// HTTP API (health, metrics).
+    #[serde(default)]
+    pub api: ApiConfig,
+    /// Batching between ingest and rules.
+    #[serde(default)]
+    pub pipeline: PipelineConfig,
+    /// Where rules come from.
+    #[serde(default)]
+    pub rules: RulesConfig,
+    /// Extra telemetry tables beyond the built-in ones.
+    #[serde(default)]
+    pub tables: Vec<TableConfig>,
+    /// Where alerts go. Empty means: stdout plus `<data_dir>/alerts.jsonl`.
+    #[serde(default)]
+    pub sinks: Vec<SinkConfig>,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("./vedette-data")
+}
+
+/// QUIC ingest settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestConfig {
+    /// UDP address the QUIC endpoint binds.
+    #[serde(default = "default_ingest_listen")]
+    pub listen: SocketAddr,
+    /// Largest frame (type byte + body) accepted, in bytes.
+    #[serde(default = "default_max_frame_bytes")]
+    pub max_frame_bytes: u32,
+    /// Largest number of rows one data frame may carry.
+    #[serde(default = "default_max_frame_rows")]
+    pub max_frame_rows: u32,
+    /// Interval sensors are asked to send heartbeats at.
+    #[serde(default = "default_heartbeat", with = "duration")]
+    pub heartbeat_interval: Duration,
+    /// A connection silent for this long is closed (QUIC idle timeout).
+    #[serde(default = "default_idle_timeout", with = "duration")]
+    pub idle_timeout: Duration,
+    /// Fleet CA certificate (PEM). Default: `<data_dir>/ca/ca.pem`, generated on first start.
+    #[serde(default)]
+    pub ca_cert: Option<PathBuf>,
+    /// Engine server certificate (PEM). Default: generated under `<data_dir>/ca/`.
+    #[serde(default)]
+    pub server_cert: Option<PathBuf>,
+    /// Engine server private key (PEM). Must be set together with `server_cert`.
+    #[serde(default)]
+    pub server_key: Option<PathBuf>,
+}
+
+fn default_ingest_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7700))
+}
+fn default_max_frame_bytes() -> u32 {
+    4 * 1024 * 1024
+}
+fn default_max_frame_rows() -> u32 {
+    65_536
+}
+fn default_heartbeat() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_ingest_listen(),
+            max_frame_bytes: default_max_frame_bytes(),
+            max_frame_rows: default_max_frame_rows(),
+            heartbeat_interval: default_heartbeat(),
+            idle_timeout: default_idle_timeout(),
+            ca_cert: None,
+            server_cert: None,
+            server_key: None,
+        }
+    }
+}
+
+/// HTTP API settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// TCP address the HTTP server binds.
+    #[serde(default = "default_api_listen")]
+    pub listen: SocketAddr,
+}
+
+fn default_api_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7780))
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self { listen: default_api_listen() }
+    }
+}
+
+/// Batching and queueing between ingest and the rule workers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// A table's batch is flushed to the rules once it holds this many rows.
+    #[serde(default = "default_batch_rows")]
+    pub batch_rows: usize,
+    /// …or once its oldest row has waited this long.
+    #[serde(default = "default_linger", with = "duration")]
+    pub batch_linger: Duration,
+    /// Frames that may be in flight (received, not yet durable) per table; when reached,
+    /// sessions stop reading and QUIC flow control slows the sensors.
+    #[serde(default = "default_inflight")]
+    pub max_inflight_frames: usize,
+}
+
+fn default_batch_rows() -> usize {
+    8192
+}
+fn default_linger() -> Duration {
+    Duration::from_millis(100)
+}
+fn default_inflight() -> usize {
+    256
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self {
+            batch_rows: default_batch_rows(),
+            batch_linger: default_linger(),
+            max_inflight_frames: default_inflight(),
+        }
+    }
+}
+
+/// Rule sources.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RulesConfig {
+    /// Load the built-in Linux detection pack.
+    #[serde(default = "yes")]
+    pub builtin: bool,
+    /// Directory of rule pack files (`*.yaml`) loaded at start.
+    #[serde(default)]
+    pub packs_dir: Option<PathBuf>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for RulesConfig {
+    fn default() -> Self {
+        Self { builtin: true, packs_dir: None }
+    }
+}
+
+/// An operator-declared telemetry table.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableConfig {
+    /// Table name (lowercase letters, digits, `_`).
+    pub name: String,
+    /// Columns beyond `ts`, `sensor_id`, `tenant`, `host`: name → type
+    /// (`string`, `int64`, `float64`, `boolean`, `timestamp`).
+    pub columns: BTreeMap<String, String>,
+}
+
+/// Where alerts go.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SinkConfig {
+    /// One readable line per alert on standard output.
+    Stdout {
+        /// Unique sink name.
+        name: String,
+    },
+    /// One JSON object per line appended to a file (fsync'd before alerts count as delivered).
+    File {
+        /// Unique sink name.
+        name: String,
+        /// File path; relative paths are inside `data_dir`.
+        path: PathBuf,
+    },
+}
+
+impl SinkConfig {
+    /// The sink's unique name.
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Stdout { name } | Self::File { name, .. } => name,
+        }
+    }
+}
+
+/// Log output.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `pretty` or `json`.
+    #[serde(default = "default_log_format")]
+    pub format: String,
+    /// Filter directive, e.g. `info` or `vedette=debug,info`. `RUST_LOG` wins when set.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+}
+
+fn default_log_format() -> String {
+    "pretty".into()
+}
+fn default_log_level() -> String {
+    "info".into()
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { format: default_log_format(), level: default_log_level() }
+    }
+}
+
+impl Config {
+    /// The embedded default configuration.
+    pub fn embedded_default() -> Self {
+        Self::from_toml_str(EMBEDDED_DEFAULT).expect("the embedded default config is valid")
+    }
+
+    /// Parses and validates a TOML document, listing every problem with its key path.
+    pub fn from_toml_str(text: &str) -> Result<Self> {
+        Self::from_toml_with_env(text, std::iter::empty::<(String, String)>())
+    }
+
+    /// Like [`Config::from_toml_str`], then applies `VEDETTE__SECTION__KEY=value` overrides
+    /// (values are read as TOML when they parse, else as strings).
+    pub fn from_toml_with_env<I, K, V>(text: &str, env: I) -> Result<Self>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        let mut table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid(vec![Problem { path: String::new(), message: e.to_string() }]))?;
+        let mut problems = Vec::new();
+        apply_env(&mut table, env, &mut problems);
+        let config = deserialize_sections(table, &mut problems);
+        if let Some(c) = &config {
+            c.validate(&mut problems);
+        }
+        match config {
+            Some(c) if problems.is_empty() => Ok(c),
+            _ => Err(ConfigError::Invalid(problems)),
+        }
+    }
+
+    fn validate(&self, problems: &mut Vec<Problem>) {
+        let mut push = |path: String, message: String| problems.push(Problem { path, message });
+        if self.ingest.max_frame_bytes < 1024 {
+            push("ingest.max_frame_bytes".into(), "must be at least 1024".into());
+        }
+        if self.ingest.max_frame_rows == 0 {
+            push("ingest.max_frame_rows".into(), "must be at least 1".into());
+        }
+        if self.ingest.server_cert.is_some() != self.ingest.server_key.is_some() {
+            push("ingest.server_key".into(), "`server_cert` and `server_key` must be set together".into());
+        }
+        if self.ingest.heartbeat_interval.is_zero() {
+            push("ingest.heartbeat_interval".into(), "must be longer than 0".into());
+        }
+        if self.ingest.idle_timeout <= self.ingest.heartbeat_interval {
+            push("ingest.idle_timeout".into(), "must be longer than `heartbeat_interval`".into());
+        }
+        if self.pipeline.batch_rows == 0 {
+            push("pipeline.batch_rows".into(), "must be at least 1".into());
+        }
+        if self.pipeline.max_inflight_frames == 0 {
+            push("pipeline.max_inflight_frames".into(), "must be at least 1".into());
+        }
+        if !["pretty", "json"].contains(&self.log.format.as_str()) {
+            push("log.format".into(), format!("`{}` is not one of: pretty, json", self.log.format));
+        }
+        let mut names = BTreeMap::new();
+        for (i, sink) in self.sinks.iter().enumerate() {
+            if sink.name().is_empty() {
+                push(format!("sinks[{i}].name"), "must not be empty".into());
+            } else if let Some(first) = names.insert(sink.name().to_string(), i) {
+                push(format!("sinks[{i}].name"), format!("`{}` is already used by sinks[{first}]", sink.name()));
+            }
+        }
+        for (i, t) in self.tables.iter().enumerate() {
+            for (col, ty) in &t.columns {
+                if !["string", "int64", "float64", "boolean", "timestamp"].contains(&ty.as_str()) {
+                    push(
+                        format!("tables[{i}].columns.{col}"),
+                        format!("`{ty}` is not one of: string, int64, float64, boolean, timestamp"),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Sinks to use: the configured ones, or stdout + `alerts.jsonl` when none are configured.
+    pub fn effective_sinks(&self) -> Vec<SinkConfig> {
+        if self.sinks.is_empty() {
+            vec![
+                SinkConfig::Stdout { name: "stdout".into() },
+                SinkConfig::File { name: "alerts_file".into(), path: PathBuf::from("alerts.jsonl") },
+            ]
+        } else {
+            self.sinks.clone()
+        }
+    }
+}
+
+/// Deserializes each top-level key (and each array element) on its own so that one bad
+/// section does not hide the problems of the next.
+fn deserialize_sections(mut table: toml::Table, problems: &mut Vec<Problem>) -> Option<Config> {
+    fn section<T: DeserializeOwned + Default>(
+        table: &mut toml::Table,
+        key: &str,
+        problems: &mut Vec<Problem>,
+        ok: &mut bool,
+    ) -> T {
+        let Some(value) = table.remove(key) else { return T::default() };
+        de_value(value, key, problems).unwrap_or_else(|| {
+            *ok = false;
+            T::default()
+        })
+    }
+    fn list<T: DeserializeOwned>(table: &mut toml::Table, key: &str, problems: &mut Vec<Problem>, ok: &mut bool) -> Vec<T> {
+        match table.remove(key) {
+            None => Vec::new(),
+            Some(toml::Value::Array(items)) => items
+                .into_iter()
+                .enumerate()
+                .filter_map(|(i, v)| {
+                    let r = de_value(v, &format!("{key}[{i}]"), problems);
+                    *ok &= r.is_some();
+                    r
+                })
+                .collect(),
+            Some(other) => {
+                *ok = false;
+                problems.push(Problem {
+                    path: key.into(),
+                    message: format!("expected an array of tables (`[[{key}]]`), found {}", other.type_str()),
+                });
+                Vec::new()
+            }
+        }
+    }
+    let mut ok = true;
+    let data_dir = match table.remove("data_dir") {
+        None => default_data_dir(),
+        Some(v) => de_value(v, "data_dir", problems).unwrap_or_else(|| {
+            ok = false;
+            default_data_dir()
+        }),
+    };
+    let config = Config {
+        data_dir,
+        ingest: section(&mut table, "ingest", problems, &mut ok),
+        api: section(&mut table, "api", problems, &mut ok),
+        pipeline: section(&mut table, "pipeline", problems, &mut ok),
+        rules: section(&mut table, "rules", problems, &mut ok),
+        tables: list(&mut table, "tables", problems, &mut ok),
+        sinks: list(&mut table, "sinks", problems, &mut ok),
+        log: section(&mut table, "log", problems, &mut ok),
+    };
+    for key in table.keys() {
+        ok = false;
+        problems.push(Problem {
+            path: key.clone(),
+            message: "unknown key (expected one of: data_dir, ingest, api, pipeline, rules, tables, sinks, log)".into(),
+        });
+    }
+    ok.then_some(config)
+}
+
+fn de_value<T: DeserializeOwned>(value: toml::Value, base: &str, problems: &mut Vec<Problem>) -> Option<T> {
+    match serde_path_to_error::deserialize::<_, T>(value) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            let inner = e.path().to_string();
+            let path = if inner == "." || inner.is_empty() { base.to_string() } else { format!("{base}.{inner}") };
+            let message = e.into_inner().to_string();
+            // toml appends "in `key`" lines; the path already says where.
+            let message = message.lines().filter(|l| !l.starts_with("in `") && !l.trim().is_empty()).collect::<Vec<_>>();
+            problems.push(Problem { path, message: message.join(" ") });
+            None
+        }
+    }
+}
+
+fn apply_env<I, K, V>(table: &mut toml::Table, env: I, problems: &mut Vec<Problem>)
+where
+    I: IntoIterator<Item = (K, V)>,
+    K: AsRef<str>,
+    V: AsRef<str>,
+{
+    for (k, v) in env {
+        let Some(rest) = k.as_ref().strip_prefix("VEDETTE__") else { continue };
+        let keys: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+        let raw = v.as_ref();
+        let value = format!("v = {raw}")
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+        if !set_path(table, &keys, value) {
+            problems.push(Problem {
+                path: keys.join("."),
+                message: format!("environment override {} does not name a table key", k.as_ref()),
+            });
+        }
+    }
+}
+
+/// Sets `keys` (a dotted path) in `table`, creating intermediate tables; false when a parent
+/// key holds a non-table value.
+fn set_path(table: &mut toml::Table, keys: &[String], value: toml::Value) -> bool {
+    match keys {
+        [] => false,
+        [last] => {
+            table.insert(last.clone(), value);
+            true
+        }
+        [first, rest @ ..] => {
+            match table.entry(first.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new())) {
+                toml::Value::Table(t) => set_path(t, rest, value),
+                _ => false,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,95 @@
+use super::*;
+
+#[test]
+fn embedded_default_parses_with_documented_listeners() {
+    let c = Config::embedded_default();
+    assert_eq!(c.ingest.listen.to_string(), "127.0.0.1:7700");
+    assert_eq!(c.api.listen.to_string(), "127.0.0.1:7780");
+    assert_eq!(c.effective_sinks().len(), 2);
+}
+
+#[test]
+fn empty_file_gets_defaults() {
+    let c = Config::from_toml_str("").unwrap();
+    assert_eq!(c.data_dir, PathBuf::from("./vedette-data"));
+    assert_eq!(c.pipeline.batch_rows, 8192);
+    assert_eq!(c.effective_sinks()[1].name(), "alerts_file");
+}
+
+#[test]
+fn every_problem_is_reported_with_its_key_path() {
+    let text = r#"
+        colour = "blue"
+        [ingest]
+        listen = "not-an-address"
+        [pipeline]
+        batch_linger = "soon"
+        [[sinks]]
+        name = "a"
+        type = "stdout"
+        [[sinks]]
+        name = "b"
+        type = "carrier_pigeon"
+        [[sinks]]
+        name = "c"
+        type = "file"
+    "#;
+    let err = Config::from_toml_str(text).unwrap_err();
+    let paths: Vec<_> = err.problems().iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(paths, ["ingest.listen", "pipeline.batch_linger", "sinks[1].type", "sinks[2]", "colour"], "{err}");
+    let text = err.to_string();
+    assert!(text.contains("5 problems"), "{text}");
+    assert!(text.contains("carrier_pigeon"), "{text}");
+    assert!(text.contains("missing field `path`"), "{text}");
+}
+
+#[test]
+fn semantic_problems_name_their_keys() {
+    let text = r#"
+        [pipeline]
+        batch_rows = 0
+        [log]
+        format = "xml"
+        [[sinks]]
+        name = "x"
+        type = "stdout"
+        [[sinks]]
+        name = "x"
+        type = "file"
+        path = "a.jsonl"
+        [[tables]]
+        name = "dns"
+        columns = { query = "string", ttl = "uint128" }
+    "#;
+    let err = Config::from_toml_str(text).unwrap_err();
+    let got: Vec<_> = err.problems().iter().map(|p| p.to_string()).collect();
+    assert_eq!(
+        got,
+        [
+            "pipeline.batch_rows: must be at least 1",
+            "log.format: `xml` is not one of: pretty, json",
+            "sinks[1].name: `x` is already used by sinks[0]",
+            "tables[0].columns.ttl: `uint128` is not one of: string, int64, float64, boolean, timestamp",
+        ]
+    );
+}
+
+#[test]
+fn syntax_errors_point_at_the_line() {
+    let err = Config::from_toml_str("[ingest\nlisten = 1").unwrap_err().to_string();
+    assert!(err.contains("line 1"), "{err}");
+}
+
+#[test]
+fn env_overrides_apply_typed_values() {
+    let env = [
+        ("VEDETTE__API__LISTEN", "127.0.0.1:9999"),
+        ("VEDETTE__PIPELINE__BATCH_ROWS", "12"),
+        ("OTHER", "x"),
+    ];
+    let c = Config::from_toml_with_env("", env).unwrap();
+    assert_eq!(c.api.listen.to_string(), "127.0.0.1:9999");
+    assert_eq!(c.pipeline.batch_rows, 12);
+    let err = Config::from_toml_with_env("", [("VEDETTE__PIPELINE__BATCH_ROWS", "\"many\"")]).unwrap_err();
+    assert_eq!(err.problems()[0].path, "pipeline.batch_rows");
+}

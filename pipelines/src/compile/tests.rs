@@ -1,0 +1,104 @@
+use super::*;
+use crate::rule::{RuleDef, Severity};
+use arrow::array::RecordBatch;
+use vedette_schemas::decode::{Identity as SensorIdentity, decode_frame};
+use vedette_schemas::frame::{DataFrame, Encoding};
+
+fn rule(id: &str, sql: &str) -> RuleDef {
+    RuleDef {
+        id: id.into(),
+        name: id.into(),
+        version: None,
+        severity: Severity::High,
+        description: String::new(),
+        tags: vec!["t1".into()],
+        sql: sql.into(),
+        enabled: true,
+    }
+}
+
+fn pack(rules: Vec<RuleDef>) -> Pack {
+    Pack { name: "test".into(), version: 3, description: String::new(), author: String::new(), rules }
+}
+
+fn batch(table: &str, seq: u64, ndjson: &str) -> RecordBatch {
+    let cat = Catalog::builtin();
+    let frame = DataFrame { seq, table, encoding: Encoding::Ndjson, payload: ndjson.as_bytes() };
+    let id = SensorIdentity { sensor_id: "s-1", tenant: "acme", default_host: Some("h1") };
+    let d = decode_frame(cat.get(table).unwrap(), &frame, &id, 1000).unwrap();
+    assert_eq!(d.rejected, 0, "{:?}", d.errors);
+    d.batch.unwrap()
+}
+
+fn compiler() -> Compiler {
+    Compiler::new(Arc::new(Catalog::builtin())).unwrap()
+}
+
+#[tokio::test]
+async fn stateless_rule_runs_on_every_batch_with_one_plan() {
+    let c = compiler();
+    let p = pack(vec![rule("sh", "SELECT exe, cmdline FROM process_events WHERE exe LIKE '%/sh'")]);
+    let by_table = c.compile_pack(&p).await.unwrap();
+    let rules = TableRules::new(&c, "process_events", by_table["process_events"].clone());
+    let now = Utc::now();
+    let b1 = batch("process_events", 1, "{\"ts\":1000000,\"exe\":\"/bin/sh\",\"cmdline\":\"sh -c x\"}\n{\"ts\":2,\"exe\":\"/bin/ls\"}\n");
+    let b2 = batch("process_events", 2, "{\"ts\":3000000,\"exe\":\"/usr/bin/sh\"}\n");
+    let a1 = rules.evaluate(&b1, now).await.unwrap();
+    let a2 = rules.evaluate(&b2, now).await.unwrap();
+    assert_eq!(a1.len(), 1);
+    assert_eq!(a2.len(), 1);
+    let a = &a1[0];
+    assert_eq!(a.rule_id, "sh");
+    assert_eq!(a.rule_version, 3);
+    assert_eq!(a.sensor_id.as_deref(), Some("s-1"));
+    assert_eq!(a.tenant.as_deref(), Some("acme"));
+    assert_eq!(a.host.as_deref(), Some("h1"));
+    assert_eq!(a.ts.timestamp_micros(), 1_000_000);
+    assert_eq!(a.row.keys().collect::<Vec<_>>(), ["cmdline", "exe"]);
+    assert_eq!(a.row["exe"], "/bin/sh");
+    // Same frame again (a replay) gives the same id; another frame a different one.
+    let again = rules.evaluate(&b1, Utc::now()).await.unwrap();
+    assert_eq!(again[0].alert_id, a.alert_id);
+    assert_ne!(a2[0].alert_id, a.alert_id);
+}
+
+#[tokio::test]
+async fn select_star_hides_internal_columns() {
+    let c = compiler();
+    let p = pack(vec![rule("all", "SELECT * FROM auth_events WHERE outcome = 'failure'")]);
+    let by_table = c.compile_pack(&p).await.unwrap();
+    let rules = TableRules::new(&c, "auth_events", by_table["auth_events"].clone());
+    let b = batch("auth_events", 7, "{\"ts\":5,\"user\":\"bob\",\"outcome\":\"failure\"}\n");
+    let alerts = rules.evaluate(&b, Utc::now()).await.unwrap();
+    assert_eq!(alerts.len(), 1);
+    assert!(alerts[0].row.keys().all(|k| !k.starts_with("__")), "{:?}", alerts[0].row);
+    assert_eq!(alerts[0].row["user"], "bob");
+    assert_eq!(alerts[0].row["ts"], "1970-01-01T00:00:00.000005Z");
+}
+
+#[tokio::test]
+async fn bad_rules_are_refused_with_the_rule_id() {
+    let c = compiler();
+    let cases = [
+        ("ddl", "DROP TABLE process_events", "only a SELECT"),
+        ("two", "SELECT 1 FROM process_events; SELECT 2 FROM process_events", "exactly one SQL statement"),
+        ("syntax", "SELEC exe FROM process_events", "rule `syntax`"),
+        ("table", "SELECT exe FROM processes", "processes"),
+        ("column", "SELECT nope FROM process_events", "nope"),
+        ("none", "SELECT 1", "reads no telemetry table"),
+        ("join", "SELECT p.exe FROM process_events p JOIN file_events f ON p.pid = f.pid", "several telemetry tables"),
+    ];
+    for (id, sql, needle) in cases {
+        let err = c.compile(&pack(vec![]), &rule(id, sql)).await.unwrap_err().to_string();
+        assert!(err.contains(&format!("rule `{id}`")), "{id}: {err}");
+        assert!(err.contains(needle), "{id}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn builtin_pack_compiles() {
+    let c = compiler();
+    let by_table = c.compile_pack(&Pack::builtin()).await.unwrap();
+    let tables: Vec<_> = by_table.keys().map(String::as_str).collect();
+    assert_eq!(tables, ["auth_events", "file_events", "network_events", "process_events"]);
+}

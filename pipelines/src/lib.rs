@@ -1,0 +1,14 @@
+//! Rule compilation and evaluation, alerts and their ids. Pure: no actors, no sockets.
+//!
+//! * [`rule`]: rules and packs as analysts write them (YAML), plus the built-in pack.
+//! * [`compile`]: plan each rule once with DataFusion; evaluate compiled rules per batch.
+//! * [`alert`]: the alert shape and deterministic alert ids.
+#![warn(missing_docs)]
+
+pub mod alert;
+pub mod compile;
+pub mod error;
+pub mod rule;
+pub mod values;
+
+pub use error::{Result, RuleError};

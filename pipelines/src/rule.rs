@@ -1,0 +1,145 @@
+//! Rule and rule-pack definitions as analysts write them.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, RuleError};
+
+/// Alert severity, lowest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Informational.
+    Info,
+    /// Low.
+    Low,
+    /// Medium.
+    Medium,
+    /// High.
+    High,
+    /// Critical.
+    Critical,
+}
+
+impl Severity {
+    /// Lowercase name as written in packs and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Info => "info",
+            Self::Low => "low",
+            Self::Medium => "medium",
+            Self::High => "high",
+            Self::Critical => "critical",
+        }
+    }
+}
+
+/// One detection rule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleDef {
+    /// Stable unique id, e.g. `linux.reverse_shell_nc`.
+    pub id: String,
+    /// Short human title.
+    pub name: String,
+    /// Rule version; part of the alert id. Defaults to the pack version.
+    #[serde(default)]
+    pub version: Option<u32>,
+    /// Severity of its alerts.
+    pub severity: Severity,
+    /// What the rule detects and why it matters.
+    #[serde(default)]
+    pub description: String,
+    /// Tags such as MITRE ATT&CK technique ids.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// One SELECT over one telemetry table; each result row is one alert.
+    pub sql: String,
+    /// Whether the rule runs.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A rule pack file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pack {
+    /// Pack name, unique among packs.
+    pub name: String,
+    /// Pack version; only ever increases.
+    pub version: u32,
+    /// What the pack covers.
+    #[serde(default)]
+    pub description: String,
+    /// Who maintains it.
+    #[serde(default)]
+    pub author: String,
+    /// The rules.
+    pub rules: Vec<RuleDef>,
+}
+
+/// The built-in Linux detection pack, as YAML.
+pub const BUILTIN_PACK: &str = include_str!("builtin_linux.yaml");
+
+impl Pack {
+    /// Parses a pack from YAML; `origin` names the file in errors.
+    pub fn from_yaml(origin: &str, text: &str) -> Result<Self> {
+        let pack: Pack =
+            serde_yaml_ng::from_str(text).map_err(|e| RuleError::PackSyntax { pack: origin.into(), reason: e.to_string() })?;
+        pack.check()?;
+        Ok(pack)
+    }
+
+    /// The built-in pack.
+    pub fn builtin() -> Self {
+        Self::from_yaml("builtin_linux.yaml", BUILTIN_PACK).expect("the built-in pack is valid")
+    }
+
+    /// Rule versions default to the pack version.
+    pub fn rule_version(&self, rule: &RuleDef) -> u32 {
+        rule.version.unwrap_or(self.version)
+    }
+
+    fn check(&self) -> Result<()> {
+        let mut seen = std::collections::BTreeSet::new();
+        for r in &self.rules {
+            let bad = |reason: &str| RuleError::InvalidRule { rule: r.id.clone(), reason: reason.into() };
+            if r.id.is_empty() || !r.id.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+                return Err(bad("ids use letters, digits, `.`, `_` and `-`"));
+            }
+            if !seen.insert(r.id.as_str()) {
+                return Err(bad("id appears twice in the pack"));
+            }
+            if r.sql.trim().is_empty() {
+                return Err(bad("`sql` is empty"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_pack_parses() {
+        let p = Pack::builtin();
+        assert!(p.rules.len() >= 6);
+        assert!(p.rules.iter().all(|r| r.enabled));
+    }
+
+    #[test]
+    fn unknown_keys_and_duplicates_are_errors() {
+        let err = Pack::from_yaml("x.yaml", "name: x\nversion: 1\nrules: []\nowner: me\n").unwrap_err().to_string();
+        assert!(err.contains("unknown field `owner`"), "{err}");
+        let dup = "name: x\nversion: 1\nrules:\n - {id: a, name: A, severity: low, sql: 'select 1'}\n - {id: a, name: B, severity: low, sql: 'select 1'}\n";
+        assert!(Pack::from_yaml("x.yaml", dup).unwrap_err().to_string().contains("id appears twice"));
+        let sev = "name: x\nversion: 1\nrules:\n - {id: a, name: A, severity: dire, sql: 'select 1'}\n";
+        let err = Pack::from_yaml("x.yaml", sev).unwrap_err().to_string();
+        assert!(err.contains("unknown variant `dire`") && err.contains("line 4"), "{err}");
+    }
+}

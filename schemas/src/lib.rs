@@ -1,0 +1,13 @@
+//! Telemetry schemas and the vedette wire protocol, as pure functions.
+//!
+//! * [`tables`]: the built-in telemetry tables and operator-declared ones.
+//! * [`frame`]: protocol v1 frames and control messages (no sockets here).
+//! * [`decode`]: NDJSON / Arrow IPC payloads → Arrow batches, with per-row errors.
+#![warn(missing_docs)]
+
+pub mod decode;
+pub mod error;
+pub mod frame;
+pub mod tables;
+
+pub use error::{Result, SchemaError};
