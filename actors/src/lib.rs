@@ -1,1 +1,17 @@
-//! placeholder
+//! vedette's actors: QUIC ingest, per-table batchers, rule workers, alert sinks, and the
+//! supervisor that restarts them. Logic lives in `vedette-schemas` and `vedette-pipelines`;
+//! actors only move data and keep it safe.
+#![warn(missing_docs)]
+
+pub mod batcher;
+pub mod error;
+pub mod ingest;
+pub mod ledger;
+pub mod metrics;
+pub mod rules;
+pub mod sessions;
+pub mod sink;
+pub mod supervisor;
+pub mod tls;
+
+pub use error::{ActorError, Result};

@@ -1,1 +1,13 @@
-//! lib
+//! The `vedette` engine: wiring of every stage, the HTTP API, fleet PKI and the reference
+//! sensor. The binary (`main.rs`) is a thin CLI over this library, so tests can run an engine
+//! in-process.
+#![warn(missing_docs)]
+
+pub mod api;
+pub mod engine;
+pub mod error;
+pub mod pki;
+pub mod sensor;
+
+pub use engine::EngineHandle;
+pub use error::{EngineError, Result};

@@ -1,1 +1,197 @@
-fn main() {}
+//! `vedette`: the command-line entry point.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use tokio::sync::mpsc;
+use vedette_config::Config;
+use vedette_engine::EngineHandle;
+use vedette_engine::pki::{self, DEMO_SENSOR_ID, PkiPaths};
+use vedette_engine::sensor::{self, SensorConfig, SensorStats};
+
+#[derive(Parser)]
+#[command(name = "vedette", version, about = "Real-time detection engine for security sensor fleets")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the engine (embedded default config unless --config is given).
+    Serve {
+        /// TOML config file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Overrides `data_dir`.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Check a config file and report every problem with its key path.
+    Validate {
+        /// TOML config file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Run the reference sensor.
+    Sensor {
+        /// Engine QUIC address.
+        #[arg(long, default_value = "127.0.0.1:7700")]
+        server: SocketAddr,
+        /// Name in the engine's server certificate.
+        #[arg(long, default_value = "localhost")]
+        server_name: String,
+        /// Data dir holding `ca/ca.pem` and `sensors/<id>.{pem,key}`.
+        #[arg(long, default_value = "./vedette-data")]
+        data_dir: PathBuf,
+        /// Sensor id (selects the certificate in the data dir).
+        #[arg(long, default_value = DEMO_SENSOR_ID)]
+        sensor_id: String,
+        /// Explicit certificate (overrides the data dir lookup).
+        #[arg(long, requires = "key")]
+        cert: Option<PathBuf>,
+        /// Explicit private key.
+        #[arg(long, requires = "cert")]
+        key: Option<PathBuf>,
+        /// Explicit CA certificate.
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        /// Replay the scripted attack scenario (every built-in rule fires).
+        #[arg(long)]
+        demo: bool,
+        /// Do not watch /proc (with --demo: exit once the scenario is acknowledged).
+        #[arg(long)]
+        no_proc: bool,
+    },
+    /// Fleet CA tooling.
+    Ca {
+        #[command(subcommand)]
+        command: CaCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CaCommand {
+    /// Create the CA, server and demo sensor certificates in the data dir (if missing).
+    Init {
+        /// Data dir.
+        #[arg(long, default_value = "./vedette-data")]
+        data_dir: PathBuf,
+    },
+    /// Issue a sensor certificate (CN = sensor id, OU = tenant) signed by the data dir's CA.
+    Issue {
+        /// Data dir.
+        #[arg(long, default_value = "./vedette-data")]
+        data_dir: PathBuf,
+        /// Sensor id.
+        #[arg(long)]
+        sensor_id: String,
+        /// Tenant.
+        #[arg(long, default_value = "default")]
+        tenant: String,
+    },
+}
+
+fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
+    let text = match path {
+        Some(p) => std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+        None => vedette_config::EMBEDDED_DEFAULT.to_string(),
+    };
+    Ok(Config::from_toml_with_env(&text, std::env::vars())?)
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if config.log.format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config, data_dir } => {
+            let mut config = load_config(config.as_deref())?;
+            if let Some(d) = data_dir {
+                config.data_dir = d;
+            }
+            init_logging(&config);
+            let mut engine = EngineHandle::start(config).await?;
+            tokio::select! {
+                _ = shutdown_signal() => engine.shutdown().await,
+                _ = engine.failed() => bail!("a component failed beyond its restart budget; see the log above"),
+            }
+        }
+        Command::Validate { config } => {
+            let text = std::fs::read_to_string(&config).with_context(|| format!("reading {}", config.display()))?;
+            match Config::from_toml_str(&text) {
+                Ok(_) => println!("{}: valid", config.display()),
+                Err(e) => {
+                    eprintln!("{}: {e}", config.display());
+                    std::process::exit(1);
+                }
+            }
+        }
+        Command::Sensor { server, server_name, data_dir, sensor_id, cert, key, ca, demo, no_proc } => {
+            init_logging(&Config::embedded_default());
+            let paths = PkiPaths::new(&data_dir);
+            let (c, k) = match (cert, key) {
+                (Some(c), Some(k)) => (c, k),
+                _ => paths.sensor(&sensor_id),
+            };
+            let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "localhost".into());
+            let cfg = SensorConfig {
+                server,
+                server_name,
+                ca: ca.unwrap_or(paths.ca_cert),
+                cert: c,
+                key: k,
+                host: host.clone(),
+                linger: Duration::from_millis(50),
+            };
+            let (tx, rx) = mpsc::channel(10_000);
+            if demo {
+                let now = chrono::Utc::now().timestamp_micros();
+                for ev in sensor::demo_scenario(&host, now) {
+                    tx.send(ev).await?;
+                }
+            }
+            if !no_proc {
+                tokio::spawn(sensor::watch_proc(host, tx, Duration::from_millis(500)));
+            } else {
+                drop(tx);
+            }
+            let stats = Arc::new(SensorStats::default());
+            tokio::select! {
+                r = sensor::run(cfg, rx, stats) => r?,
+                _ = shutdown_signal() => {}
+            }
+        }
+        Command::Ca { command: CaCommand::Init { data_dir } } => {
+            let created = pki::ensure_dev_pki(&data_dir)?;
+            println!("{} in {}", if created { "created CA and certificates" } else { "CA already present" }, data_dir.display());
+        }
+        Command::Ca { command: CaCommand::Issue { data_dir, sensor_id, tenant } } => {
+            let (c, k) = pki::issue_sensor_files(&data_dir, &sensor_id, &tenant)?;
+            println!("certificate: {}\nkey: {}", c.display(), k.display());
+        }
+    }
+    Ok(())
+}

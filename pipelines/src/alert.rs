@@ -121,7 +121,7 @@ impl Alert {
         let row: Vec<String> = self
             .row
             .iter()
-            .filter(|(_, v)| !v.is_null())
+            .filter(|(k, v)| !v.is_null() && k.as_str() != "host")
             .map(|(k, v)| match v {
                 Value::String(s) => format!("{k}={s:?}"),
                 other => format!("{k}={other}"),

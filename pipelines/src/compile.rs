@@ -234,10 +234,12 @@ impl TableRules {
         &self.rules
     }
 
-    /// Runs every rule on `batch`; returns the alerts in rule order, then row order.
-    pub async fn evaluate(&self, batch: &RecordBatch, detected_at: DateTime<Utc>) -> Result<Vec<Alert>> {
+    /// Runs every rule on `batch`. A rule that fails is reported in [`Evaluation::errors`]
+    /// and does not stop the others.
+    pub async fn evaluate(&self, batch: &RecordBatch, detected_at: DateTime<Utc>) -> Evaluation {
+        let mut eval = Evaluation::default();
         if batch.num_rows() == 0 || self.rules.is_empty() {
-            return Ok(Vec::new());
+            return eval;
         }
         let config = self
             .base
@@ -245,17 +247,31 @@ impl TableRules {
             .clone()
             .with_extension(Arc::new(CurrentBatch { table: self.table.clone(), batch: batch.clone() }));
         let task = Arc::new(task_with_config(&self.base, config));
-        let mut alerts = Vec::new();
         for rule in &self.rules {
-            let out = collect(Arc::clone(&rule.plan), Arc::clone(&task))
-                .await
-                .map_err(|source| RuleError::Eval { rule: rule.meta.id.clone(), source })?;
-            for b in &out {
-                rows_to_alerts(&rule.meta, b, detected_at, &mut alerts);
+            let started = std::time::Instant::now();
+            match collect(Arc::clone(&rule.plan), Arc::clone(&task)).await {
+                Ok(out) => {
+                    for b in &out {
+                        rows_to_alerts(&rule.meta, b, detected_at, &mut eval.alerts);
+                    }
+                }
+                Err(source) => eval.errors.push(RuleError::Eval { rule: rule.meta.id.clone(), source }),
             }
+            eval.timings.push((Arc::clone(&rule.meta), started.elapsed()));
         }
-        Ok(alerts)
+        eval
     }
+}
+
+/// Outcome of evaluating a table's rules on one batch.
+#[derive(Debug, Default)]
+pub struct Evaluation {
+    /// Alerts, in rule order then row order.
+    pub alerts: Vec<Alert>,
+    /// Rules that failed on this batch.
+    pub errors: Vec<RuleError>,
+    /// Time spent per rule.
+    pub timings: Vec<(Arc<RuleMeta>, std::time::Duration)>,
 }
 
 /// A copy of `base` whose session config is `config` (TaskContext is not `Clone`).

@@ -192,6 +192,10 @@ pub struct Hello {
     /// Schema versions the sensor was built against, by table (informational in v1).
     #[serde(default)]
     pub schemas: std::collections::BTreeMap<String, u32>,
+    /// Lowest sequence number the sensor may still send in this session: every frame below it
+    /// is acknowledged or abandoned (e.g. lost in a sensor restart). 0 = unknown.
+    #[serde(default)]
+    pub low_seq: u64,
 }
 
 /// Engine → sensor, answer to HELLO.
@@ -203,6 +207,8 @@ pub struct Welcome {
     pub tenant: String,
     /// Every frame with `seq <= acked_through` is durable; resend only later ones.
     pub acked_through: u64,
+    /// Highest sequence number ever applied; a sensor without saved state starts above it.
+    pub highest_seq: u64,
     /// Largest frame (type byte + body) the engine accepts.
     pub max_frame_bytes: u32,
     /// Largest number of rows one data frame may carry.

@@ -2,12 +2,14 @@
 //!
 //! * [`tables`]: the built-in telemetry tables and operator-declared ones.
 //! * [`frame`]: protocol v1 frames and control messages (no sockets here).
+//! * [`seq`]: per-sensor sequence bookkeeping (applied / in flight).
 //! * [`decode`]: NDJSON / Arrow IPC payloads → Arrow batches, with per-row errors.
 #![warn(missing_docs)]
 
 pub mod decode;
 pub mod error;
 pub mod frame;
+pub mod seq;
 pub mod tables;
 
 pub use error::{Result, SchemaError};

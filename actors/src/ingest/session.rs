@@ -1,0 +1,345 @@
+//! One sensor connection: HELLO/WELCOME on the control stream, then data streams.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use chrono::Utc;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
+use vedette_schemas::SchemaError;
+use vedette_schemas::decode::{Identity, decode_frame};
+use vedette_schemas::frame::{
+    self, Ack, Control, ErrorMsg, FrameType, HEADER_LEN, Heartbeat, PROTOCOL_VERSION, RowErrors, Welcome, close_code,
+};
+use vedette_schemas::seq::Admit;
+
+use super::IngestContext;
+use crate::batcher::BatcherMsg;
+use crate::sessions::FrameToken;
+use crate::tls::{PeerIdentity, peer_identity};
+
+/// Stable error code for a schema error (see `docs/protocol.md`).
+fn error_code(e: &SchemaError) -> &'static str {
+    match e {
+        SchemaError::FrameTooLarge { .. } => "frame_too_large",
+        SchemaError::MalformedFrame { .. } => "malformed_frame",
+        SchemaError::MalformedControl { .. } => "malformed_message",
+        SchemaError::UnknownTable { .. } => "unknown_table",
+        SchemaError::SchemaMismatch { .. } => "schema_mismatch",
+        SchemaError::TooManyRows { .. } => "too_many_rows",
+        SchemaError::BadPayload { .. } => "bad_payload",
+        SchemaError::BadTableDefinition { .. } | SchemaError::Arrow(_) => "internal",
+    }
+}
+
+fn error_msg(code: &str, message: impl Into<String>, seq: Option<u64>) -> Control {
+    Control::Error(ErrorMsg { code: code.into(), message: message.into(), seq })
+}
+
+/// Reads one frame: `Ok(None)` on a clean end of stream before a header.
+async fn read_frame(
+    recv: &mut quinn::RecvStream,
+    max: u32,
+) -> Result<Option<(FrameType, Vec<u8>)>, ReadError> {
+    let mut header = [0u8; HEADER_LEN];
+    let mut got = 0;
+    while got < HEADER_LEN {
+        match recv.read(&mut header[got..]).await.map_err(|e| ReadError::Stream(e.to_string()))? {
+            None if got == 0 => return Ok(None),
+            None => return Err(ReadError::Schema(SchemaError::MalformedFrame { reason: "stream ended inside a frame header".into() })),
+            Some(n) => got += n,
+        }
+    }
+    let (len, ty) = frame::parse_header(header, max).map_err(ReadError::Schema)?;
+    let mut body = vec![0u8; len];
+    recv.read_exact(&mut body).await.map_err(|e| match e {
+        quinn::ReadExactError::FinishedEarly(_) => {
+            ReadError::Schema(SchemaError::MalformedFrame { reason: format!("stream ended inside a {len}-byte frame") })
+        }
+        quinn::ReadExactError::ReadError(e) => ReadError::Stream(e.to_string()),
+    })?;
+    Ok(Some((ty, body)))
+}
+
+enum ReadError {
+    /// The bytes are bad: tell the sensor.
+    Schema(SchemaError),
+    /// The stream or connection failed: nothing to tell.
+    Stream(String),
+}
+
+/// Unregisters the session when the task ends, however it ends.
+struct Registration {
+    ctx: Arc<IngestContext>,
+    sensor: String,
+    id: u64,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.ctx.sessions.unregister(&self.sensor, self.id);
+        self.ctx.metrics.sensors_connected.dec();
+    }
+}
+
+/// Runs a connection from handshake to close.
+pub async fn run(ctx: Arc<IngestContext>, incoming: quinn::Incoming) {
+    let remote = incoming.remote_address();
+    let conn = match incoming.await {
+        Ok(c) => c,
+        Err(e) => {
+            // Unknown CA, missing client certificate, wrong ALPN: refused at the handshake.
+            info!(%remote, error = %e, "Sensor handshake refused.");
+            ctx.metrics.ingest_refused.with_label_values(&["handshake"]).inc();
+            return;
+        }
+    };
+    let peer = match peer_identity(&conn) {
+        Ok(p) => p,
+        Err(e) => {
+            ctx.metrics.ingest_refused.with_label_values(&["identity"]).inc();
+            conn.close(close_code::PROTOCOL_VIOLATION.into(), e.as_bytes());
+            return;
+        }
+    };
+    if let Err(reason) = serve(&ctx, &conn, &peer).await {
+        debug!(sensor = %peer.sensor_id, %reason, "Session ended.");
+    }
+}
+
+async fn serve(ctx: &Arc<IngestContext>, conn: &quinn::Connection, peer: &PeerIdentity) -> Result<(), String> {
+    let refuse = |code: u32, reason: &str| {
+        ctx.metrics.ingest_refused.with_label_values(&["hello"]).inc();
+        conn.close(code.into(), reason.as_bytes());
+        reason.to_string()
+    };
+    let (mut send, mut recv) = match tokio::time::timeout(ctx.limits.hello_timeout, conn.accept_bi()).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(e.to_string()),
+        Err(_) => return Err(refuse(close_code::HELLO_TIMEOUT, "no control stream opened in time")),
+    };
+    let hello = match tokio::time::timeout(ctx.limits.hello_timeout, read_frame(&mut recv, ctx.limits.max_frame_bytes)).await {
+        Err(_) => return Err(refuse(close_code::HELLO_TIMEOUT, "no HELLO received in time")),
+        Ok(Ok(Some((FrameType::Hello, body)))) => match Control::decode(FrameType::Hello, &body) {
+            Ok(Control::Hello(h)) => h,
+            Ok(_) => unreachable!("HELLO frames decode to HELLO"),
+            Err(e) => {
+                let _ = send.write_all(&error_msg("malformed_message", e.to_string(), None).to_frame()).await;
+                return Err(refuse(close_code::PROTOCOL_VIOLATION, "malformed HELLO"));
+            }
+        },
+        Ok(_) => return Err(refuse(close_code::PROTOCOL_VIOLATION, "the first frame on the control stream must be HELLO")),
+    };
+    if hello.protocol != PROTOCOL_VERSION {
+        let msg = format!("protocol {} is not supported (this engine speaks {PROTOCOL_VERSION})", hello.protocol);
+        let _ = send.write_all(&error_msg("unsupported_version", &msg, None).to_frame()).await;
+        return Err(refuse(close_code::UNSUPPORTED_VERSION, &msg));
+    }
+    if let Some(claimed) = hello.sensor_id.as_deref().filter(|c| *c != peer.sensor_id) {
+        let msg = format!("HELLO claims sensor id `{claimed}` but the certificate says `{}`", peer.sensor_id);
+        let _ = send.write_all(&error_msg("identity_mismatch", &msg, None).to_frame()).await;
+        return Err(refuse(close_code::IDENTITY_MISMATCH, &msg));
+    }
+    let (through, highest) = ctx.acker.ledger.welcome(&peer.sensor_id, hello.low_seq).map_err(|e| e.to_string())?;
+    let welcome = Control::Welcome(Welcome {
+        sensor_id: peer.sensor_id.clone(),
+        tenant: peer.tenant.clone(),
+        acked_through: through,
+        highest_seq: highest,
+        max_frame_bytes: ctx.limits.max_frame_bytes,
+        max_frame_rows: ctx.limits.max_frame_rows,
+        heartbeat_interval_ms: ctx.limits.heartbeat.as_millis() as u64,
+        tables: ctx.catalog.names().iter().map(|s| s.to_string()).collect(),
+    });
+    send.write_all(&welcome.to_frame()).await.map_err(|e| e.to_string())?;
+
+    let (ctrl_tx, ctrl_rx) = mpsc::channel::<Control>(1024);
+    let id = ctx.sessions.register(&peer.sensor_id, conn.clone(), ctrl_tx.clone());
+    ctx.metrics.sensors_connected.inc();
+    let _registration = Registration { ctx: Arc::clone(ctx), sensor: peer.sensor_id.clone(), id };
+    info!(sensor = %peer.sensor_id, tenant = %peer.tenant, version = %hello.sensor_version, acked_through = through, "Sensor connected.");
+
+    let sensor = Arc::new(Sensor {
+        id: Arc::from(peer.sensor_id.as_str()),
+        tenant: peer.tenant.clone(),
+        host: hello.host.clone(),
+        ctrl: ctrl_tx,
+    });
+    let mut tasks = JoinSet::new();
+    tasks.spawn(write_control(send, ctrl_rx));
+    tasks.spawn(read_control(Arc::clone(ctx), recv, Arc::clone(&sensor)));
+    loop {
+        tokio::select! {
+            stream = conn.accept_uni() => match stream {
+                Ok(s) => { tasks.spawn(read_data(Arc::clone(ctx), s, Arc::clone(&sensor))); }
+                Err(e) => return Err(e.to_string()),
+            },
+            Some(done) = tasks.join_next() => {
+                if let Ok(Err(reason)) = done {
+                    conn.close(close_code::PROTOCOL_VIOLATION.into(), reason.as_bytes());
+                    return Err(reason);
+                }
+            }
+        }
+    }
+}
+
+/// Per-session facts the stream tasks need.
+struct Sensor {
+    id: Arc<str>,
+    tenant: String,
+    host: Option<String>,
+    ctrl: mpsc::Sender<Control>,
+}
+
+impl Sensor {
+    async fn say(&self, msg: Control) {
+        let _ = self.ctrl.send(msg).await;
+    }
+}
+
+async fn write_control(mut send: quinn::SendStream, mut rx: mpsc::Receiver<Control>) -> Result<(), String> {
+    let mut buf = Vec::new();
+    while let Some(msg) = rx.recv().await {
+        buf.clear();
+        msg.encode(&mut buf);
+        // Coalesce whatever else is queued into the same write.
+        while let Ok(more) = rx.try_recv() {
+            more.encode(&mut buf);
+        }
+        send.write_all(&buf).await.map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+async fn read_control(ctx: Arc<IngestContext>, mut recv: quinn::RecvStream, sensor: Arc<Sensor>) -> Result<(), String> {
+    loop {
+        match read_frame(&mut recv, ctx.limits.max_frame_bytes).await {
+            Ok(None) => return Ok(()),
+            Ok(Some((ty, body))) => match Control::decode(ty, &body) {
+                Ok(Control::Heartbeat(_)) => {
+                    sensor.say(Control::Heartbeat(Heartbeat { ts: Utc::now().timestamp_micros() })).await;
+                }
+                Ok(Control::Goodbye(g)) => {
+                    debug!(sensor = %sensor.id, reason = %g.reason, "Sensor said goodbye.");
+                    return Ok(());
+                }
+                Ok(other) => {
+                    sensor.say(error_msg("unexpected_message", format!("{other:?} is not sent by sensors"), None)).await;
+                }
+                Err(e) => sensor.say(error_msg(error_code(&e), e.to_string(), None)).await,
+            },
+            Err(ReadError::Schema(e)) => {
+                sensor.say(error_msg(error_code(&e), e.to_string(), None)).await;
+                return Err(format!("control stream: {e}"));
+            }
+            Err(ReadError::Stream(e)) => return Err(format!("control stream: {e}")),
+        }
+    }
+}
+
+async fn read_data(ctx: Arc<IngestContext>, mut recv: quinn::RecvStream, sensor: Arc<Sensor>) -> Result<(), String> {
+    loop {
+        if !ctx.accepting.load(Ordering::Acquire) {
+            let _ = recv.stop(close_code::SHUTTING_DOWN.into());
+            return Ok(());
+        }
+        match read_frame(&mut recv, ctx.limits.max_frame_bytes).await {
+            Ok(None) => return Ok(()),
+            Ok(Some((ty, body))) => handle_data(&ctx, &sensor, ty, &body).await,
+            Err(ReadError::Schema(e)) => {
+                // The framing is lost: report, reset this stream only. Other streams and
+                // sensors are unaffected.
+                ctx.metrics.ingest_frames.with_label_values(&["error"]).inc();
+                warn!(sensor = %sensor.id, error = %e, "Bad framing on a data stream; stream reset.");
+                sensor.say(error_msg(error_code(&e), e.to_string(), None)).await;
+                let code = match e {
+                    SchemaError::FrameTooLarge { .. } => close_code::FRAME_TOO_LARGE,
+                    _ => close_code::MALFORMED_FRAME,
+                };
+                let _ = recv.stop(code.into());
+                return Ok(());
+            }
+            Err(ReadError::Stream(_)) => return Ok(()),
+        }
+    }
+}
+
+async fn handle_data(ctx: &Arc<IngestContext>, sensor: &Arc<Sensor>, ty: FrameType, body: &[u8]) {
+    let frame = match frame::parse_data(ty, body) {
+        Ok(f) => f,
+        Err(e) => return reject_frame(ctx, sensor, frame::peek_seq(body), &e).await,
+    };
+    ctx.metrics.ingest_bytes.inc_by(frame.payload.len() as u64);
+    let table = match ctx.catalog.get(frame.table) {
+        Ok(t) => Arc::clone(t),
+        Err(e) => return reject_frame(ctx, sensor, Some(frame.seq), &e).await,
+    };
+    match ctx.acker.ledger.admit(&sensor.id, frame.seq) {
+        Admit::New => {}
+        Admit::Applied => {
+            ctx.metrics.ingest_frames.with_label_values(&["duplicate"]).inc();
+            let through = ctx.acker.ledger.through(&sensor.id);
+            return sensor.say(Control::Ack(Ack { seq: frame.seq, through })).await;
+        }
+        Admit::InFlight => {
+            ctx.metrics.ingest_frames.with_label_values(&["duplicate"]).inc();
+            return;
+        }
+    }
+    let identity = Identity { sensor_id: &sensor.id, tenant: &sensor.tenant, default_host: sensor.host.as_deref() };
+    let decoded = match decode_frame(&table, &frame, &identity, ctx.limits.max_frame_rows as usize) {
+        Ok(d) => d,
+        Err(e) => return reject_frame(ctx, sensor, Some(frame.seq), &e).await,
+    };
+    ctx.metrics.ingest_frames.with_label_values(&["accepted"]).inc();
+    ctx.metrics.ingest_events.with_label_values(&[table.name()]).inc_by(decoded.accepted.into());
+    if decoded.rejected > 0 {
+        ctx.metrics.ingest_rows_rejected.with_label_values(&[table.name()]).inc_by(decoded.rejected.into());
+        sensor
+            .say(Control::RowErrors(RowErrors {
+                seq: frame.seq,
+                table: table.name().into(),
+                accepted: decoded.accepted,
+                rejected: decoded.rejected,
+                errors: decoded.errors,
+            }))
+            .await;
+    }
+    let Some(batch) = decoded.batch else {
+        return complete_now(ctx, sensor, frame.seq).await;
+    };
+    let route = &ctx.routes[table.name()];
+    // Back-pressure: wait for an in-flight slot; meanwhile this stream is not read and QUIC
+    // flow control slows the sensor.
+    let Ok(permit) = Arc::clone(&route.inflight).acquire_owned().await else { return };
+    let token = FrameToken::new(Arc::clone(&sensor.id), frame.seq, Arc::clone(&ctx.acker), permit, table.name());
+    match route.batcher.get() {
+        Some(b) => {
+            if let Err(ractor::MessagingErr::SendErr(BatcherMsg::Frame(_, token))) = b.send_message(BatcherMsg::Frame(batch, token)) {
+                drop(token); // aborts and asks the sensor to resend
+            }
+        }
+        None => drop(token),
+    }
+}
+
+/// A frame that cannot be used: report it and consume its sequence number, so the sensor
+/// does not resend it forever.
+async fn reject_frame(ctx: &Arc<IngestContext>, sensor: &Arc<Sensor>, seq: Option<u64>, e: &SchemaError) {
+    ctx.metrics.ingest_frames.with_label_values(&["error"]).inc();
+    sensor.say(error_msg(error_code(e), e.to_string(), seq)).await;
+    if let Some(seq) = seq
+        && ctx.acker.ledger.admit(&sensor.id, seq) == Admit::New
+    {
+        complete_now(ctx, sensor, seq).await;
+    }
+}
+
+async fn complete_now(ctx: &Arc<IngestContext>, sensor: &Arc<Sensor>, seq: u64) {
+    if let Err(e) = ctx.acker.complete(&[(Arc::clone(&sensor.id), seq)]).await {
+        warn!(sensor = %sensor.id, seq, error = %e, "Could not persist sequence state.");
+        ctx.acker.ledger.abort(&sensor.id, seq);
+    }
+}

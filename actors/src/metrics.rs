@@ -1,0 +1,115 @@
+//! Prometheus metrics for every stage (`vedette_<stage>_<what>_<unit>`).
+
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
+
+/// All engine metrics, registered in one registry.
+#[derive(Clone)]
+pub struct Metrics {
+    /// The registry `/metrics` renders.
+    pub registry: Registry,
+    /// Rows accepted, by table.
+    pub ingest_events: IntCounterVec,
+    /// Rows rejected, by table.
+    pub ingest_rows_rejected: IntCounterVec,
+    /// Data frames, by outcome (`accepted`, `duplicate`, `error`).
+    pub ingest_frames: IntCounterVec,
+    /// Payload bytes received in data frames.
+    pub ingest_bytes: IntCounter,
+    /// Sessions currently connected.
+    pub sensors_connected: IntGauge,
+    /// Handshakes or hellos refused, by reason.
+    pub ingest_refused: IntCounterVec,
+    /// Frames received but not yet durable, by table.
+    pub inflight_frames: IntGaugeVec,
+    /// Rows per batch handed to the rules.
+    pub batch_rows: Histogram,
+    /// Time from a frame's arrival to its acknowledgement.
+    pub frame_latency: Histogram,
+    /// Evaluation time per rule and batch.
+    pub rule_eval: HistogramVec,
+    /// Rule evaluation errors, by rule.
+    pub rule_errors: IntCounterVec,
+    /// Alerts produced, by rule and severity.
+    pub alerts: IntCounterVec,
+    /// Alerts delivered, by sink.
+    pub sink_delivered: IntCounterVec,
+    /// Delivery failures, by sink.
+    pub sink_errors: IntCounterVec,
+    /// Actor restarts by supervisors, by child.
+    pub actor_restarts: IntCounterVec,
+}
+
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(c.clone())).expect("metric registered once");
+    c
+}
+
+fn histogram(r: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)).expect("valid metric");
+    r.register(Box::new(h.clone())).expect("metric registered once");
+    h
+}
+
+impl Metrics {
+    /// Creates and registers every metric in a fresh registry.
+    pub fn new() -> Self {
+        let r = Registry::new();
+        let secs = prometheus::exponential_buckets(0.000_01, 4.0, 12).expect("valid buckets");
+        let sensors_connected =
+            IntGauge::new("vedette_ingest_sensors_connected", "Sensor sessions currently connected").expect("valid");
+        r.register(Box::new(sensors_connected.clone())).expect("registered once");
+        let inflight_frames = IntGaugeVec::new(
+            Opts::new("vedette_pipeline_inflight_frames", "Frames received but not yet durable"),
+            &["table"],
+        )
+        .expect("valid");
+        r.register(Box::new(inflight_frames.clone())).expect("registered once");
+        let ingest_bytes = IntCounter::new("vedette_ingest_bytes_total", "Data frame payload bytes received").expect("valid");
+        r.register(Box::new(ingest_bytes.clone())).expect("registered once");
+        let rule_eval = HistogramVec::new(
+            HistogramOpts::new("vedette_rule_eval_seconds", "Evaluation time per rule and batch").buckets(secs.clone()),
+            &["rule"],
+        )
+        .expect("valid");
+        r.register(Box::new(rule_eval.clone())).expect("registered once");
+        Self {
+            ingest_events: counter_vec(&r, "vedette_ingest_events_total", "Rows accepted", &["table"]),
+            ingest_rows_rejected: counter_vec(&r, "vedette_ingest_rows_rejected_total", "Rows rejected", &["table"]),
+            ingest_frames: counter_vec(&r, "vedette_ingest_frames_total", "Data frames by outcome", &["outcome"]),
+            ingest_bytes,
+            sensors_connected,
+            ingest_refused: counter_vec(&r, "vedette_ingest_refused_total", "Connections refused", &["reason"]),
+            inflight_frames,
+            batch_rows: histogram(
+                &r,
+                "vedette_pipeline_batch_rows",
+                "Rows per batch",
+                prometheus::exponential_buckets(1.0, 4.0, 9).expect("valid buckets"),
+            ),
+            frame_latency: histogram(&r, "vedette_pipeline_frame_latency_seconds", "Frame arrival to ack", secs),
+            rule_eval,
+            rule_errors: counter_vec(&r, "vedette_rule_errors_total", "Rule evaluation errors", &["rule"]),
+            alerts: counter_vec(&r, "vedette_alerts_total", "Alerts produced", &["rule", "severity"]),
+            sink_delivered: counter_vec(&r, "vedette_sink_delivered_total", "Alerts delivered", &["sink"]),
+            sink_errors: counter_vec(&r, "vedette_sink_errors_total", "Delivery failures", &["sink"]),
+            actor_restarts: counter_vec(&r, "vedette_actor_restarts_total", "Supervisor restarts", &["actor"]),
+            registry: r,
+        }
+    }
+
+    /// Renders the Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus::TextEncoder::new().encode_utf8(&self.registry.gather(), &mut out).expect("text encoding");
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

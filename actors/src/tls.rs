@@ -1,0 +1,134 @@
+//! QUIC + mutual TLS configuration and peer identity.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use rustls::RootCertStore;
+use rustls::crypto::CryptoProvider;
+use rustls::server::WebPkiClientVerifier;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use sha2::{Digest, Sha256};
+use vedette_schemas::frame::ALPN;
+
+use crate::error::{ActorError, Result};
+
+/// Tenant used when a sensor certificate carries no organizational unit.
+pub const DEFAULT_TENANT: &str = "default";
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Parses every certificate of a PEM document.
+pub fn certs_from_pem(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| ActorError::Tls(format!("{what}: not a PEM certificate: {e}")))?;
+    if certs.is_empty() {
+        return Err(ActorError::Tls(format!("{what}: no certificate found in PEM")));
+    }
+    Ok(certs)
+}
+
+/// Parses a private key from PEM (PKCS#8, PKCS#1 or SEC1).
+pub fn key_from_pem(pem: &[u8], what: &str) -> Result<PrivateKeyDer<'static>> {
+    PrivateKeyDer::from_pem_slice(pem).map_err(|e| ActorError::Tls(format!("{what}: not a PEM private key: {e}")))
+}
+
+/// Server side: our certificate, and client certificates must chain to `ca`.
+pub fn server_config(
+    ca_pem: &[u8],
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    idle_timeout: Duration,
+) -> Result<quinn::ServerConfig> {
+    let mut roots = RootCertStore::empty();
+    for ca in certs_from_pem(ca_pem, "fleet CA")? {
+        roots.add(ca).map_err(|e| ActorError::Tls(format!("fleet CA: {e}")))?;
+    }
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+        .build()
+        .map_err(|e| ActorError::Tls(format!("client verifier: {e}")))?;
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| ActorError::Tls(e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs_from_pem(cert_pem, "server certificate")?, key_from_pem(key_pem, "server key")?)
+        .map_err(|e| ActorError::Tls(format!("server certificate/key: {e}")))?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let crypto = QuicServerConfig::try_from(tls).map_err(|e| ActorError::Tls(e.to_string()))?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .max_idle_timeout(Some(idle_timeout.try_into().map_err(|_| ActorError::Tls("idle timeout too long".into()))?))
+        .max_concurrent_bidi_streams(4u32.into())
+        .max_concurrent_uni_streams(64u32.into());
+    config.transport_config(Arc::new(transport));
+    Ok(config)
+}
+
+/// Client side (sensors): trust `ca`, present `cert`/`key` if given.
+pub fn client_config(ca_pem: &[u8], client: Option<(&[u8], &[u8])>, alpn: &[u8]) -> Result<quinn::ClientConfig> {
+    let mut roots = RootCertStore::empty();
+    for ca in certs_from_pem(ca_pem, "fleet CA")? {
+        roots.add(ca).map_err(|e| ActorError::Tls(format!("fleet CA: {e}")))?;
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| ActorError::Tls(e.to_string()))?
+        .with_root_certificates(roots);
+    let mut tls = match client {
+        Some((cert, key)) => builder
+            .with_client_auth_cert(certs_from_pem(cert, "sensor certificate")?, key_from_pem(key, "sensor key")?)
+            .map_err(|e| ActorError::Tls(format!("sensor certificate/key: {e}")))?,
+        None => builder.with_no_client_auth(),
+    };
+    tls.alpn_protocols = vec![alpn.to_vec()];
+    let crypto = QuicClientConfig::try_from(tls).map_err(|e| ActorError::Tls(e.to_string()))?;
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    transport.keep_alive_interval(Some(Duration::from_secs(2)));
+    config.transport_config(Arc::new(transport));
+    Ok(config)
+}
+
+/// Who a sensor is, according to its verified client certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerIdentity {
+    /// Subject common name.
+    pub sensor_id: String,
+    /// Subject organizational unit, or [`DEFAULT_TENANT`].
+    pub tenant: String,
+    /// SHA-256 of the certificate DER, lowercase hex.
+    pub fingerprint: String,
+}
+
+/// Reads the identity from a leaf certificate (DER).
+pub fn identity_from_cert(der: &[u8]) -> std::result::Result<PeerIdentity, String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| format!("unparsable certificate: {e}"))?;
+    let subject = cert.subject();
+    let cn = subject
+        .iter_common_name()
+        .next()
+        .and_then(|a| a.as_str().ok())
+        .ok_or("certificate has no subject common name (the sensor id)")?;
+    let ou = subject.iter_organizational_unit().next().and_then(|a| a.as_str().ok());
+    if cn.is_empty() {
+        return Err("certificate common name (the sensor id) is empty".into());
+    }
+    Ok(PeerIdentity {
+        sensor_id: cn.to_string(),
+        tenant: ou.unwrap_or(DEFAULT_TENANT).to_string(),
+        fingerprint: hex::encode(Sha256::digest(der)),
+    })
+}
+
+/// Identity of the peer of an established connection.
+pub fn peer_identity(conn: &quinn::Connection) -> std::result::Result<PeerIdentity, String> {
+    let any = conn.peer_identity().ok_or("no client certificate presented")?;
+    let certs = any.downcast::<Vec<CertificateDer<'static>>>().map_err(|_| "unexpected peer identity type")?;
+    let leaf = certs.first().ok_or("empty client certificate chain")?;
+    identity_from_cert(leaf.as_ref())
+}

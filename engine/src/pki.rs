@@ -1,0 +1,171 @@
+//! Fleet PKI: the development CA created on first start, and sensor certificates.
+//!
+//! Sensor identity lives in the certificate subject: CN = sensor id, OU = tenant.
+
+use std::path::{Path, PathBuf};
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType};
+
+/// Sensor id of the demo sensor whose certificate `serve` creates.
+pub const DEMO_SENSOR_ID: &str = "demo-sensor";
+
+/// Errors of the PKI tooling.
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    /// Certificate generation failed.
+    #[error("certificate generation: {0}")]
+    Rcgen(#[from] rcgen::Error),
+    /// A file could not be read or written; check permissions of the data dir.
+    #[error("{path}: {source}")]
+    Io {
+        /// File.
+        path: String,
+        /// OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Paths of the PKI files inside a data dir.
+#[derive(Debug, Clone)]
+pub struct PkiPaths {
+    /// CA certificate.
+    pub ca_cert: PathBuf,
+    /// CA key.
+    pub ca_key: PathBuf,
+    /// Engine server certificate.
+    pub server_cert: PathBuf,
+    /// Engine server key.
+    pub server_key: PathBuf,
+    /// Directory of issued sensor certificates.
+    pub sensors: PathBuf,
+}
+
+impl PkiPaths {
+    /// Layout under `data_dir`.
+    pub fn new(data_dir: &Path) -> Self {
+        let ca = data_dir.join("ca");
+        Self {
+            ca_cert: ca.join("ca.pem"),
+            ca_key: ca.join("ca.key"),
+            server_cert: ca.join("server.pem"),
+            server_key: ca.join("server.key"),
+            sensors: data_dir.join("sensors"),
+        }
+    }
+
+    /// Certificate and key paths of a sensor.
+    pub fn sensor(&self, sensor_id: &str) -> (PathBuf, PathBuf) {
+        (self.sensors.join(format!("{sensor_id}.pem")), self.sensors.join(format!("{sensor_id}.key")))
+    }
+}
+
+fn write(path: &Path, contents: &str, secret: bool) -> Result<(), PkiError> {
+    let io = |source| PkiError::Io { path: path.display().to_string(), source };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    std::fs::write(path, contents).map_err(io)?;
+    #[cfg(unix)]
+    if secret {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+    }
+    Ok(())
+}
+
+fn read(path: &Path) -> Result<String, PkiError> {
+    std::fs::read_to_string(path).map_err(|source| PkiError::Io { path: path.display().to_string(), source })
+}
+
+/// A generated certificate and its key, PEM.
+#[derive(Debug, Clone)]
+pub struct CertPem {
+    /// Certificate.
+    pub cert: String,
+    /// Private key.
+    pub key: String,
+}
+
+/// Creates a self-signed CA.
+pub fn new_ca(name: &str) -> Result<CertPem, PkiError> {
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    let cert = params.self_signed(&key)?;
+    Ok(CertPem { cert: cert.pem(), key: key.serialize_pem() })
+}
+
+/// Issues a sensor (client) certificate: CN = sensor id, OU = tenant.
+pub fn issue_sensor(ca: &CertPem, sensor_id: &str, tenant: &str) -> Result<CertPem, PkiError> {
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.distinguished_name.push(DnType::CommonName, sensor_id);
+    params.distinguished_name.push(DnType::OrganizationalUnitName, tenant);
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    sign(ca, params)
+}
+
+/// Issues the engine's server certificate for `names` (DNS names or IP addresses).
+pub fn issue_server(ca: &CertPem, names: &[&str]) -> Result<CertPem, PkiError> {
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.distinguished_name.push(DnType::CommonName, "vedette engine");
+    for n in names {
+        let san = match n.parse::<std::net::IpAddr>() {
+            Ok(ip) => SanType::IpAddress(ip),
+            Err(_) => SanType::DnsName((*n).try_into()?),
+        };
+        params.subject_alt_names.push(san);
+    }
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    sign(ca, params)
+}
+
+fn sign(ca: &CertPem, params: CertificateParams) -> Result<CertPem, PkiError> {
+    let issuer = Issuer::from_ca_cert_pem(&ca.cert, KeyPair::from_pem(&ca.key)?)?;
+    let key = KeyPair::generate()?;
+    let cert = params.signed_by(&key, &issuer)?;
+    Ok(CertPem { cert: cert.pem(), key: key.serialize_pem() })
+}
+
+/// Creates the development CA, server certificate and demo sensor certificate under
+/// `data_dir` if they do not exist yet. Returns true when something was created.
+pub fn ensure_dev_pki(data_dir: &Path) -> Result<bool, PkiError> {
+    let paths = PkiPaths::new(data_dir);
+    let mut created = false;
+    let ca = if paths.ca_cert.exists() && paths.ca_key.exists() {
+        CertPem { cert: read(&paths.ca_cert)?, key: read(&paths.ca_key)? }
+    } else {
+        let ca = new_ca("vedette development fleet CA")?;
+        write(&paths.ca_cert, &ca.cert, false)?;
+        write(&paths.ca_key, &ca.key, true)?;
+        created = true;
+        ca
+    };
+    if created || !paths.server_cert.exists() {
+        let server = issue_server(&ca, &["localhost", "127.0.0.1", "::1", "vedette"])?;
+        write(&paths.server_cert, &server.cert, false)?;
+        write(&paths.server_key, &server.key, true)?;
+        created = true;
+    }
+    let (cert, key) = paths.sensor(DEMO_SENSOR_ID);
+    if created || !cert.exists() {
+        let s = issue_sensor(&ca, DEMO_SENSOR_ID, "default")?;
+        write(&cert, &s.cert, false)?;
+        write(&key, &s.key, true)?;
+        created = true;
+    }
+    Ok(created)
+}
+
+/// Issues a sensor certificate with the data dir's CA and writes it under `sensors/`.
+pub fn issue_sensor_files(data_dir: &Path, sensor_id: &str, tenant: &str) -> Result<(PathBuf, PathBuf), PkiError> {
+    let paths = PkiPaths::new(data_dir);
+    let ca = CertPem { cert: read(&paths.ca_cert)?, key: read(&paths.ca_key)? };
+    let s = issue_sensor(&ca, sensor_id, tenant)?;
+    let (cert, key) = paths.sensor(sensor_id);
+    write(&cert, &s.cert, false)?;
+    write(&key, &s.key, true)?;
+    Ok((cert, key))
+}
