@@ -255,6 +255,7 @@ fn castable(from: &DataType, to: &DataType) -> bool {
 
 fn decode_arrow(table: &TableDef, seq: u64, payload: &[u8], id: &Identity<'_>, max_rows: usize) -> Result<Decoded> {
     let bad = |e: arrow::error::ArrowError| SchemaError::BadPayload { encoding: "arrow", reason: e.to_string() };
+    check_ipc_bounds(payload)?;
     let reader = StreamReader::try_new(Cursor::new(payload), None).map_err(bad)?;
     let mut rej = Rejections::new();
     let mut out = Vec::new();
@@ -276,6 +277,36 @@ fn decode_arrow(table: &TableDef, seq: u64, payload: &[u8], id: &Identity<'_>, m
     };
     let accepted = batch.as_ref().map_or(0, RecordBatch::num_rows) as u32;
     Ok(Decoded { batch, accepted, rejected: rej.count, errors: rej.details })
+}
+
+/// Walks the IPC stream's message framing and checks that every declared length fits in the
+/// payload, so a forged length cannot make the reader allocate gigabytes.
+fn check_ipc_bounds(payload: &[u8]) -> Result<()> {
+    let bad = |reason: String| SchemaError::BadPayload { encoding: "arrow", reason };
+    let mut pos = 0usize;
+    let read_u32 = |at: usize| payload.get(at..at + 4).map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")));
+    while pos < payload.len() {
+        let mut len = read_u32(pos).ok_or_else(|| bad(format!("truncated message length at byte {pos}")))?;
+        pos += 4;
+        if len == 0xFFFF_FFFF {
+            len = read_u32(pos).ok_or_else(|| bad(format!("truncated message length at byte {pos}")))?;
+            pos += 4;
+        }
+        if len == 0 {
+            return Ok(()); // end-of-stream marker
+        }
+        let meta = payload
+            .get(pos..pos + len as usize)
+            .ok_or_else(|| bad(format!("message at byte {pos} declares {len} metadata bytes, past the end of the frame")))?;
+        let message = arrow::ipc::root_as_message(meta).map_err(|e| bad(format!("invalid message metadata: {e}")))?;
+        pos += len as usize;
+        let body = usize::try_from(message.bodyLength()).map_err(|_| bad("negative body length".into()))?;
+        if body > payload.len() - pos {
+            return Err(bad(format!("message declares a {body}-byte body, past the end of the frame")));
+        }
+        pos += body;
+    }
+    Ok(())
 }
 
 fn conform_arrow_batch(

@@ -1,1 +1,200 @@
-//! support
+//! Helpers for end-to-end tests: an in-process engine on 127.0.0.1 with a temp data dir,
+//! sensor certificates, a raw protocol client and polling with deadlines.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tempfile::TempDir;
+use vedette_config::Config;
+use vedette_engine::EngineHandle;
+use vedette_engine::pki::{self, PkiPaths};
+use vedette_engine::sensor::{self, SensorConfig};
+use vedette_schemas::frame::{self, Control, Encoding, Hello, PROTOCOL_VERSION};
+
+/// Config for tests: loopback with OS-chosen ports, file sink only, short linger.
+pub fn test_config(dir: &std::path::Path) -> Config {
+    let text = format!(
+        r#"
+        data_dir = "{}"
+        [ingest]
+        listen = "127.0.0.1:0"
+        [api]
+        listen = "127.0.0.1:0"
+        [pipeline]
+        batch_linger = "20ms"
+        [[sinks]]
+        name = "file"
+        type = "file"
+        path = "alerts.jsonl"
+        "#,
+        dir.display()
+    );
+    Config::from_toml_str(&text).expect("test config is valid")
+}
+
+/// A running engine and its temp dir.
+pub struct TestEngine {
+    /// The engine.
+    pub engine: EngineHandle,
+    /// Keeps the data dir alive.
+    pub dir: Arc<TempDir>,
+}
+
+impl TestEngine {
+    /// Starts an engine with [`test_config`], tweaked by `f`.
+    pub async fn start_with(f: impl FnOnce(&mut Config)) -> Self {
+        let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+        let mut config = test_config(dir.path());
+        f(&mut config);
+        let engine = EngineHandle::start(config).await.expect("engine starts");
+        Self { engine, dir }
+    }
+
+    /// Starts an engine with [`test_config`].
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Data dir.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+
+    /// Alerts written to the file sink so far.
+    pub fn alerts(&self) -> Vec<Value> {
+        read_alerts(&self.dir.path().join("alerts.jsonl"))
+    }
+
+    /// Sensor config for `sensor_id` (issuing its certificate if needed).
+    pub fn sensor(&self, sensor_id: &str, tenant: &str) -> SensorConfig {
+        sensor_config(&self.data_dir(), self.engine.ingest_addr, sensor_id, tenant)
+    }
+}
+
+/// Issues (if missing) a certificate for `sensor_id` and returns a sensor config.
+pub fn sensor_config(data_dir: &std::path::Path, server: std::net::SocketAddr, sensor_id: &str, tenant: &str) -> SensorConfig {
+    let paths = PkiPaths::new(data_dir);
+    let (cert, key) = paths.sensor(sensor_id);
+    if !cert.exists() {
+        pki::issue_sensor_files(data_dir, sensor_id, tenant).expect("issue sensor certificate");
+    }
+    SensorConfig {
+        server,
+        server_name: "localhost".into(),
+        ca: paths.ca_cert,
+        cert,
+        key,
+        host: "test-host".into(),
+        linger: Duration::from_millis(10),
+    }
+}
+
+/// Reads a JSON-lines alert file (missing file = no alerts).
+pub fn read_alerts(path: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("alert lines are JSON"))
+        .collect()
+}
+
+/// Polls `f` until it returns true or `timeout` passes.
+pub async fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A hello with protocol 1.
+pub fn hello(low_seq: u64) -> Hello {
+    Hello {
+        protocol: PROTOCOL_VERSION,
+        sensor_version: "test/1".into(),
+        host: Some("raw-host".into()),
+        sensor_id: None,
+        schemas: Default::default(),
+        low_seq,
+    }
+}
+
+/// A raw protocol client: the tests write exact bytes and read exact control messages.
+pub struct RawClient {
+    /// The session.
+    pub session: sensor::Session,
+    /// The client endpoint.
+    pub endpoint: quinn::Endpoint,
+}
+
+impl RawClient {
+    /// Connects and completes HELLO/WELCOME.
+    pub async fn connect(cfg: &SensorConfig, low_seq: u64) -> anyhow::Result<Self> {
+        let endpoint = sensor::endpoint(cfg)?;
+        let session = sensor::connect(&endpoint, cfg, hello(low_seq)).await?;
+        Ok(Self { session, endpoint })
+    }
+
+    /// Opens a data stream.
+    pub async fn data_stream(&self) -> quinn::SendStream {
+        self.session.conn.open_uni().await.expect("open data stream")
+    }
+
+    /// Next control message, within 5 s.
+    pub async fn next(&mut self) -> Control {
+        tokio::time::timeout(Duration::from_secs(5), sensor::read_control(&mut self.session.ctrl_recv))
+            .await
+            .expect("a control message within 5 s")
+            .expect("a valid control message")
+    }
+
+    /// Reads control messages until `f` matches one, within 10 s; returns it.
+    pub async fn until(&mut self, mut f: impl FnMut(&Control) -> bool) -> Control {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            assert!(Instant::now() < deadline, "expected control message did not arrive");
+            let m = self.next().await;
+            if f(&m) {
+                return m;
+            }
+        }
+    }
+}
+
+/// Encodes an NDJSON data frame.
+pub fn ndjson_frame(seq: u64, table: &str, rows: &[Value]) -> Vec<u8> {
+    let mut payload = Vec::new();
+    for r in rows {
+        serde_json::to_writer(&mut payload, r).expect("serialize");
+        payload.push(b'\n');
+    }
+    let mut out = Vec::new();
+    frame::encode_data(&mut out, Encoding::Ndjson, seq, table, &payload);
+    out
+}
+
+/// A process start that the built-in rule `linux.shadow_in_cmdline` flags; `n` makes it unique.
+pub fn shadow_cat(n: i64) -> Value {
+    serde_json::json!({"ts": 1_700_000_000_000_000i64 + n, "event_type": "start", "pid": n, "exe": "/usr/bin/cat",
+        "cmdline": format!("cat /etc/shadow #{n}"), "user": "root"})
+}
+
+/// Minimal HTTP/1.1 GET over loopback: returns (status, body).
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect API");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("write request");
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).await.expect("read response");
+    let status = buf.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}

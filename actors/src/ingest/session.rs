@@ -125,7 +125,7 @@ async fn serve(ctx: &Arc<IngestContext>, conn: &quinn::Connection, peer: &PeerId
             Ok(Control::Hello(h)) => h,
             Ok(_) => unreachable!("HELLO frames decode to HELLO"),
             Err(e) => {
-                let _ = send.write_all(&error_msg("malformed_message", e.to_string(), None).to_frame()).await;
+                tell(&mut send, error_msg("malformed_message", e.to_string(), None)).await;
                 return Err(refuse(close_code::PROTOCOL_VIOLATION, "malformed HELLO"));
             }
         },
@@ -133,12 +133,12 @@ async fn serve(ctx: &Arc<IngestContext>, conn: &quinn::Connection, peer: &PeerId
     };
     if hello.protocol != PROTOCOL_VERSION {
         let msg = format!("protocol {} is not supported (this engine speaks {PROTOCOL_VERSION})", hello.protocol);
-        let _ = send.write_all(&error_msg("unsupported_version", &msg, None).to_frame()).await;
+        tell(&mut send, error_msg("unsupported_version", &msg, None)).await;
         return Err(refuse(close_code::UNSUPPORTED_VERSION, &msg));
     }
     if let Some(claimed) = hello.sensor_id.as_deref().filter(|c| *c != peer.sensor_id) {
         let msg = format!("HELLO claims sensor id `{claimed}` but the certificate says `{}`", peer.sensor_id);
-        let _ = send.write_all(&error_msg("identity_mismatch", &msg, None).to_frame()).await;
+        tell(&mut send, error_msg("identity_mismatch", &msg, None)).await;
         return Err(refuse(close_code::IDENTITY_MISMATCH, &msg));
     }
     let (through, highest) = ctx.acker.ledger.welcome(&peer.sensor_id, hello.low_seq).map_err(|e| e.to_string())?;
@@ -182,6 +182,14 @@ async fn serve(ctx: &Arc<IngestContext>, conn: &quinn::Connection, peer: &PeerId
                 }
             }
         }
+    }
+}
+
+/// Sends a last message before refusing a session and waits (briefly) until the sensor has
+/// it, so the close does not overtake the explanation.
+async fn tell(send: &mut quinn::SendStream, msg: Control) {
+    if send.write_all(&msg.to_frame()).await.is_ok() && send.finish().is_ok() {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), send.stopped()).await;
     }
 }
 
@@ -291,7 +299,7 @@ async fn handle_data(ctx: &Arc<IngestContext>, sensor: &Arc<Sensor>, ty: FrameTy
     let identity = Identity { sensor_id: &sensor.id, tenant: &sensor.tenant, default_host: sensor.host.as_deref() };
     let decoded = match decode_frame(&table, &frame, &identity, ctx.limits.max_frame_rows as usize) {
         Ok(d) => d,
-        Err(e) => return reject_frame(ctx, sensor, Some(frame.seq), &e).await,
+        Err(e) => return reject_admitted(ctx, sensor, frame.seq, &e).await,
     };
     ctx.metrics.ingest_frames.with_label_values(&["accepted"]).inc();
     ctx.metrics.ingest_events.with_label_values(&[table.name()]).inc_by(decoded.accepted.into());
@@ -335,6 +343,13 @@ async fn reject_frame(ctx: &Arc<IngestContext>, sensor: &Arc<Sensor>, seq: Optio
     {
         complete_now(ctx, sensor, seq).await;
     }
+}
+
+/// Like [`reject_frame`] for a frame already admitted (in flight).
+async fn reject_admitted(ctx: &Arc<IngestContext>, sensor: &Arc<Sensor>, seq: u64, e: &SchemaError) {
+    ctx.metrics.ingest_frames.with_label_values(&["error"]).inc();
+    sensor.say(error_msg(error_code(e), e.to_string(), Some(seq))).await;
+    complete_now(ctx, sensor, seq).await;
 }
 
 async fn complete_now(ctx: &Arc<IngestContext>, sensor: &Arc<Sensor>, seq: u64) {
