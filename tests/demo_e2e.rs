@@ -45,7 +45,10 @@ async fn demo_scenario_fires_every_builtin_rule_with_the_certificate_identity() 
     let (status, _) = http_get(t.engine.api_addr, "/health/live").await;
     assert_eq!(status, 200);
     let (_, metrics) = http_get(t.engine.api_addr, "/metrics").await;
-    assert!(metrics.contains("vedette_alerts_total{rule=\"linux.reverse_shell_netcat\",severity=\"critical\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("vedette_alerts_total{rule=\"linux.reverse_shell_netcat\",severity=\"critical\"} 1"),
+        "{metrics}"
+    );
     assert!(metrics.contains("vedette_ingest_events_total{table=\"process_events\"}"));
     t.engine.shutdown().await;
 }

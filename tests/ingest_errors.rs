@@ -80,7 +80,10 @@ async fn bad_rows_are_reported_with_reasons_and_good_rows_flow() {
     s.write_all(&ndjson_frame(1, "process_events", &rows)).await.unwrap();
     let Control::RowErrors(r) = c.until(|m| matches!(m, Control::RowErrors(_))).await else { unreachable!() };
     assert_eq!((r.accepted, r.rejected), (2, 2));
-    assert_eq!(r.errors.iter().map(|e| (e.row, e.column.clone().unwrap())).collect::<Vec<_>>(), [(1, "pid".into()), (2, "ts".into())]);
+    assert_eq!(
+        r.errors.iter().map(|e| (e.row, e.column.clone().unwrap())).collect::<Vec<_>>(),
+        [(1, "pid".into()), (2, "ts".into())]
+    );
     assert!(r.errors[0].reason.contains("expected int64"));
     c.until(|m| matches!(m, Control::Ack(a) if a.seq == 1)).await;
     assert_eq!(t.alerts().len(), 2);

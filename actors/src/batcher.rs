@@ -85,10 +85,22 @@ impl Actor for Batcher {
             metrics: self.metrics.clone(),
         };
         let handle = tokio::spawn(dispatcher.run(rx));
-        Ok(BatcherState { pending: Vec::new(), tokens: Vec::new(), rows: 0, epoch: 0, tx: Some(tx), dispatcher: Some(handle) })
+        Ok(BatcherState {
+            pending: Vec::new(),
+            tokens: Vec::new(),
+            rows: 0,
+            epoch: 0,
+            tx: Some(tx),
+            dispatcher: Some(handle),
+        })
     }
 
-    async fn handle(&self, myself: ActorRef<BatcherMsg>, msg: BatcherMsg, state: &mut BatcherState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<BatcherMsg>,
+        msg: BatcherMsg,
+        state: &mut BatcherState,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             BatcherMsg::Frame(batch, token) => {
                 if state.pending.is_empty() {
@@ -112,7 +124,11 @@ impl Actor for Batcher {
         Ok(())
     }
 
-    async fn post_stop(&self, _myself: ActorRef<BatcherMsg>, state: &mut BatcherState) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<BatcherMsg>,
+        state: &mut BatcherState,
+    ) -> Result<(), ActorProcessingErr> {
         // Hand over what is pending, close the channel, and let the dispatcher finish it.
         self.flush(state, None).await?;
         state.tx = None;
@@ -124,14 +140,15 @@ impl Actor for Batcher {
 }
 
 impl Batcher {
-    async fn flush(&self, state: &mut BatcherState, drained: Option<RpcReplyPort<()>>) -> Result<(), ActorProcessingErr> {
+    async fn flush(
+        &self,
+        state: &mut BatcherState,
+        drained: Option<RpcReplyPort<()>>,
+    ) -> Result<(), ActorProcessingErr> {
         state.epoch += 1;
         state.rows = 0;
-        let pending = Pending {
-            batches: std::mem::take(&mut state.pending),
-            tokens: std::mem::take(&mut state.tokens),
-            drained,
-        };
+        let pending =
+            Pending { batches: std::mem::take(&mut state.pending), tokens: std::mem::take(&mut state.tokens), drained };
         let tx = state.tx.as_ref().ok_or("batcher is stopping")?;
         tx.send(pending).await.map_err(|_| format!("dispatcher of `{}` stopped", self.table))?;
         Ok(())
@@ -194,7 +211,9 @@ impl Dispatcher {
                     t.finish();
                 }
             }
-            Err(e) => error!(table = %self.table, error = %e, "Could not persist sequence state; frames will be resent."),
+            Err(e) => {
+                error!(table = %self.table, error = %e, "Could not persist sequence state; frames will be resent.")
+            }
         }
     }
 }

@@ -67,7 +67,8 @@ impl Metrics {
         )
         .expect("valid");
         r.register(Box::new(inflight_frames.clone())).expect("registered once");
-        let ingest_bytes = IntCounter::new("vedette_ingest_bytes_total", "Data frame payload bytes received").expect("valid");
+        let ingest_bytes =
+            IntCounter::new("vedette_ingest_bytes_total", "Data frame payload bytes received").expect("valid");
         r.register(Box::new(ingest_bytes.clone())).expect("registered once");
         let rule_eval = HistogramVec::new(
             HistogramOpts::new("vedette_rule_eval_seconds", "Evaluation time per rule and batch").buckets(secs.clone()),

@@ -36,7 +36,12 @@ impl Actor for RuleWorker {
         Ok(())
     }
 
-    async fn handle(&self, _myself: ActorRef<Self::Msg>, msg: Self::Msg, _state: &mut ()) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        _state: &mut (),
+    ) -> Result<(), ActorProcessingErr> {
         let RuleWorkerMsg::Evaluate(batch, reply) = msg;
         let eval = self.rules.evaluate(&batch, chrono::Utc::now()).await;
         for (meta, took) in &eval.timings {

@@ -56,15 +56,23 @@ impl Actor for SinkActor {
                 if let Some(dir) = path.parent() {
                     tokio::fs::create_dir_all(dir).await?;
                 }
-                let f = tokio::fs::OpenOptions::new().create(true).append(true).open(path).await.map_err(|e| {
-                    format!("sink `{}`: cannot open {}: {e}", self.name, path.display())
-                })?;
+                let f = tokio::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .await
+                    .map_err(|e| format!("sink `{}`: cannot open {}: {e}", self.name, path.display()))?;
                 SinkState::File(f)
             }
         })
     }
 
-    async fn handle(&self, _myself: ActorRef<SinkMsg>, msg: SinkMsg, state: &mut SinkState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _myself: ActorRef<SinkMsg>,
+        msg: SinkMsg,
+        state: &mut SinkState,
+    ) -> Result<(), ActorProcessingErr> {
         let SinkMsg::Deliver(alerts, reply) = msg;
         let result = write(state, &alerts).await.map_err(|e| format!("sink `{}`: {e}", self.name));
         match &result {
@@ -121,7 +129,8 @@ impl SinkSet {
             return Ok(());
         }
         for (name, slot) in &self.sinks {
-            let sink = slot.wait(Duration::from_secs(5)).await.ok_or_else(|| format!("sink `{name}` is not running"))?;
+            let sink =
+                slot.wait(Duration::from_secs(5)).await.ok_or_else(|| format!("sink `{name}` is not running"))?;
             match sink.call(|r| SinkMsg::Deliver(Arc::clone(&alerts), r), None).await {
                 Ok(ractor::rpc::CallResult::Success(r)) => r?,
                 Ok(_) => return Err(format!("sink `{name}` stopped while delivering")),

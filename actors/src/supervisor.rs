@@ -72,7 +72,11 @@ pub struct Child<A: Actor> {
 
 impl<A: Actor> Child<A> {
     /// Describes a child; its current incarnation will be in `slot`.
-    pub fn new(name: impl Into<String>, slot: Slot<A::Msg>, make: impl Fn() -> (A, A::Arguments) + Send + Sync + 'static) -> Self {
+    pub fn new(
+        name: impl Into<String>,
+        slot: Slot<A::Msg>,
+        make: impl Fn() -> (A, A::Arguments) + Send + Sync + 'static,
+    ) -> Self {
         Self { name: name.into(), make: Arc::new(make), slot }
     }
 }
@@ -148,7 +152,12 @@ impl Actor for Supervisor {
         Ok(SupervisorState { children: HashMap::new(), order: Vec::new(), restarts: HashMap::new(), stopping: false })
     }
 
-    async fn handle(&self, myself: ActorRef<Self::Msg>, msg: Self::Msg, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             SupervisorMsg::Add(spec, reply) => {
                 let result = spec.start(myself.get_cell()).await.map_err(|e| e.to_string());
@@ -198,7 +207,11 @@ impl Actor for Supervisor {
         history.retain(|t| now.duration_since(*t) < self.budget.window);
         if history.len() >= self.budget.max_restarts {
             error!(supervisor = %self.name, child = %name, %why, "Restart budget exhausted, escalating.");
-            return Err(format!("child `{name}` {why}; restart budget of {} per {:?} exhausted", self.budget.max_restarts, self.budget.window).into());
+            return Err(format!(
+                "child `{name}` {why}; restart budget of {} per {:?} exhausted",
+                self.budget.max_restarts, self.budget.window
+            )
+            .into());
         }
         history.push_back(now);
         warn!(supervisor = %self.name, child = %name, %why, "Child stopped unexpectedly, restarting.");

@@ -306,9 +306,9 @@ impl Config {
         K: AsRef<str>,
         V: AsRef<str>,
     {
-        let mut table: toml::Table = text
-            .parse()
-            .map_err(|e: toml::de::Error| ConfigError::Invalid(vec![Problem { path: String::new(), message: e.to_string() }]))?;
+        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            ConfigError::Invalid(vec![Problem { path: String::new(), message: e.to_string() }])
+        })?;
         let mut problems = Vec::new();
         apply_env(&mut table, env, &mut problems);
         let config = deserialize_sections(table, &mut problems);
@@ -395,7 +395,12 @@ fn deserialize_sections(mut table: toml::Table, problems: &mut Vec<Problem>) -> 
             T::default()
         })
     }
-    fn list<T: DeserializeOwned>(table: &mut toml::Table, key: &str, problems: &mut Vec<Problem>, ok: &mut bool) -> Vec<T> {
+    fn list<T: DeserializeOwned>(
+        table: &mut toml::Table,
+        key: &str,
+        problems: &mut Vec<Problem>,
+        ok: &mut bool,
+    ) -> Vec<T> {
         match table.remove(key) {
             None => Vec::new(),
             Some(toml::Value::Array(items)) => items
@@ -453,7 +458,8 @@ fn de_value<T: DeserializeOwned>(value: toml::Value, base: &str, problems: &mut 
             let path = if inner == "." || inner.is_empty() { base.to_string() } else { format!("{base}.{inner}") };
             let message = e.into_inner().to_string();
             // toml appends "in `key`" lines; the path already says where.
-            let message = message.lines().filter(|l| !l.starts_with("in `") && !l.trim().is_empty()).collect::<Vec<_>>();
+            let message =
+                message.lines().filter(|l| !l.starts_with("in `") && !l.trim().is_empty()).collect::<Vec<_>>();
             problems.push(Problem { path, message: message.join(" ") });
             None
         }

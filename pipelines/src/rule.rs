@@ -87,8 +87,8 @@ pub const BUILTIN_PACK: &str = include_str!("builtin_linux.yaml");
 impl Pack {
     /// Parses a pack from YAML; `origin` names the file in errors.
     pub fn from_yaml(origin: &str, text: &str) -> Result<Self> {
-        let pack: Pack =
-            serde_yaml_ng::from_str(text).map_err(|e| RuleError::PackSyntax { pack: origin.into(), reason: e.to_string() })?;
+        let pack: Pack = serde_yaml_ng::from_str(text)
+            .map_err(|e| RuleError::PackSyntax { pack: origin.into(), reason: e.to_string() })?;
         pack.check()?;
         Ok(pack)
     }

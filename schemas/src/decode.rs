@@ -150,17 +150,17 @@ fn to_cell<'a>(ty: ColumnType, v: &'a Value) -> std::result::Result<Cell<'a>, St
     Ok(match (ty, v) {
         (_, Value::Null) => Cell::Null,
         (ColumnType::String, Value::String(s)) => Cell::Str(s),
-        (ColumnType::Int64, Value::Number(n)) => Cell::I64(n.as_i64().ok_or_else(|| {
-            format!("expected int64, found {n} (not an integer in range)")
-        })?),
+        (ColumnType::Int64, Value::Number(n)) => {
+            Cell::I64(n.as_i64().ok_or_else(|| format!("expected int64, found {n} (not an integer in range)"))?)
+        }
         (ColumnType::Float64, Value::Number(n)) => Cell::F64(n.as_f64().ok_or_else(wrong)?),
         (ColumnType::Boolean, Value::Bool(b)) => Cell::Bool(*b),
-        (ColumnType::Timestamp, Value::Number(n)) => Cell::I64(
-            n.as_i64().ok_or_else(|| format!("expected µs since epoch as an integer, found {n}"))?,
-        ),
-        (ColumnType::Timestamp, Value::String(s)) => Cell::I64(
-            parse_rfc3339_micros(s).ok_or_else(|| format!("`{s}` is not an RFC 3339 timestamp"))?,
-        ),
+        (ColumnType::Timestamp, Value::Number(n)) => {
+            Cell::I64(n.as_i64().ok_or_else(|| format!("expected µs since epoch as an integer, found {n}"))?)
+        }
+        (ColumnType::Timestamp, Value::String(s)) => {
+            Cell::I64(parse_rfc3339_micros(s).ok_or_else(|| format!("`{s}` is not an RFC 3339 timestamp"))?)
+        }
         _ => return Err(wrong()),
     })
 }
@@ -295,9 +295,9 @@ fn check_ipc_bounds(payload: &[u8]) -> Result<()> {
         if len == 0 {
             return Ok(()); // end-of-stream marker
         }
-        let meta = payload
-            .get(pos..pos + len as usize)
-            .ok_or_else(|| bad(format!("message at byte {pos} declares {len} metadata bytes, past the end of the frame")))?;
+        let meta = payload.get(pos..pos + len as usize).ok_or_else(|| {
+            bad(format!("message at byte {pos} declares {len} metadata bytes, past the end of the frame"))
+        })?;
         let message = arrow::ipc::root_as_message(meta).map_err(|e| bad(format!("invalid message metadata: {e}")))?;
         pos += len as usize;
         let body = usize::try_from(message.bodyLength()).map_err(|_| bad("negative body length".into()))?;
@@ -394,7 +394,8 @@ mod tests {
 
     fn ndjson(payload: &str) -> Decoded {
         let cat = Catalog::builtin();
-        let frame = DataFrame { seq: 9, table: "process_events", encoding: Encoding::Ndjson, payload: payload.as_bytes() };
+        let frame =
+            DataFrame { seq: 9, table: "process_events", encoding: Encoding::Ndjson, payload: payload.as_bytes() };
         decode_frame(cat.get("process_events").unwrap(), &frame, &ID, 1000).unwrap()
     }
 
@@ -425,15 +426,23 @@ mod tests {
     #[test]
     fn bad_rows_are_reported_and_their_batch_mates_kept() {
         let d = ndjson(concat!(
-            r#"{"ts":1,"exe":"/bin/ok"}"#, "\n",
-            r#"{"ts":1,"pid":"ten"}"#, "\n",
+            r#"{"ts":1,"exe":"/bin/ok"}"#,
+            "\n",
+            r#"{"ts":1,"pid":"ten"}"#,
+            "\n",
             "not json\n",
-            r#"[1,2]"#, "\n",
-            r#"{"exe":"/bin/no-ts"}"#, "\n",
-            r#"{"ts":1,"sensor_id":"someone-else"}"#, "\n",
-            r#"{"ts":"yesterday"}"#, "\n",
-            r#"{"ts":2,"exe":"/bin/ok2","pid":1.5}"#, "\n",
-            r#"{"ts":3,"exe":"/bin/ok3","unknown_field":true}"#, "\n",
+            r#"[1,2]"#,
+            "\n",
+            r#"{"exe":"/bin/no-ts"}"#,
+            "\n",
+            r#"{"ts":1,"sensor_id":"someone-else"}"#,
+            "\n",
+            r#"{"ts":"yesterday"}"#,
+            "\n",
+            r#"{"ts":2,"exe":"/bin/ok2","pid":1.5}"#,
+            "\n",
+            r#"{"ts":3,"exe":"/bin/ok3","unknown_field":true}"#,
+            "\n",
         ));
         assert_eq!((d.accepted, d.rejected), (2, 7));
         let b = d.batch.unwrap();
@@ -441,7 +450,15 @@ mod tests {
         let by_row: Vec<_> = d.errors.iter().map(|e| (e.row, e.column.as_deref())).collect();
         assert_eq!(
             by_row,
-            [(1, Some("pid")), (2, None), (3, None), (4, Some("ts")), (5, Some("sensor_id")), (6, Some("ts")), (7, Some("pid"))]
+            [
+                (1, Some("pid")),
+                (2, None),
+                (3, None),
+                (4, Some("ts")),
+                (5, Some("sensor_id")),
+                (6, Some("ts")),
+                (7, Some("pid"))
+            ]
         );
         assert!(d.errors[0].reason.contains("expected int64, found a string"), "{:?}", d.errors[0]);
         assert!(d.errors[4].reason.contains("certificate says `s-1`"));
@@ -452,7 +469,8 @@ mod tests {
         let cat = Catalog::builtin();
         let t = cat.get("process_events").unwrap();
         let payload = "{\"ts\":1}\n".repeat(5);
-        let frame = DataFrame { seq: 1, table: "process_events", encoding: Encoding::Ndjson, payload: payload.as_bytes() };
+        let frame =
+            DataFrame { seq: 1, table: "process_events", encoding: Encoding::Ndjson, payload: payload.as_bytes() };
         assert!(matches!(decode_frame(t, &frame, &ID, 4), Err(SchemaError::TooManyRows { max: 4, .. })));
         let frame = DataFrame { seq: 1, table: "process_events", encoding: Encoding::Ndjson, payload: &[0xff, 0xfe] };
         assert!(decode_frame(t, &frame, &ID, 4).unwrap_err().to_string().contains("not UTF-8"));
@@ -507,7 +525,8 @@ mod tests {
         let frame = DataFrame { seq: 3, table: "process_events", encoding: Encoding::Arrow, payload: &payload };
         let err = decode_frame(t, &frame, &ID, 100).unwrap_err().to_string();
         assert!(err.contains("column `pid` has type Utf8, expected int64"), "{err}");
-        let frame = DataFrame { seq: 3, table: "process_events", encoding: Encoding::Arrow, payload: b"garbage!garbage!" };
+        let frame =
+            DataFrame { seq: 3, table: "process_events", encoding: Encoding::Arrow, payload: b"garbage!garbage!" };
         assert!(decode_frame(t, &frame, &ID, 100).unwrap_err().to_string().starts_with("bad arrow payload"));
     }
 }

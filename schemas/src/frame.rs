@@ -409,3 +409,21 @@ mod tests {
         assert!(err.contains("unknown field `evil`"), "{err}");
     }
 }
+
+#[cfg(test)]
+mod doc_example {
+    use super::*;
+
+    /// The worked example of `docs/protocol.md` §8, byte for byte.
+    #[test]
+    fn protocol_doc_worked_example_matches_the_encoder() {
+        let hex = "00 00 00 2c 10 00 00 00 00 00 00 00 01 0b 61 75 74 68 5f 65 76 65 6e 74 73 \
+                   7b 22 74 73 22 3a 31 2c 22 75 73 65 72 22 3a 22 72 6f 6f 74 22 7d 0a";
+        let bytes: Vec<u8> = hex.split_whitespace().map(|h| u8::from_str_radix(h, 16).unwrap()).collect();
+        let mut ours = Vec::new();
+        encode_data(&mut ours, Encoding::Ndjson, 1, "auth_events", b"{\"ts\":1,\"user\":\"root\"}\n");
+        assert_eq!(ours, bytes);
+        let hb = Control::Heartbeat(Heartbeat { ts: 0 }).to_frame();
+        assert_eq!(hb, [0, 0, 0, 9, 3, b'{', b'"', b't', b's', b'"', b':', b'0', b'}']);
+    }
+}

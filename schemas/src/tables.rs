@@ -119,10 +119,8 @@ impl TableDef {
             }
             columns.push(Column { name: (*col).into(), ty: *ty });
         }
-        let mut fields: Vec<Field> = columns
-            .iter()
-            .map(|c| Field::new(&c.name, c.ty.data_type(), c.name != TS))
-            .collect();
+        let mut fields: Vec<Field> =
+            columns.iter().map(|c| Field::new(&c.name, c.ty.data_type(), c.name != TS)).collect();
         fields.push(Field::new(SEQ, DataType::UInt64, false));
         fields.push(Field::new(ROW, DataType::UInt32, false));
         Ok(Self { name: name.into(), columns, schema: Arc::new(Schema::new(fields)) })
@@ -227,26 +225,12 @@ fn builtin_tables() -> Vec<TableDef> {
         ),
         (
             "file_events",
-            &[
-                ("pid", I),
-                ("exe", S),
-                ("user", S),
-                ("uid", I),
-                ("action", S),
-                ("path", S),
-                ("mode", I),
-                ("sha256", S),
-            ],
+            &[("pid", I), ("exe", S), ("user", S), ("uid", I), ("action", S), ("path", S), ("mode", I), ("sha256", S)],
         ),
-        (
-            "auth_events",
-            &[("user", S), ("src_ip", S), ("service", S), ("method", S), ("outcome", S)],
-        ),
+        ("auth_events", &[("user", S), ("src_ip", S), ("service", S), ("method", S), ("outcome", S)]),
         ("metrics", &[("name", S), ("value", F), ("labels", S)]),
     ];
-    defs.iter()
-        .map(|(name, cols)| TableDef::new(name, cols).expect("built-in table definitions are valid"))
-        .collect()
+    defs.iter().map(|(name, cols)| TableDef::new(name, cols).expect("built-in table definitions are valid")).collect()
 }
 
 #[cfg(test)]

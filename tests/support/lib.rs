@@ -74,7 +74,12 @@ impl TestEngine {
 }
 
 /// Issues (if missing) a certificate for `sensor_id` and returns a sensor config.
-pub fn sensor_config(data_dir: &std::path::Path, server: std::net::SocketAddr, sensor_id: &str, tenant: &str) -> SensorConfig {
+pub fn sensor_config(
+    data_dir: &std::path::Path,
+    server: std::net::SocketAddr,
+    sensor_id: &str,
+    tenant: &str,
+) -> SensorConfig {
     let paths = PkiPaths::new(data_dir);
     let (cert, key) = paths.sensor(sensor_id);
     if !cert.exists() {

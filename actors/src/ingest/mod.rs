@@ -101,7 +101,12 @@ impl Actor for IngestListener {
         Ok(ListenerState { accept })
     }
 
-    async fn handle(&self, _myself: ActorRef<()>, _msg: (), _state: &mut ListenerState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _myself: ActorRef<()>,
+        _msg: (),
+        _state: &mut ListenerState,
+    ) -> Result<(), ActorProcessingErr> {
         Ok(())
     }
 

@@ -38,16 +38,17 @@ fn error_msg(code: &str, message: impl Into<String>, seq: Option<u64>) -> Contro
 }
 
 /// Reads one frame: `Ok(None)` on a clean end of stream before a header.
-async fn read_frame(
-    recv: &mut quinn::RecvStream,
-    max: u32,
-) -> Result<Option<(FrameType, Vec<u8>)>, ReadError> {
+async fn read_frame(recv: &mut quinn::RecvStream, max: u32) -> Result<Option<(FrameType, Vec<u8>)>, ReadError> {
     let mut header = [0u8; HEADER_LEN];
     let mut got = 0;
     while got < HEADER_LEN {
         match recv.read(&mut header[got..]).await.map_err(|e| ReadError::Stream(e.to_string()))? {
             None if got == 0 => return Ok(None),
-            None => return Err(ReadError::Schema(SchemaError::MalformedFrame { reason: "stream ended inside a frame header".into() })),
+            None => {
+                return Err(ReadError::Schema(SchemaError::MalformedFrame {
+                    reason: "stream ended inside a frame header".into(),
+                }));
+            }
             Some(n) => got += n,
         }
     }
@@ -119,7 +120,9 @@ async fn serve(ctx: &Arc<IngestContext>, conn: &quinn::Connection, peer: &PeerId
         Ok(Err(e)) => return Err(e.to_string()),
         Err(_) => return Err(refuse(close_code::HELLO_TIMEOUT, "no control stream opened in time")),
     };
-    let hello = match tokio::time::timeout(ctx.limits.hello_timeout, read_frame(&mut recv, ctx.limits.max_frame_bytes)).await {
+    let hello = match tokio::time::timeout(ctx.limits.hello_timeout, read_frame(&mut recv, ctx.limits.max_frame_bytes))
+        .await
+    {
         Err(_) => return Err(refuse(close_code::HELLO_TIMEOUT, "no HELLO received in time")),
         Ok(Ok(Some((FrameType::Hello, body)))) => match Control::decode(FrameType::Hello, &body) {
             Ok(Control::Hello(h)) => h,
@@ -129,7 +132,9 @@ async fn serve(ctx: &Arc<IngestContext>, conn: &quinn::Connection, peer: &PeerId
                 return Err(refuse(close_code::PROTOCOL_VIOLATION, "malformed HELLO"));
             }
         },
-        Ok(_) => return Err(refuse(close_code::PROTOCOL_VIOLATION, "the first frame on the control stream must be HELLO")),
+        Ok(_) => {
+            return Err(refuse(close_code::PROTOCOL_VIOLATION, "the first frame on the control stream must be HELLO"));
+        }
     };
     if hello.protocol != PROTOCOL_VERSION {
         let msg = format!("protocol {} is not supported (this engine speaks {PROTOCOL_VERSION})", hello.protocol);
@@ -234,7 +239,9 @@ async fn read_control(ctx: Arc<IngestContext>, mut recv: quinn::RecvStream, sens
                     return Ok(());
                 }
                 Ok(other) => {
-                    sensor.say(error_msg("unexpected_message", format!("{other:?} is not sent by sensors"), None)).await;
+                    sensor
+                        .say(error_msg("unexpected_message", format!("{other:?} is not sent by sensors"), None))
+                        .await;
                 }
                 Err(e) => sensor.say(error_msg(error_code(&e), e.to_string(), None)).await,
             },
@@ -325,7 +332,9 @@ async fn handle_data(ctx: &Arc<IngestContext>, sensor: &Arc<Sensor>, ty: FrameTy
     let token = FrameToken::new(Arc::clone(&sensor.id), frame.seq, Arc::clone(&ctx.acker), permit, table.name());
     match route.batcher.get() {
         Some(b) => {
-            if let Err(ractor::MessagingErr::SendErr(BatcherMsg::Frame(_, token))) = b.send_message(BatcherMsg::Frame(batch, token)) {
+            if let Err(ractor::MessagingErr::SendErr(BatcherMsg::Frame(_, token))) =
+                b.send_message(BatcherMsg::Frame(batch, token))
+            {
                 drop(token); // aborts and asks the sensor to resend
             }
         }

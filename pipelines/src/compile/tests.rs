@@ -41,7 +41,11 @@ async fn stateless_rule_runs_on_every_batch_with_one_plan() {
     let by_table = c.compile_pack(&p).await.unwrap();
     let rules = TableRules::new(&c, "process_events", by_table["process_events"].clone());
     let now = Utc::now();
-    let b1 = batch("process_events", 1, "{\"ts\":1000000,\"exe\":\"/bin/sh\",\"cmdline\":\"sh -c x\"}\n{\"ts\":2,\"exe\":\"/bin/ls\"}\n");
+    let b1 = batch(
+        "process_events",
+        1,
+        "{\"ts\":1000000,\"exe\":\"/bin/sh\",\"cmdline\":\"sh -c x\"}\n{\"ts\":2,\"exe\":\"/bin/ls\"}\n",
+    );
     let b2 = batch("process_events", 2, "{\"ts\":3000000,\"exe\":\"/usr/bin/sh\"}\n");
     let a1 = rules.evaluate(&b1, now).await.alerts;
     let a2 = rules.evaluate(&b2, now).await.alerts;
