@@ -36,7 +36,7 @@ enum Cmd {
 }
 
 fn event(n: u64, match_every: u64) -> Event {
-    let (exe, cmd) = if n % match_every == 0 {
+    let (exe, cmd) = if n.is_multiple_of(match_every) {
         ("/usr/bin/cat", format!("cat /etc/shadow #{n}"))
     } else {
         ("/usr/bin/python3", format!("python3 /opt/app/worker.py --job {n} --queue default"))
