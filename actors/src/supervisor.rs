@@ -235,3 +235,60 @@ pub async fn add_child(sup: &ActorRef<SupervisorMsg>, spec: Arc<dyn ChildSpec>) 
         Err(e) => Err(spawn_err(e.to_string())),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Crashy;
+
+    impl Actor for Crashy {
+        type Msg = ();
+        type State = ();
+        type Arguments = ();
+
+        async fn pre_start(&self, _m: ActorRef<()>, _a: ()) -> Result<(), ActorProcessingErr> {
+            Ok(())
+        }
+
+        async fn handle(&self, _m: ActorRef<()>, _msg: (), _s: &mut ()) -> Result<(), ActorProcessingErr> {
+            Err("boom".into())
+        }
+    }
+
+    async fn crash_current(slot: &Slot<()>) {
+        let current = slot.wait(Duration::from_secs(5)).await.expect("child running");
+        current.cast(()).expect("send");
+        // Wait until the supervisor noticed (the slot is vacated or replaced).
+        for _ in 0..500 {
+            if slot.get().map(|r| r.get_id()) != Some(current.get_id()) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("supervisor did not react");
+    }
+
+    #[tokio::test]
+    async fn failed_child_is_restarted_within_budget_then_supervisor_escalates() {
+        let metrics = Metrics::new();
+        let sup = Supervisor {
+            name: "test".into(),
+            budget: Budget { max_restarts: 2, window: Duration::from_secs(60) },
+            metrics: metrics.clone(),
+        };
+        let (sup_ref, sup_join) = Actor::spawn(None, sup, ()).await.unwrap();
+        let slot = Slot::<()>::default();
+        add_child(&sup_ref, Arc::new(Child::new("crashy", slot.clone(), || (Crashy, ())))).await.unwrap();
+        let first = slot.get().unwrap().get_id();
+        crash_current(&slot).await;
+        crash_current(&slot).await;
+        let third = slot.wait(Duration::from_secs(5)).await.unwrap().get_id();
+        assert_ne!(first, third, "restarted incarnations are new actors");
+        assert_eq!(metrics.actor_restarts.with_label_values(&["crashy"]).get(), 2);
+        assert!(!sup_join.is_finished(), "within budget the supervisor keeps running");
+        crash_current(&slot).await;
+        tokio::time::timeout(Duration::from_secs(5), sup_join).await.expect("supervisor escalates by stopping").unwrap();
+        assert_eq!(metrics.actor_restarts.with_label_values(&["crashy"]).get(), 2);
+    }
+}
