@@ -288,7 +288,10 @@ mod tests {
         assert_eq!(metrics.actor_restarts.with_label_values(&["crashy"]).get(), 2);
         assert!(!sup_join.is_finished(), "within budget the supervisor keeps running");
         crash_current(&slot).await;
-        tokio::time::timeout(Duration::from_secs(5), sup_join).await.expect("supervisor escalates by stopping").unwrap();
+        tokio::time::timeout(Duration::from_secs(5), sup_join)
+            .await
+            .expect("supervisor escalates by stopping")
+            .unwrap();
         assert_eq!(metrics.actor_restarts.with_label_values(&["crashy"]).get(), 2);
     }
 }

@@ -21,8 +21,6 @@ use datafusion::physical_plan::memory::MemoryStream;
 use datafusion::physical_plan::streaming::PartitionStream;
 use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream, collect};
 use datafusion::prelude::{SessionConfig, SessionContext};
-use datafusion::sql::parser::{DFParser, Statement as DfStatement};
-use datafusion::sql::sqlparser::ast::Statement;
 use serde_json::Map;
 use vedette_schemas::tables::{Catalog, RESERVED_PREFIX};
 
@@ -105,7 +103,8 @@ impl Compiler {
     /// Plans one rule; returns the compiled rule (its table is `meta.table`).
     pub async fn compile(&self, pack: &Pack, rule: &crate::rule::RuleDef) -> Result<CompiledRule> {
         let id = || rule.id.clone();
-        let statement = single_select(&rule.id, &rule.sql)?;
+        let known = |t: &str| self.catalog.get(t).is_ok();
+        let statement = crate::validate::validate_sql(&rule.id, &rule.sql, &known)?;
         let state = self.ctx.state();
         let plan = state.statement_to_plan(statement).await.map_err(|source| RuleError::Plan { rule: id(), source })?;
         let table = self.source_table(&rule.id, &plan)?;
@@ -162,23 +161,6 @@ impl Compiler {
     pub fn task_context(&self) -> TaskContext {
         TaskContext::from(&self.ctx)
     }
-}
-
-fn single_select(rule: &str, sql: &str) -> Result<DfStatement> {
-    let err = |reason: String| RuleError::Sql { rule: rule.into(), reason };
-    let mut statements = DFParser::parse_sql(sql).map_err(|e| err(e.to_string()))?;
-    if statements.len() != 1 {
-        return Err(err(format!("expected exactly one SQL statement, found {}", statements.len())));
-    }
-    let statement = statements.pop_front().expect("length checked");
-    match &statement {
-        DfStatement::Statement(s) if matches!(**s, Statement::Query(_)) => Ok(statement),
-        other => Err(err(format!("only a SELECT query is allowed, found `{}`", first_words(&other.to_string())))),
-    }
-}
-
-fn first_words(s: &str) -> String {
-    s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
 }
 
 /// Appends `__ts`, `__sensor_id`, … to a non-aggregating rule's projection so each result row
