@@ -209,9 +209,15 @@ pub struct RulesConfig {
     /// Load the built-in Linux detection pack.
     #[serde(default = "yes")]
     pub builtin: bool,
-    /// Directory of rule pack files (`*.yaml`) loaded at start.
+    /// Directory of rule pack files (`*.yaml`, each with a `*.yaml.sig` beside it) loaded at start.
     #[serde(default)]
     pub packs_dir: Option<PathBuf>,
+    /// Public key files (`ed25519 <base64>`, from `vedette keys generate`) trusted to sign packs.
+    #[serde(default)]
+    pub trusted_keys: Vec<PathBuf>,
+    /// Load packs that are unsigned or badly signed (logged as warnings). Development only.
+    #[serde(default)]
+    pub allow_unsigned: bool,
 }
 
 fn yes() -> bool {
@@ -220,7 +226,7 @@ fn yes() -> bool {
 
 impl Default for RulesConfig {
     fn default() -> Self {
-        Self { builtin: true, packs_dir: None }
+        Self { builtin: true, packs_dir: None, trusted_keys: Vec::new(), allow_unsigned: false }
     }
 }
 

@@ -22,6 +22,7 @@ use vedette_actors::{ActorError, tls};
 use vedette_config::{Config, SinkConfig};
 use vedette_pipelines::compile::{CompiledRule, Compiler, TableRules};
 use vedette_pipelines::rule::Pack;
+use vedette_pipelines::signature::{self, PublicKey};
 use vedette_schemas::frame::close_code;
 use vedette_schemas::tables::{Catalog, ColumnType, TableDef};
 
@@ -61,26 +62,66 @@ fn build_catalog(config: &Config) -> Result<Catalog> {
     Ok(catalog)
 }
 
-/// Loads the built-in pack and every `*.yaml` pack of `packs_dir`.
+/// Loads the built-in pack and every `*.yaml` pack of `packs_dir`, checking signatures.
 pub fn load_packs(config: &Config) -> Result<Vec<Pack>> {
     let mut packs = Vec::new();
     if config.rules.builtin {
         packs.push(Pack::builtin());
     }
-    if let Some(dir) = &config.rules.packs_dir {
-        let dir = resolve(&config.data_dir, dir);
-        let mut files: Vec<_> = std::fs::read_dir(&dir)
-            .map_err(EngineError::io(format!("rules.packs_dir {}", dir.display())))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
-            .collect();
-        files.sort();
-        for f in files {
-            let text = std::fs::read_to_string(&f).map_err(EngineError::io(format!("reading {}", f.display())))?;
-            packs.push(Pack::from_yaml(&f.display().to_string(), &text)?);
+    let Some(dir) = &config.rules.packs_dir else { return Ok(packs) };
+    let dir = resolve(&config.data_dir, dir);
+    let trusted = config
+        .rules
+        .trusted_keys
+        .iter()
+        .map(|p| {
+            let p = resolve(&config.data_dir, p);
+            let text =
+                std::fs::read_to_string(&p).map_err(EngineError::io(format!("rules.trusted_keys {}", p.display())))?;
+            Ok(PublicKey::from_text(&p.display().to_string(), &text)?)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .map_err(EngineError::io(format!("rules.packs_dir {}", dir.display())))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+        .collect();
+    files.sort();
+    for f in files {
+        let pack = read_pack(&f)?;
+        match check_signature(&f, &pack, &trusted) {
+            Ok(key) => info!(pack = %pack.name, version = pack.version, key = %key, "Pack signature verified."),
+            Err(e) if config.rules.allow_unsigned => {
+                warn!(pack = %pack.name, error = %e, "Loading a pack without a valid signature (rules.allow_unsigned).");
+            }
+            Err(e) => return Err(e),
         }
+        packs.push(pack);
     }
     Ok(packs)
+}
+
+/// Reads and parses a pack file.
+pub fn read_pack(path: &Path) -> Result<Pack> {
+    let text = std::fs::read_to_string(path).map_err(EngineError::io(format!("reading {}", path.display())))?;
+    Ok(Pack::from_yaml(&path.display().to_string(), &text)?)
+}
+
+/// `PACK.sig` beside `PACK`.
+pub fn signature_path(pack: &Path) -> PathBuf {
+    let mut s = pack.as_os_str().to_owned();
+    s.push(".sig");
+    PathBuf::from(s)
+}
+
+/// Verifies the detached signature beside a pack file; returns the signing key id.
+pub fn check_signature(path: &Path, pack: &Pack, trusted: &[PublicKey]) -> Result<String> {
+    let sig_path = signature_path(path);
+    let sig = std::fs::read_to_string(&sig_path).map_err(|_| vedette_pipelines::RuleError::Signature {
+        pack: pack.name.clone(),
+        reason: format!("unsigned: {} not found (sign with `vedette rules sign`)", sig_path.display()),
+    })?;
+    Ok(signature::verify(pack, &sig, trusted)?)
 }
 
 fn resolve(data_dir: &Path, p: &Path) -> PathBuf {

@@ -7,6 +7,7 @@ pub mod api;
 pub mod engine;
 pub mod error;
 pub mod pki;
+pub mod rules_cli;
 pub mod sensor;
 
 pub use engine::EngineHandle;

@@ -9,9 +9,9 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use tokio::sync::mpsc;
 use vedette_config::Config;
-use vedette_engine::EngineHandle;
 use vedette_engine::pki::{self, DEMO_SENSOR_ID, PkiPaths};
 use vedette_engine::sensor::{self, SensorConfig, SensorStats};
+use vedette_engine::{EngineHandle, rules_cli};
 
 #[derive(Parser)]
 #[command(name = "vedette", version, about = "Real-time detection engine for security sensor fleets")]
@@ -67,6 +67,16 @@ enum Command {
         #[arg(long)]
         no_proc: bool,
     },
+    /// Rule pack tooling for analysts.
+    Rules {
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
+    /// Ed25519 keys for signing rule packs.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Fleet CA tooling.
     Ca {
         #[command(subcommand)]
@@ -93,6 +103,55 @@ enum CaCommand {
         /// Tenant.
         #[arg(long, default_value = "default")]
         tenant: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum RulesCommand {
+    /// Compile every rule of a pack; print every error with its rule id and position.
+    Validate {
+        /// Pack file (YAML).
+        pack: PathBuf,
+    },
+    /// Run a pack over events (JSON lines) and print each alert as one JSON line.
+    Test {
+        /// Pack file (YAML); need not be signed.
+        pack: PathBuf,
+        /// Events, one JSON object per line with the table's columns.
+        #[arg(long)]
+        events: PathBuf,
+        /// Table of the events (default: the one table the pack reads).
+        #[arg(long)]
+        table: Option<String>,
+        /// Rows per evaluation batch.
+        #[arg(long, default_value_t = 8192)]
+        batch_rows: usize,
+    },
+    /// Sign a pack: writes PACK.sig beside it.
+    Sign {
+        /// Pack file (YAML).
+        pack: PathBuf,
+        /// Secret key file from `vedette keys generate`.
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Verify PACK.sig; exits 0 only for a valid signature by this key.
+    Verify {
+        /// Pack file (YAML).
+        pack: PathBuf,
+        /// Public key file.
+        #[arg(long)]
+        pubkey: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create PREFIX.key (secret, mode 600) and PREFIX.pub.
+    Generate {
+        /// Path prefix of the two files.
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -186,6 +245,11 @@ async fn main() -> anyhow::Result<()> {
                 _ = shutdown_signal() => {}
             }
         }
+        Command::Keys { command: KeysCommand::Generate { out } } => {
+            let id = rules_cli::generate_keys(&out)?;
+            println!("key id {id}: {0}.key (secret), {0}.pub", out.display());
+        }
+        Command::Rules { command } => return rules_command(command).await,
         Command::Ca { command: CaCommand::Init { data_dir } } => {
             let created = pki::ensure_dev_pki(&data_dir)?;
             println!(
@@ -198,6 +262,50 @@ async fn main() -> anyhow::Result<()> {
             let (c, k) = pki::issue_sensor_files(&data_dir, &sensor_id, &tenant)?;
             println!("certificate: {}\nkey: {}", c.display(), k.display());
         }
+    }
+    Ok(())
+}
+
+async fn rules_command(command: RulesCommand) -> anyhow::Result<()> {
+    match command {
+        RulesCommand::Validate { pack } => {
+            let errors = rules_cli::validate_pack(&pack).await?;
+            if errors.is_empty() {
+                println!("{}: valid", pack.display());
+            } else {
+                for e in &errors {
+                    eprintln!("{}: {e}", pack.display());
+                }
+                eprintln!("{}: {} error(s)", pack.display(), errors.len());
+                std::process::exit(1);
+            }
+        }
+        RulesCommand::Test { pack, events, table, batch_rows } => {
+            match rules_cli::test_pack(&pack, &events, table.as_deref(), batch_rows).await? {
+                Ok(alerts) => {
+                    for a in alerts {
+                        println!("{a}");
+                    }
+                }
+                Err(errors) => {
+                    for e in &errors {
+                        eprintln!("{}:{}: {}", events.display(), e.line, e.reason);
+                    }
+                    std::process::exit(1);
+                }
+            }
+        }
+        RulesCommand::Sign { pack, key } => {
+            let sig = rules_cli::sign_pack(&pack, &key)?;
+            println!("wrote {}", sig.display());
+        }
+        RulesCommand::Verify { pack, pubkey } => match rules_cli::verify_pack(&pack, &pubkey) {
+            Ok(id) => println!("{}: valid signature by key {id}", pack.display()),
+            Err(e) => {
+                eprintln!("{}: {e}", pack.display());
+                std::process::exit(1);
+            }
+        },
     }
     Ok(())
 }

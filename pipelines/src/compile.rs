@@ -88,14 +88,16 @@ impl Compiler {
     pub fn new(catalog: Arc<Catalog>) -> Result<Self> {
         // One partition per plan: plans are re-executed per batch and parallelised across
         // batches by the caller (see NOTES: RepartitionExec cannot be re-executed).
-        let config = SessionConfig::new().with_target_partitions(1).with_batch_size(8192);
+        let mut config = SessionConfig::new().with_target_partitions(1).with_batch_size(8192);
+        // Keep source positions so planning errors can point at the offending token.
+        config.options_mut().sql_parser.collect_spans = true;
         let ctx = SessionContext::new_with_config(config);
         for t in catalog.tables() {
             let part = CurrentBatchPartition { table: t.name().into(), schema: t.schema().clone() };
             let table = StreamingTable::try_new(t.schema().clone(), vec![Arc::new(part)])
-                .map_err(|source| RuleError::Plan { rule: format!("<table {}>", t.name()), source })?;
+                .map_err(|source| plan_error(format!("<table {}>", t.name()), source))?;
             ctx.register_table(t.name(), Arc::new(table))
-                .map_err(|source| RuleError::Plan { rule: format!("<table {}>", t.name()), source })?;
+                .map_err(|source| plan_error(format!("<table {}>", t.name()), source))?;
         }
         Ok(Self { ctx, catalog })
     }
@@ -106,10 +108,10 @@ impl Compiler {
         let known = |t: &str| self.catalog.get(t).is_ok();
         let statement = crate::validate::validate_sql(&rule.id, &rule.sql, &known)?;
         let state = self.ctx.state();
-        let plan = state.statement_to_plan(statement).await.map_err(|source| RuleError::Plan { rule: id(), source })?;
+        let plan = state.statement_to_plan(statement).await.map_err(|source| plan_error(id(), source))?;
         let table = self.source_table(&rule.id, &plan)?;
-        let plan = add_hidden_columns(plan).map_err(|source| RuleError::Plan { rule: id(), source })?;
-        let plan = state.create_physical_plan(&plan).await.map_err(|source| RuleError::Plan { rule: id(), source })?;
+        let plan = add_hidden_columns(plan).map_err(|source| plan_error(id(), source))?;
+        let plan = state.create_physical_plan(&plan).await.map_err(|source| plan_error(id(), source))?;
         let meta = RuleMeta {
             id: rule.id.clone(),
             name: rule.name.clone(),
@@ -144,7 +146,7 @@ impl Compiler {
             }
             Ok(TreeNodeRecursion::Continue)
         })
-        .map_err(|source| RuleError::Plan { rule: rule.into(), source })?;
+        .map_err(|source| plan_error(rule.into(), source))?;
         let err = |reason: String| RuleError::SourceTable {
             rule: rule.into(),
             reason,
@@ -321,3 +323,13 @@ fn rows_to_alerts(meta: &Arc<RuleMeta>, batch: &RecordBatch, detected_at: DateTi
 #[cfg(test)]
 #[path = "compile/tests.rs"]
 mod tests;
+
+/// A planning error, with the position DataFusion's diagnostic points at (if any).
+fn plan_error(rule: String, source: datafusion::error::DataFusionError) -> RuleError {
+    let at = source
+        .diagnostic()
+        .and_then(|d| d.span)
+        .map(|s| format!(" (line {}, column {})", s.start.line, s.start.column))
+        .unwrap_or_default();
+    RuleError::Plan { rule, at, source }
+}

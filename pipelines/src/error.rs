@@ -19,6 +19,14 @@ pub enum RuleError {
         /// What is wrong.
         reason: String,
     },
+    /// A pack's signature is missing, malformed, by an untrusted key, or does not match.
+    #[error("pack `{pack}`: {reason}")]
+    Signature {
+        /// Pack name or file.
+        pack: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// The SQL does not parse, or is not a single SELECT.
     #[error("rule `{rule}`: {reason}")]
     Sql {
@@ -38,10 +46,12 @@ pub enum RuleError {
         known: String,
     },
     /// DataFusion refused the rule while planning (unknown column, type error …).
-    #[error("rule `{rule}`: {source}")]
+    #[error("rule `{rule}`: {source}{at}")]
     Plan {
         /// Rule id.
         rule: String,
+        /// ` (line L, column C)` when DataFusion knows where, else empty.
+        at: String,
         /// DataFusion's error.
         #[source]
         source: datafusion::error::DataFusionError,

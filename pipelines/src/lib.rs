@@ -9,6 +9,7 @@ pub mod alert;
 pub mod compile;
 pub mod error;
 pub mod rule;
+pub mod signature;
 pub mod validate;
 pub mod values;
 

@@ -1,5 +1,7 @@
 //! Rule and rule-pack definitions as analysts write them.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, RuleError};
@@ -54,9 +56,37 @@ pub struct RuleDef {
     pub tags: Vec<String>,
     /// One SELECT over one telemetry table; each result row is one alert.
     pub sql: String,
+    /// Columns whose values identify "the same detection" (part of the alert id).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dedup_key: Vec<String>,
+    /// Fold repeats of the same dedup key within this duration into one alert (`5m`).
+    #[serde(default, with = "opt_duration", skip_serializing_if = "Option::is_none")]
+    pub suppress: Option<Duration>,
+    /// Allowed event-time lateness for windowed rules (`10s`).
+    #[serde(default, with = "opt_duration", skip_serializing_if = "Option::is_none")]
+    pub lateness: Option<Duration>,
     /// Whether the rule runs.
     #[serde(default = "yes")]
     pub enabled: bool,
+}
+
+mod opt_duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|s| vedette_config::duration::parse(&s).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_str(&vedette_config::duration::format(*d)),
+            None => s.serialize_none(),
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -138,6 +168,10 @@ mod tests {
         assert!(err.contains("unknown field `owner`"), "{err}");
         let dup = "name: x\nversion: 1\nrules:\n - {id: a, name: A, severity: low, sql: 'select 1'}\n - {id: a, name: B, severity: low, sql: 'select 1'}\n";
         assert!(Pack::from_yaml("x.yaml", dup).unwrap_err().to_string().contains("id appears twice"));
+        let dur =
+            "name: x\nversion: 1\nrules:\n - {id: a, name: A, severity: low, sql: 'select 1', suppress: 5 minutes}\n";
+        let err = Pack::from_yaml("x.yaml", dur).unwrap_err().to_string();
+        assert!(err.contains("unknown unit") && err.contains("line 4"), "{err}");
         let sev = "name: x\nversion: 1\nrules:\n - {id: a, name: A, severity: dire, sql: 'select 1'}\n";
         let err = Pack::from_yaml("x.yaml", sev).unwrap_err().to_string();
         assert!(err.contains("unknown variant `dire`") && err.contains("line 4"), "{err}");

@@ -32,6 +32,9 @@ pub struct Identity<'a> {
     pub tenant: &'a str,
     /// Host announced in HELLO; used where a row has no `host`.
     pub default_host: Option<&'a str>,
+    /// Offline tools only (`vedette rules test`): take `sensor_id`/`tenant` from the row when
+    /// present instead of rejecting a mismatch. Never set on the network path.
+    pub trust_rows: bool,
 }
 
 /// Result of decoding one data frame.
@@ -177,6 +180,7 @@ fn validate_row<'a>(
         let cell = to_cell(col.ty, v).map_err(|reason| (col.name.as_str(), reason))?;
         let cell = match (col.name.as_str(), cell) {
             (TS, Cell::Null) => return Err((TS, "ts is required (µs since epoch or RFC 3339)".into())),
+            (SENSOR_ID | TENANT, c @ Cell::Str(_)) if id.trust_rows => c,
             (SENSOR_ID, Cell::Str(s)) if s != id.sensor_id => {
                 return Err((
                     SENSOR_ID,
@@ -346,7 +350,8 @@ fn conform_arrow_batch(
         let ok = if ts.is_null(i) {
             rej.push(row, Some(TS), "ts is required (µs since epoch or RFC 3339)".into());
             false
-        } else if let Some(s) = sensor_col.as_ref().filter(|c| c.is_valid(i)).map(|c| c.value(i))
+        } else if !id.trust_rows
+            && let Some(s) = sensor_col.as_ref().filter(|c| c.is_valid(i)).map(|c| c.value(i))
             && s != id.sensor_id
         {
             rej.push(
@@ -355,7 +360,8 @@ fn conform_arrow_batch(
                 format!("row claims sensor_id `{s}` but the certificate says `{}`", id.sensor_id),
             );
             false
-        } else if let Some(t) = tenant_col.as_ref().filter(|c| c.is_valid(i)).map(|c| c.value(i))
+        } else if !id.trust_rows
+            && let Some(t) = tenant_col.as_ref().filter(|c| c.is_valid(i)).map(|c| c.value(i))
             && t != id.tenant
         {
             rej.push(row, Some(TENANT), format!("row claims tenant `{t}` but the certificate says `{}`", id.tenant));
@@ -365,12 +371,19 @@ fn conform_arrow_batch(
         };
         keep.push(ok);
     }
-    arrays[1] = Arc::new(StringArray::from(vec![id.sensor_id; n]));
-    arrays[2] = Arc::new(StringArray::from(vec![id.tenant; n]));
+    let fill = |a: &ArrayRef, default: &str| -> ArrayRef {
+        let a = a.as_any().downcast_ref::<StringArray>().expect("identity columns are Utf8");
+        Arc::new(a.iter().map(|v| Some(v.unwrap_or(default))).collect::<StringArray>())
+    };
+    if id.trust_rows {
+        arrays[1] = fill(&arrays[1], id.sensor_id);
+        arrays[2] = fill(&arrays[2], id.tenant);
+    } else {
+        arrays[1] = Arc::new(StringArray::from(vec![id.sensor_id; n]));
+        arrays[2] = Arc::new(StringArray::from(vec![id.tenant; n]));
+    }
     if let Some(default_host) = id.default_host {
-        let hosts = arrays[3].as_any().downcast_ref::<StringArray>().expect("host is Utf8");
-        let filled: StringArray = hosts.iter().map(|h| Some(h.unwrap_or(default_host))).collect();
-        arrays[3] = Arc::new(filled);
+        arrays[3] = fill(&arrays[3], default_host);
     }
     arrays.push(Arc::new(UInt64Array::from(vec![seq; n])));
     arrays.push(Arc::new(UInt32Array::from_iter_values((offset..offset + n).map(|r| r as u32))));
@@ -390,7 +403,8 @@ mod tests {
     use arrow::datatypes::{Field, Schema};
     use arrow::ipc::writer::StreamWriter;
 
-    const ID: Identity<'static> = Identity { sensor_id: "s-1", tenant: "acme", default_host: Some("web-1") };
+    const ID: Identity<'static> =
+        Identity { sensor_id: "s-1", tenant: "acme", default_host: Some("web-1"), trust_rows: false };
 
     fn ndjson(payload: &str) -> Decoded {
         let cat = Catalog::builtin();

@@ -303,7 +303,12 @@ async fn handle_data(ctx: &Arc<IngestContext>, sensor: &Arc<Sensor>, ty: FrameTy
             return;
         }
     }
-    let identity = Identity { sensor_id: &sensor.id, tenant: &sensor.tenant, default_host: sensor.host.as_deref() };
+    let identity = Identity {
+        sensor_id: &sensor.id,
+        tenant: &sensor.tenant,
+        default_host: sensor.host.as_deref(),
+        trust_rows: false,
+    };
     let decoded = match decode_frame(&table, &frame, &identity, ctx.limits.max_frame_rows as usize) {
         Ok(d) => d,
         Err(e) => return reject_admitted(ctx, sensor, frame.seq, &e).await,

@@ -13,6 +13,9 @@ fn rule(id: &str, sql: &str) -> RuleDef {
         description: String::new(),
         tags: vec!["t1".into()],
         sql: sql.into(),
+        dedup_key: vec![],
+        suppress: None,
+        lateness: None,
         enabled: true,
     }
 }
@@ -24,7 +27,7 @@ fn pack(rules: Vec<RuleDef>) -> Pack {
 fn batch(table: &str, seq: u64, ndjson: &str) -> RecordBatch {
     let cat = Catalog::builtin();
     let frame = DataFrame { seq, table, encoding: Encoding::Ndjson, payload: ndjson.as_bytes() };
-    let id = SensorIdentity { sensor_id: "s-1", tenant: "acme", default_host: Some("h1") };
+    let id = SensorIdentity { sensor_id: "s-1", tenant: "acme", default_host: Some("h1"), trust_rows: false };
     let d = decode_frame(cat.get(table).unwrap(), &frame, &id, 1000).unwrap();
     assert_eq!(d.rejected, 0, "{:?}", d.errors);
     d.batch.unwrap()

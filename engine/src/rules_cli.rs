@@ -1,0 +1,155 @@
+//! Analyst tooling: `vedette keys generate`, `vedette rules sign|verify|validate|test`.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use serde_json::{Map, Value, json};
+use vedette_pipelines::RuleError;
+use vedette_pipelines::compile::{Compiler, TableRules};
+use vedette_pipelines::signature::{PublicKey, SecretKey};
+use vedette_schemas::decode::{Identity, decode_frame};
+use vedette_schemas::frame::{DataFrame, Encoding};
+use vedette_schemas::tables::Catalog;
+
+use crate::engine::{read_pack, signature_path};
+use crate::error::{EngineError, Result};
+
+fn write_file(path: &Path, text: &str, secret: bool) -> Result<()> {
+    std::fs::write(path, text).map_err(EngineError::io(format!("writing {}", path.display())))?;
+    #[cfg(unix)]
+    if secret {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(EngineError::io(format!("chmod {}", path.display())))?;
+    }
+    Ok(())
+}
+
+fn read_text(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(EngineError::io(format!("reading {}", path.display())))
+}
+
+/// Writes `PREFIX.key` (mode 600) and `PREFIX.pub`; returns the key id.
+pub fn generate_keys(prefix: &Path) -> Result<String> {
+    let mut seed = [0u8; 32];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed).map_err(|_| EngineError::Io {
+        what: "system randomness".into(),
+        source: std::io::Error::other("unavailable"),
+    })?;
+    let sk = SecretKey::from_seed(seed);
+    let with_ext = |ext: &str| {
+        let mut s = prefix.as_os_str().to_owned();
+        s.push(ext);
+        std::path::PathBuf::from(s)
+    };
+    write_file(&with_ext(".key"), &sk.to_text(), true)?;
+    write_file(&with_ext(".pub"), &sk.public().to_text(), false)?;
+    Ok(sk.public().key_id())
+}
+
+/// Signs a pack file; writes `PACK.sig` beside it and returns its path.
+pub fn sign_pack(pack_path: &Path, key_path: &Path) -> Result<std::path::PathBuf> {
+    let pack = read_pack(pack_path)?;
+    let sk = SecretKey::from_text(&key_path.display().to_string(), &read_text(key_path)?)?;
+    let sig_path = signature_path(pack_path);
+    write_file(&sig_path, &sk.sign(&pack), false)?;
+    Ok(sig_path)
+}
+
+/// Verifies a pack file's signature against one public key file.
+pub fn verify_pack(pack_path: &Path, pub_path: &Path) -> Result<String> {
+    let pack = read_pack(pack_path)?;
+    let pk = PublicKey::from_text(&pub_path.display().to_string(), &read_text(pub_path)?)?;
+    crate::engine::check_signature(pack_path, &pack, &[pk])
+}
+
+/// Compiles every rule of a pack; returns every error (empty = valid).
+pub async fn validate_pack(pack_path: &Path) -> Result<Vec<RuleError>> {
+    let pack = read_pack(pack_path)?;
+    let compiler = Compiler::new(Arc::new(Catalog::builtin()))?;
+    let mut errors = Vec::new();
+    for rule in &pack.rules {
+        if let Err(e) = compiler.compile(&pack, rule).await {
+            errors.push(e);
+        }
+    }
+    Ok(errors)
+}
+
+/// A problem in the events file of `rules test`.
+#[derive(Debug)]
+pub struct EventError {
+    /// 1-based line in the events file.
+    pub line: usize,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// Runs `pack` over the events of a JSONL file with the engine's evaluation code (batches of
+/// `batch_rows`). Returns one stable JSON object per alert, or every malformed event.
+pub async fn test_pack(
+    pack_path: &Path,
+    events_path: &Path,
+    table: Option<&str>,
+    batch_rows: usize,
+) -> Result<std::result::Result<Vec<Value>, Vec<EventError>>> {
+    let pack = read_pack(pack_path)?;
+    let catalog = Arc::new(Catalog::builtin());
+    let compiler = Compiler::new(Arc::clone(&catalog))?;
+    let mut by_table = compiler.compile_pack(&pack).await?;
+    let table = match table {
+        Some(t) => catalog.get(t)?.name().to_string(),
+        None if by_table.len() == 1 => by_table.keys().next().cloned().unwrap_or_default(),
+        None => {
+            return Err(RuleError::InvalidRule {
+                rule: pack.name.clone(),
+                reason: format!(
+                    "the pack reads several tables ({}); say which one the events belong to with --table",
+                    by_table.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            }
+            .into());
+        }
+    };
+    let rules = TableRules::new(&compiler, &table, by_table.remove(&table).unwrap_or_default());
+    let text = read_text(events_path)?;
+    // Non-empty line ordinal → 1-based file line, to report errors where the analyst looks.
+    let lines: Vec<(usize, &str)> =
+        text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()).map(|(i, l)| (i + 1, l)).collect();
+    let identity = Identity { sensor_id: "rules-test", tenant: "default", default_host: None, trust_rows: true };
+    let table_def = Arc::clone(catalog.get(&table)?);
+    let mut errors = Vec::new();
+    let mut out = Vec::new();
+    for (chunk_no, chunk) in lines.chunks(batch_rows.max(1)).enumerate() {
+        let payload: String = chunk.iter().map(|(_, l)| format!("{l}\n")).collect();
+        let frame = DataFrame {
+            seq: chunk_no as u64 + 1,
+            table: &table,
+            encoding: Encoding::Ndjson,
+            payload: payload.as_bytes(),
+        };
+        let decoded = decode_frame(&table_def, &frame, &identity, usize::MAX)?;
+        for e in &decoded.errors {
+            let column = e.column.as_deref().map(|c| format!("column `{c}`: ")).unwrap_or_default();
+            errors.push(EventError { line: chunk[e.row as usize].0, reason: format!("{column}{}", e.reason) });
+        }
+        if let Some(batch) = decoded.batch {
+            let eval = rules.evaluate(&batch, chrono::Utc::now()).await;
+            if let Some(e) = eval.errors.into_iter().next() {
+                return Err(e.into());
+            }
+            out.extend(eval.alerts.iter().map(stable_alert));
+        }
+    }
+    Ok(if errors.is_empty() { Ok(out) } else { Err(errors) })
+}
+
+/// The stable subset of an alert printed by `rules test` (no wall-clock fields).
+fn stable_alert(a: &vedette_pipelines::alert::Alert) -> Value {
+    let mut o = Map::new();
+    o.insert("rule_id".into(), json!(a.rule_id));
+    o.insert("ts".into(), json!(a.ts));
+    o.insert("sensor_id".into(), json!(a.sensor_id));
+    o.insert("row".into(), Value::Object(a.row.clone()));
+    Value::Object(o)
+}

@@ -1,0 +1,149 @@
+//! Analyst tooling and signed packs, through the `vedette` binary and the engine library.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_vedette");
+
+const PACK: &str = r#"name: acme
+version: 1
+description: test pack
+author: detection team
+rules:
+  - id: acme.shadow
+    name: shadow read
+    severity: high
+    sql: |
+      SELECT user, cmdline FROM process_events
+      WHERE cmdline LIKE '%/etc/shadow%'
+"#;
+
+fn vedette(args: &[&str], dir: &Path) -> Output {
+    Command::new(BIN).args(args).current_dir(dir).output().expect("run vedette")
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+#[test]
+fn keys_sign_verify_and_tamper_detection() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("acme.yaml"), PACK).unwrap();
+    let o = vedette(&["keys", "generate", "--out", "team"], d.path());
+    assert!(o.status.success(), "{}", text(&o));
+    let mode = std::fs::metadata(d.path().join("team.key")).unwrap();
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777, 0o600);
+    let o = vedette(&["rules", "sign", "acme.yaml", "--key", "team.key"], d.path());
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(d.path().join("acme.yaml.sig").exists());
+    let o = vedette(&["rules", "verify", "acme.yaml", "--pubkey", "team.pub"], d.path());
+    assert!(o.status.success(), "{}", text(&o));
+
+    // Change only the SQL: the signature no longer verifies.
+    std::fs::write(d.path().join("acme.yaml"), PACK.replace("/etc/shadow", "/etc/passwd")).unwrap();
+    let o = vedette(&["rules", "verify", "acme.yaml", "--pubkey", "team.pub"], d.path());
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("does not match the pack contents"), "{}", text(&o));
+
+    // Another key is not trusted.
+    vedette(&["keys", "generate", "--out", "other"], d.path());
+    std::fs::write(d.path().join("acme.yaml"), PACK).unwrap();
+    let o = vedette(&["rules", "verify", "acme.yaml", "--pubkey", "other.pub"], d.path());
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("not trusted"), "{}", text(&o));
+}
+
+#[test]
+fn validate_lists_every_bad_rule_with_its_position() {
+    let d = tempfile::tempdir().unwrap();
+    let bad = r#"name: bad
+version: 1
+rules:
+  - {id: ok, name: ok, severity: low, sql: "SELECT exe FROM process_events"}
+  - {id: fn, name: f, severity: low, sql: "SELECT exe FROM process_events WHERE pid = random()"}
+  - {id: tbl, name: t, severity: low, sql: "SELECT exe FROM procs"}
+  - {id: col, name: c, severity: low, sql: "SELECT nope FROM process_events"}
+"#;
+    std::fs::write(d.path().join("bad.yaml"), bad).unwrap();
+    let o = vedette(&["rules", "validate", "bad.yaml"], d.path());
+    assert_eq!(o.status.code(), Some(1));
+    let t = text(&o);
+    assert!(t.contains("rule `fn`: function `random` is not allowed in rules (line 1, column 44)"), "{t}");
+    assert!(t.contains("rule `tbl`: table `procs` does not exist (line 1, column 17)"), "{t}");
+    assert!(t.contains("rule `col`") && t.contains("nope") && t.contains("(line 1, column 8)"), "{t}");
+    assert!(t.contains("3 error(s)"), "{t}");
+    std::fs::write(d.path().join("good.yaml"), PACK).unwrap();
+    assert!(vedette(&["rules", "validate", "good.yaml"], d.path()).status.success());
+    std::fs::write(d.path().join("broken.yaml"), "name: x\nversion: one\nrules: []\n").unwrap();
+    let o = vedette(&["rules", "validate", "broken.yaml"], d.path());
+    assert!(!o.status.success());
+    assert!(text(&o).contains("version") && text(&o).contains("line 2"), "{}", text(&o));
+}
+
+#[test]
+fn rules_test_prints_one_stable_json_line_per_alert_and_reports_bad_events() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("acme.yaml"), PACK).unwrap();
+    let events = concat!(
+        r#"{"ts": "2026-01-01T00:00:00Z", "user": "root", "cmdline": "cat /etc/shadow", "sensor_id": "web-1"}"#,
+        "\n",
+        r#"{"ts": 1767225601000000, "user": "bob", "cmdline": "ls"}"#,
+        "\n",
+        "\n",
+        r#"{"ts": 1767225602000000, "user": "eve", "cmdline": "cp /etc/shadow /tmp"}"#,
+        "\n",
+    );
+    std::fs::write(d.path().join("events.jsonl"), events).unwrap();
+    let o = vedette(&["rules", "test", "acme.yaml", "--events", "events.jsonl"], d.path());
+    assert!(o.status.success(), "{}", text(&o));
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&o.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["rule_id"], "acme.shadow");
+    assert_eq!(lines[0]["sensor_id"], "web-1");
+    assert_eq!(lines[0]["ts"], "2026-01-01T00:00:00Z");
+    assert_eq!(lines[0]["row"], serde_json::json!({"user": "root", "cmdline": "cat /etc/shadow"}));
+    assert_eq!(lines[1]["row"]["user"], "eve");
+    // Same input, same output (analysts diff it in CI).
+    let again = vedette(&["rules", "test", "acme.yaml", "--events", "events.jsonl"], d.path());
+    assert_eq!(again.stdout, o.stdout);
+
+    std::fs::write(d.path().join("bad.jsonl"), "{\"ts\": 1, \"pid\": \"x\"}\n\nnot json\n").unwrap();
+    let o = vedette(&["rules", "test", "acme.yaml", "--events", "bad.jsonl"], d.path());
+    assert_eq!(o.status.code(), Some(1));
+    let t = text(&o);
+    assert!(t.contains("bad.jsonl:1: column `pid`: expected int64"), "{t}");
+    assert!(t.contains("bad.jsonl:3: invalid JSON"), "{t}");
+}
+
+#[tokio::test]
+async fn engine_loads_signed_packs_and_refuses_unsigned_or_tampered_ones() {
+    let d = tempfile::tempdir().unwrap();
+    let packs = d.path().join("packs");
+    std::fs::create_dir_all(&packs).unwrap();
+    std::fs::write(packs.join("acme.yaml"), PACK).unwrap();
+    let config_for = |allow_unsigned: bool| {
+        let text = format!(
+            "data_dir = \"{}\"\n[ingest]\nlisten = \"127.0.0.1:0\"\n[api]\nlisten = \"127.0.0.1:0\"\n[rules]\npacks_dir = \"packs\"\ntrusted_keys = [\"team.pub\"]\nallow_unsigned = {allow_unsigned}\n[[sinks]]\nname = \"f\"\ntype = \"file\"\npath = \"a.jsonl\"\n",
+            d.path().display()
+        );
+        vedette_config::Config::from_toml_str(&text).unwrap()
+    };
+    vedette(&["keys", "generate", "--out", "team"], d.path());
+    // Unsigned: refused, unless the operator opts out.
+    let err = vedette_engine::EngineHandle::start(config_for(false)).await.err().expect("refused").to_string();
+    assert!(err.contains("unsigned") && err.contains("acme.yaml.sig"), "{err}");
+    let e =
+        vedette_engine::EngineHandle::start(config_for(true)).await.expect("allowed when unsigned packs are allowed");
+    e.shutdown().await;
+    // Signed: loads.
+    let o = vedette(&["rules", "sign", "packs/acme.yaml", "--key", "team.key"], d.path());
+    assert!(o.status.success(), "{}", text(&o));
+    let e = vedette_engine::EngineHandle::start(config_for(false)).await.expect("signed pack loads");
+    e.shutdown().await;
+    // Tampered after signing: refused.
+    std::fs::write(packs.join("acme.yaml"), PACK.replace("severity: high", "severity: low")).unwrap();
+    let err = vedette_engine::EngineHandle::start(config_for(false)).await.err().expect("refused").to_string();
+    assert!(err.contains("does not match"), "{err}");
+}
