@@ -145,7 +145,7 @@ mod tests {
         let sk2 = SecretKey::from_text("k", &sk.to_text()).unwrap();
         let pk = PublicKey::from_text("p", &sk2.public().to_text()).unwrap();
         let sig = sk.sign(&pack());
-        assert_eq!(verify(&pack(), &sig, &[pk.clone()]).unwrap(), pk.key_id());
+        assert_eq!(verify(&pack(), &sig, std::slice::from_ref(&pk)).unwrap(), pk.key_id());
         // Reformatting the YAML keeps the signature valid.
         let reformatted = Pack::from_yaml(
             "p.yaml",
@@ -162,13 +162,15 @@ mod tests {
         let sig = sk.sign(&pack());
         let mut sql = pack();
         sql.rules[0].sql.push_str(" WHERE 1 = 0");
-        assert!(verify(&sql, &sig, &[pk.clone()]).unwrap_err().to_string().contains("does not match"));
+        assert!(verify(&sql, &sig, std::slice::from_ref(&pk)).unwrap_err().to_string().contains("does not match"));
         let mut meta = pack();
         meta.version = 2;
-        assert!(verify(&meta, &sig, &[pk.clone()]).is_err());
+        assert!(verify(&meta, &sig, std::slice::from_ref(&pk)).is_err());
         let other = SecretKey::from_seed([8; 32]).public();
         assert!(verify(&pack(), &sig, &[other]).unwrap_err().to_string().contains("not trusted"));
-        assert!(verify(&pack(), "garbage", &[pk.clone()]).unwrap_err().to_string().contains("is not `ed25519"));
+        assert!(
+            verify(&pack(), "garbage", std::slice::from_ref(&pk)).unwrap_err().to_string().contains("is not `ed25519")
+        );
         let mut flipped = sig.clone();
         flipped.replace_range(flipped.len() - 6..flipped.len() - 5, "A");
         assert!(verify(&pack(), &flipped, &[pk]).is_err());
