@@ -62,6 +62,12 @@ pub struct Alert {
     pub table: String,
     /// Event time of the triggering event, RFC 3339 UTC.
     pub ts: DateTime<Utc>,
+    /// Windowed rules: start of the window (inclusive), RFC 3339 UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_start: Option<DateTime<Utc>>,
+    /// Windowed rules: end of the window (exclusive); also the alert's `ts`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_end: Option<DateTime<Utc>>,
     /// When the engine made the detection, RFC 3339 UTC.
     pub detected_at: DateTime<Utc>,
     /// The rule's result row (engine-internal `__` columns removed).

@@ -6,7 +6,7 @@
 //! batch and executes the plan. The compiled set holds no mutable state, so the same plans can
 //! run on several batches at once.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
@@ -28,6 +28,10 @@ use crate::alert::{Alert, Identity, RuleMeta, alert_id};
 use crate::error::{Result, RuleError};
 use crate::rule::Pack;
 use crate::values::{cell_micros, cell_str, cell_to_json, cell_u64};
+use crate::window::{DEFAULT_LATENESS_US, WindowPlans, WindowSpec, WindowState, find_window};
+
+/// Hidden output column carrying a windowed result row's window start.
+pub const WINDOW_START: &str = "__window_start";
 
 /// Columns appended to non-aggregating rules so every alert knows its event.
 const HIDDEN: [(&str, &str); 6] = [
@@ -39,34 +43,39 @@ const HIDDEN: [(&str, &str); 6] = [
     ("__row", "__row"),
 ];
 
-/// The batch a table's partition yields during one evaluation.
+/// Batches handed to one execution, by source name (a table name, or an internal stage of a
+/// windowed rule). Carried in the task context, so compiled plans hold no data.
+#[derive(Debug, Default)]
+pub(crate) struct Injected(pub(crate) std::collections::HashMap<String, Vec<RecordBatch>>);
+
+/// A source whose only partition yields whatever the task context injects under `key`.
 #[derive(Debug)]
-struct CurrentBatch {
-    table: String,
-    batch: RecordBatch,
+pub(crate) struct InjectedPartition {
+    pub(crate) key: String,
+    pub(crate) schema: SchemaRef,
 }
 
-/// A telemetry table's only partition: whatever batch the task context carries.
-#[derive(Debug)]
-struct CurrentBatchPartition {
-    table: String,
-    schema: SchemaRef,
-}
-
-impl PartitionStream for CurrentBatchPartition {
+impl PartitionStream for InjectedPartition {
     fn schema(&self) -> &SchemaRef {
         &self.schema
     }
 
     fn execute(&self, ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
-        let batches = match ctx.session_config().get_extension::<CurrentBatch>() {
-            Some(cur) if cur.table == self.table => vec![cur.batch.clone()],
-            _ => Vec::new(),
-        };
+        let batches = ctx
+            .session_config()
+            .get_extension::<Injected>()
+            .and_then(|i| i.0.get(&self.key).cloned())
+            .unwrap_or_default();
         let stream = MemoryStream::try_new(batches, self.schema.clone(), None)
             .expect("a memory stream without projection cannot fail");
         Box::pin(stream)
     }
+}
+
+/// A task context like `base` carrying `injected`.
+pub(crate) fn task_with(base: &TaskContext, injected: Injected) -> Arc<TaskContext> {
+    let config = base.session_config().clone().with_extension(Arc::new(injected));
+    Arc::new(task_with_config(base, config))
 }
 
 /// A rule planned once.
@@ -75,6 +84,16 @@ pub struct CompiledRule {
     /// Rule metadata copied into every alert.
     pub meta: Arc<RuleMeta>,
     plan: Arc<dyn ExecutionPlan>,
+    /// Incremental stages, for windowed rules.
+    window: Option<Arc<WindowPlans>>,
+    lateness_us: i64,
+}
+
+impl CompiledRule {
+    /// Whether the rule aggregates over event-time windows.
+    pub fn is_windowed(&self) -> bool {
+        self.window.is_some()
+    }
 }
 
 /// The planning context: one session with every telemetry table registered.
@@ -92,8 +111,9 @@ impl Compiler {
         // Keep source positions so planning errors can point at the offending token.
         config.options_mut().sql_parser.collect_spans = true;
         let ctx = SessionContext::new_with_config(config);
+        ctx.register_udf(crate::window::tumble_udf());
         for t in catalog.tables() {
-            let part = CurrentBatchPartition { table: t.name().into(), schema: t.schema().clone() };
+            let part = InjectedPartition { key: t.name().into(), schema: t.schema().clone() };
             let table = StreamingTable::try_new(t.schema().clone(), vec![Arc::new(part)])
                 .map_err(|source| plan_error(format!("<table {}>", t.name()), source))?;
             ctx.register_table(t.name(), Arc::new(table))
@@ -110,8 +130,23 @@ impl Compiler {
         let state = self.ctx.state();
         let plan = state.statement_to_plan(statement).await.map_err(|source| plan_error(id(), source))?;
         let table = self.source_table(&rule.id, &plan)?;
-        let plan = add_hidden_columns(plan).map_err(|source| plan_error(id(), source))?;
+        let window = find_window(&plan).map_err(|source| plan_error(id(), source))?;
+        if window.is_none() && is_aggregating(&plan).map_err(|source| plan_error(id(), source))? {
+            return Err(RuleError::Sql {
+                rule: id(),
+                reason: "aggregating rules need an event-time window: GROUP BY tumble(ts, INTERVAL '1 minute'), …"
+                    .into(),
+            });
+        }
+        let plan = add_hidden_columns(plan, window).map_err(|source| plan_error(id(), source))?;
         let plan = state.create_physical_plan(&plan).await.map_err(|source| plan_error(id(), source))?;
+        let window = match window {
+            Some(spec) => {
+                Some(Arc::new(WindowPlans::new(spec, Arc::clone(&plan)).map_err(|source| plan_error(id(), source))?))
+            }
+            None => None,
+        };
+        let lateness_us = rule.lateness.map_or(DEFAULT_LATENESS_US, |d| d.as_micros() as i64);
         let meta = RuleMeta {
             id: rule.id.clone(),
             name: rule.name.clone(),
@@ -122,7 +157,7 @@ impl Compiler {
             tags: rule.tags.clone(),
             table,
         };
-        Ok(CompiledRule { meta: Arc::new(meta), plan })
+        Ok(CompiledRule { meta: Arc::new(meta), plan, window, lateness_us })
     }
 
     /// Compiles every enabled rule of `pack`, grouped by table. All or nothing.
@@ -165,27 +200,39 @@ impl Compiler {
     }
 }
 
-/// Appends `__ts`, `__sensor_id`, … to a non-aggregating rule's projection so each result row
-/// can be traced to its event. Aggregating rules keep their plan.
-fn add_hidden_columns(plan: LogicalPlan) -> datafusion::error::Result<LogicalPlan> {
-    let aggregating = plan.exists(|n| {
-        Ok(matches!(
-            n,
-            LogicalPlan::Aggregate(_) | LogicalPlan::Window(_) | LogicalPlan::Distinct(_) | LogicalPlan::Union(_)
-        ))
-    })?;
+fn is_aggregating(plan: &LogicalPlan) -> datafusion::error::Result<bool> {
+    plan.exists(|n| Ok(matches!(n, LogicalPlan::Aggregate(_) | LogicalPlan::Window(_) | LogicalPlan::Distinct(_))))
+}
+
+/// Appends hidden columns to the rule's projection so each result row can be traced: for a
+/// stateless rule the triggering event (`__ts`, `__sensor_id`, …), for a windowed rule the
+/// window start (`__window_start`).
+fn add_hidden_columns(plan: LogicalPlan, window: Option<WindowSpec>) -> datafusion::error::Result<LogicalPlan> {
     let LogicalPlan::Projection(p) = &plan else { return Ok(plan) };
-    if aggregating {
-        return Ok(plan);
-    }
     let input_schema = p.input.schema();
     let mut exprs = p.expr.clone();
-    for (source, alias) in HIDDEN {
-        if plan.schema().has_column_with_unqualified_name(alias) {
-            continue;
-        }
-        if let Ok((qualifier, field)) = input_schema.qualified_field_with_unqualified_name(source) {
-            exprs.push(Expr::Column(Column::new(qualifier.cloned(), field.name())).alias(alias));
+    if let Some(spec) = window {
+        let mut agg_schema = None;
+        p.input.apply(|n| {
+            if let LogicalPlan::Aggregate(a) = n {
+                agg_schema = Some(Arc::clone(&a.schema));
+                return Ok(TreeNodeRecursion::Stop);
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })?;
+        let Some(agg_schema) = agg_schema else { return Ok(plan) };
+        let (qualifier, field) = agg_schema.qualified_field(spec.group_index);
+        exprs.push(Expr::Column(Column::new(qualifier.cloned(), field.name())).alias(WINDOW_START));
+    } else if is_aggregating(&plan)? || plan.exists(|n| Ok(matches!(n, LogicalPlan::Union(_))))? {
+        return Ok(plan);
+    } else {
+        for (source, alias) in HIDDEN {
+            if plan.schema().has_column_with_unqualified_name(alias) {
+                continue;
+            }
+            if let Ok((qualifier, field)) = input_schema.qualified_field_with_unqualified_name(source) {
+                exprs.push(Expr::Column(Column::new(qualifier.cloned(), field.name())).alias(alias));
+            }
         }
     }
     LogicalPlanBuilder::from(Arc::clone(&p.input)).project(exprs)?.build()
@@ -197,6 +244,8 @@ pub struct TableRules {
     table: String,
     base: Arc<TaskContext>,
     rules: Vec<Arc<CompiledRule>>,
+    /// Window state per windowed rule id; shared by clones so a restarted worker resumes it.
+    windows: Arc<std::sync::Mutex<HashMap<String, WindowState>>>,
 }
 
 impl std::fmt::Debug for TableRules {
@@ -208,7 +257,12 @@ impl std::fmt::Debug for TableRules {
 impl TableRules {
     /// Groups already compiled rules of `table`.
     pub fn new(compiler: &Compiler, table: &str, rules: Vec<Arc<CompiledRule>>) -> Self {
-        Self { table: table.into(), base: Arc::new(compiler.task_context()), rules }
+        Self {
+            table: table.into(),
+            base: Arc::new(compiler.task_context()),
+            rules,
+            windows: Arc::new(std::sync::Mutex::new(HashMap::new())),
+        }
     }
 
     /// Table name.
@@ -222,27 +276,63 @@ impl TableRules {
     }
 
     /// Runs every rule on `batch`. A rule that fails is reported in [`Evaluation::errors`]
-    /// and does not stop the others.
+    /// and does not stop the others. Window state changes are returned in
+    /// [`Evaluation::window_updates`] and take effect only through [`TableRules::commit`].
     pub async fn evaluate(&self, batch: &RecordBatch, detected_at: DateTime<Utc>) -> Evaluation {
+        self.run(Some(batch), detected_at, false).await
+    }
+
+    /// Advances windows without new rows (idle sensors, periodic ticks); `flush_all` closes
+    /// every open window (end of input in `vedette rules test`).
+    pub async fn tick(&self, now: DateTime<Utc>, flush_all: bool) -> Evaluation {
+        self.run(None, now, flush_all).await
+    }
+
+    /// Applies the window state of an evaluation whose alerts were delivered.
+    pub fn commit(&self, updates: Vec<(String, WindowState)>) {
+        let mut windows = self.windows.lock().expect("window lock is never poisoned");
+        windows.extend(updates);
+    }
+
+    /// Late rows dropped so far, per windowed rule.
+    pub fn late_rows(&self) -> Vec<(String, u64)> {
+        let windows = self.windows.lock().expect("window lock is never poisoned");
+        windows.iter().map(|(k, v)| (k.clone(), v.late_rows)).collect()
+    }
+
+    async fn run(&self, batch: Option<&RecordBatch>, now: DateTime<Utc>, flush_all: bool) -> Evaluation {
         let mut eval = Evaluation::default();
-        if batch.num_rows() == 0 || self.rules.is_empty() {
+        if self.rules.is_empty() || batch.is_some_and(|b| b.num_rows() == 0) {
             return eval;
         }
-        let config = self
-            .base
-            .session_config()
-            .clone()
-            .with_extension(Arc::new(CurrentBatch { table: self.table.clone(), batch: batch.clone() }));
-        let task = Arc::new(task_with_config(&self.base, config));
+        let task = batch
+            .map(|b| task_with(&self.base, Injected([(self.table.clone(), vec![b.clone()])].into_iter().collect())));
         for rule in &self.rules {
             let started = std::time::Instant::now();
-            match collect(Arc::clone(&rule.plan), Arc::clone(&task)).await {
-                Ok(out) => {
-                    for b in &out {
-                        rows_to_alerts(&rule.meta, b, detected_at, &mut eval.alerts);
+            match (&rule.window, &task) {
+                (None, Some(task)) => match collect(Arc::clone(&rule.plan), Arc::clone(task)).await {
+                    Ok(out) => {
+                        for b in &out {
+                            rows_to_alerts(&rule.meta, b, now, None, &mut eval.alerts);
+                        }
+                    }
+                    Err(source) => eval.errors.push(RuleError::Eval { rule: rule.meta.id.clone(), source }),
+                },
+                (None, None) => continue,
+                (Some(w), _) => {
+                    let state =
+                        self.windows.lock().expect("not poisoned").get(&rule.meta.id).cloned().unwrap_or_default();
+                    let now_us = now.timestamp_micros();
+                    match w.advance(&self.base, &self.table, &state, batch, now_us, rule.lateness_us, flush_all).await {
+                        Ok((closed, next)) => {
+                            for b in &closed.batches {
+                                rows_to_alerts(&rule.meta, b, now, Some(w.spec.size_us), &mut eval.alerts);
+                            }
+                            eval.window_updates.push((rule.meta.id.clone(), next));
+                        }
+                        Err(source) => eval.errors.push(RuleError::Eval { rule: rule.meta.id.clone(), source }),
                     }
                 }
-                Err(source) => eval.errors.push(RuleError::Eval { rule: rule.meta.id.clone(), source }),
             }
             eval.timings.push((Arc::clone(&rule.meta), started.elapsed()));
         }
@@ -259,6 +349,8 @@ pub struct Evaluation {
     pub errors: Vec<RuleError>,
     /// Time spent per rule.
     pub timings: Vec<(Arc<RuleMeta>, std::time::Duration)>,
+    /// New window state per windowed rule, to [`TableRules::commit`] after delivery.
+    pub window_updates: Vec<(String, WindowState)>,
 }
 
 /// A copy of `base` whose session config is `config` (TaskContext is not `Clone`).
@@ -275,7 +367,13 @@ fn task_with_config(base: &TaskContext, config: SessionConfig) -> TaskContext {
     )
 }
 
-fn rows_to_alerts(meta: &Arc<RuleMeta>, batch: &RecordBatch, detected_at: DateTime<Utc>, out: &mut Vec<Alert>) {
+fn rows_to_alerts(
+    meta: &Arc<RuleMeta>,
+    batch: &RecordBatch,
+    detected_at: DateTime<Utc>,
+    window_size_us: Option<i64>,
+    out: &mut Vec<Alert>,
+) {
     let schema = batch.schema();
     let col = |name: &str| schema.index_of(name).ok().map(|i| batch.column(i).as_ref());
     let (ts, sensor, tenant, host) = (
@@ -285,6 +383,7 @@ fn rows_to_alerts(meta: &Arc<RuleMeta>, batch: &RecordBatch, detected_at: DateTi
         col("__host").or_else(|| col("host")),
     );
     let (seq, row_idx) = (col("__seq"), col("__row"));
+    let window_start = col(WINDOW_START);
     let visible: Vec<usize> =
         (0..schema.fields().len()).filter(|i| !schema.field(*i).name().starts_with(RESERVED_PREFIX)).collect();
     for i in 0..batch.num_rows() {
@@ -292,12 +391,16 @@ fn rows_to_alerts(meta: &Arc<RuleMeta>, batch: &RecordBatch, detected_at: DateTi
         for &c in &visible {
             row.insert(schema.field(c).name().clone(), cell_to_json(batch.column(c).as_ref(), i));
         }
-        let ts_micros = ts.and_then(|a| cell_micros(a, i)).unwrap_or_else(|| detected_at.timestamp_micros());
+        let window = window_start.and_then(|a| cell_micros(a, i)).zip(window_size_us).map(|(s, size)| (s, s + size));
+        let ts_micros = match window {
+            Some((_, end)) => end,
+            None => ts.and_then(|a| cell_micros(a, i)).unwrap_or_else(|| detected_at.timestamp_micros()),
+        };
         let sensor_id = sensor.and_then(|a| cell_str(a, i)).map(str::to_string);
         let tenant = tenant.and_then(|a| cell_str(a, i)).map(str::to_string);
         let identity = match (&sensor_id, seq.and_then(|a| cell_u64(a, i)), row_idx.and_then(|a| cell_u64(a, i))) {
             (Some(s), Some(seq), Some(r)) => Identity::Event { sensor_id: s, seq, row: r },
-            _ => Identity::Row { ts_micros, row: &row },
+            _ => Identity::Row { ts_micros: window.map_or(ts_micros, |w| w.0), row: &row },
         };
         let alert_id = alert_id(tenant.as_deref().unwrap_or(""), meta, identity);
         out.push(Alert {
@@ -314,6 +417,8 @@ fn rows_to_alerts(meta: &Arc<RuleMeta>, batch: &RecordBatch, detected_at: DateTi
             host: host.and_then(|a| cell_str(a, i)).map(str::to_string),
             table: meta.table.clone(),
             ts: crate::values::micros_to_datetime(ts_micros),
+            window_start: window.map(|w| crate::values::micros_to_datetime(w.0)),
+            window_end: window.map(|w| crate::values::micros_to_datetime(w.1)),
             detected_at,
             row,
         });

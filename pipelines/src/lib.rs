@@ -12,5 +12,6 @@ pub mod rule;
 pub mod signature;
 pub mod validate;
 pub mod values;
+pub mod window;
 
 pub use error::{Result, RuleError};

@@ -109,3 +109,83 @@ async fn builtin_pack_compiles() {
     let tables: Vec<_> = by_table.keys().map(String::as_str).collect();
     assert_eq!(tables, ["auth_events", "file_events", "network_events", "process_events"]);
 }
+
+const BRUTE: &str = "SELECT host, user, count(*) AS failures FROM auth_events WHERE outcome = 'failure' \
+                     GROUP BY tumble(ts, INTERVAL '1 minute'), host, user HAVING count(*) >= 3";
+
+fn auth(ts_s: i64, user: &str, outcome: &str) -> String {
+    format!("{{\"ts\":{},\"user\":\"{user}\",\"outcome\":\"{outcome}\",\"host\":\"h1\"}}\n", ts_s * 1_000_000)
+}
+
+async fn windowed(sql: &str) -> (Compiler, TableRules) {
+    let c = compiler();
+    let p = pack(vec![RuleDef { lateness: Some(std::time::Duration::from_secs(5)), ..rule("brute", sql) }]);
+    let by_table = c.compile_pack(&p).await.unwrap();
+    let rules = TableRules::new(&c, "auth_events", by_table["auth_events"].clone());
+    (c, rules)
+}
+
+async fn feed(rules: &TableRules, seq: u64, rows: &str) -> Vec<Alert> {
+    let eval = rules.evaluate(&batch("auth_events", seq, rows), Utc::now()).await;
+    assert!(eval.errors.is_empty(), "{:?}", eval.errors);
+    rules.commit(eval.window_updates);
+    eval.alerts
+}
+
+#[tokio::test]
+async fn tumbling_window_emits_once_when_the_watermark_passes_its_end() {
+    let (_c, rules) = windowed(BRUTE).await;
+    // Window [60 s, 120 s): alice fails 3 times across two batches, bob twice.
+    let a =
+        feed(&rules, 1, &(auth(61, "alice", "failure") + &auth(62, "bob", "failure") + &auth(70, "alice", "failure")))
+            .await;
+    assert!(a.is_empty());
+    let a = feed(
+        &rules,
+        2,
+        &(auth(100, "alice", "failure") + &auth(101, "bob", "failure") + &auth(102, "alice", "success")),
+    )
+    .await;
+    assert!(a.is_empty(), "window still open");
+    // Event time 124 s: watermark 119 s (lateness 5 s) — not past 120 s yet.
+    assert!(feed(&rules, 3, &auth(124, "carol", "success")).await.is_empty());
+    // 126 s: watermark 121 s > window end: the window closes, alice's count is 3.
+    let a = feed(&rules, 4, &auth(126, "carol", "success")).await;
+    assert_eq!(a.len(), 1, "{a:#?}");
+    assert_eq!(a[0].row["user"], "alice");
+    assert_eq!(a[0].row["failures"], 3);
+    assert_eq!(a[0].window_start.unwrap().timestamp(), 60);
+    assert_eq!(a[0].window_end.unwrap().timestamp(), 120);
+    assert!(!a[0].row.contains_key("__window_start"));
+    // A late failure for the closed window is counted, not merged.
+    assert!(feed(&rules, 5, &auth(90, "alice", "failure")).await.is_empty());
+    assert_eq!(rules.late_rows(), [("brute".to_string(), 1)]);
+    // End of input closes everything still open.
+    let rest = rules.tick(Utc::now(), true).await;
+    assert!(rest.alerts.is_empty());
+}
+
+#[tokio::test]
+async fn uncommitted_window_state_is_not_applied() {
+    let (_c, rules) = windowed(BRUTE).await;
+    let b =
+        batch("auth_events", 1, &(auth(61, "a", "failure") + &auth(62, "a", "failure") + &auth(63, "a", "failure")));
+    // Evaluated twice without commit (a retried batch): counted once.
+    let _ = rules.evaluate(&b, Utc::now()).await;
+    let eval = rules.evaluate(&b, Utc::now()).await;
+    rules.commit(eval.window_updates);
+    let out = rules.tick(Utc::now(), true).await;
+    assert_eq!(out.alerts.len(), 1);
+    assert_eq!(out.alerts[0].row["failures"], 3);
+}
+
+#[tokio::test]
+async fn aggregating_rule_without_window_is_refused() {
+    let c = compiler();
+    let err = c
+        .compile(&pack(vec![]), &rule("agg", "SELECT user, count(*) FROM auth_events GROUP BY user"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("need an event-time window"), "{err}");
+}
