@@ -31,6 +31,8 @@ pub struct Metrics {
     pub rule_eval: HistogramVec,
     /// Rule evaluation errors, by rule.
     pub rule_errors: IntCounterVec,
+    /// Rows that arrived after their window closed, by rule.
+    pub late_rows: IntGaugeVec,
     /// Alerts produced, by rule and severity.
     pub alerts: IntCounterVec,
     /// Alerts delivered, by sink.
@@ -76,7 +78,14 @@ impl Metrics {
         )
         .expect("valid");
         r.register(Box::new(rule_eval.clone())).expect("registered once");
+        let late_rows = IntGaugeVec::new(
+            Opts::new("vedette_rule_late_rows", "Rows that arrived after their event-time window closed"),
+            &["rule"],
+        )
+        .expect("valid");
+        r.register(Box::new(late_rows.clone())).expect("registered once");
         Self {
+            late_rows,
             ingest_events: counter_vec(&r, "vedette_ingest_events_total", "Rows accepted", &["table"]),
             ingest_rows_rejected: counter_vec(&r, "vedette_ingest_rows_rejected_total", "Rows rejected", &["table"]),
             ingest_frames: counter_vec(&r, "vedette_ingest_frames_total", "Data frames by outcome", &["outcome"]),

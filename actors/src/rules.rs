@@ -15,7 +15,12 @@ pub enum RuleWorkerMsg {
     /// Evaluate a batch and deliver its alerts; replies with the alert count once every sink
     /// confirmed, or with the delivery error (the caller retries).
     Evaluate(RecordBatch, RpcReplyPort<Result<usize, String>>),
+    /// Advance event-time windows without new rows (closes windows of idle sensors).
+    Tick,
 }
+
+/// How often windows are advanced without new rows.
+pub const TICK_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A rule worker.
 pub struct RuleWorker {
@@ -27,23 +32,10 @@ pub struct RuleWorker {
     pub metrics: Metrics,
 }
 
-impl Actor for RuleWorker {
-    type Msg = RuleWorkerMsg;
-    type State = ();
-    type Arguments = ();
-
-    async fn pre_start(&self, _myself: ActorRef<Self::Msg>, _args: ()) -> Result<(), ActorProcessingErr> {
-        Ok(())
-    }
-
-    async fn handle(
-        &self,
-        _myself: ActorRef<Self::Msg>,
-        msg: Self::Msg,
-        _state: &mut (),
-    ) -> Result<(), ActorProcessingErr> {
-        let RuleWorkerMsg::Evaluate(batch, reply) = msg;
-        let eval = self.rules.evaluate(&batch, chrono::Utc::now()).await;
+impl RuleWorker {
+    /// Records metrics, delivers the alerts, and only then commits window state, so a batch
+    /// retried after a failure is never counted twice.
+    async fn deliver(&self, eval: vedette_pipelines::compile::Evaluation) -> Result<usize, String> {
         for (meta, took) in &eval.timings {
             self.metrics.rule_eval.with_label_values(&[&meta.id]).observe(took.as_secs_f64());
         }
@@ -57,8 +49,46 @@ impl Actor for RuleWorker {
             self.metrics.alerts.with_label_values(&[&a.rule_id, a.severity.as_str()]).inc();
         }
         let n = eval.alerts.len();
-        let result = self.sinks.deliver(Arc::new(eval.alerts)).await.map(|()| n);
-        let _ = reply.send(result);
+        self.sinks.deliver(Arc::new(eval.alerts)).await?;
+        self.rules.commit(eval.window_updates);
+        for (rule, late) in self.rules.late_rows() {
+            self.metrics.late_rows.with_label_values(&[&rule]).set(late as i64);
+        }
+        Ok(n)
+    }
+}
+
+impl Actor for RuleWorker {
+    type Msg = RuleWorkerMsg;
+    type State = ();
+    type Arguments = ();
+
+    async fn pre_start(&self, myself: ActorRef<Self::Msg>, _args: ()) -> Result<(), ActorProcessingErr> {
+        if self.rules.rules().iter().any(|r| r.is_windowed()) {
+            myself.send_interval(TICK_EVERY, || RuleWorkerMsg::Tick);
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        _state: &mut (),
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            RuleWorkerMsg::Evaluate(batch, reply) => {
+                let eval = self.rules.evaluate(&batch, chrono::Utc::now()).await;
+                let _ = reply.send(self.deliver(eval).await);
+            }
+            RuleWorkerMsg::Tick => {
+                let eval = self.rules.tick(chrono::Utc::now(), false).await;
+                if let Err(e) = self.deliver(eval).await {
+                    // The window state was not committed: the next tick or batch retries.
+                    warn!(table = %self.rules.table(), error = %e, "Delivering window alerts failed; will retry.");
+                }
+            }
+        }
         Ok(())
     }
 }

@@ -120,6 +120,8 @@ pub async fn test_pack(
     let table_def = Arc::clone(catalog.get(&table)?);
     let mut errors = Vec::new();
     let mut out = Vec::new();
+    // A fixed processing time: sensors never count as idle, so output depends on input only.
+    let now = chrono::DateTime::<chrono::Utc>::UNIX_EPOCH;
     for (chunk_no, chunk) in lines.chunks(batch_rows.max(1)).enumerate() {
         let payload: String = chunk.iter().map(|(_, l)| format!("{l}\n")).collect();
         let frame = DataFrame {
@@ -134,20 +136,31 @@ pub async fn test_pack(
             errors.push(EventError { line: chunk[e.row as usize].0, reason: format!("{column}{}", e.reason) });
         }
         if let Some(batch) = decoded.batch {
-            let eval = rules.evaluate(&batch, chrono::Utc::now()).await;
-            if let Some(e) = eval.errors.into_iter().next() {
-                return Err(e.into());
-            }
-            out.extend(eval.alerts.iter().map(stable_alert));
+            let eval = rules.evaluate(&batch, now).await;
+            out.extend(commit(&rules, eval)?);
         }
     }
+    // End of input: the watermark moves past every open window.
+    out.extend(commit(&rules, rules.tick(now, true).await)?);
     Ok(if errors.is_empty() { Ok(out) } else { Err(errors) })
+}
+
+fn commit(rules: &TableRules, eval: vedette_pipelines::compile::Evaluation) -> Result<Vec<Value>> {
+    if let Some(e) = eval.errors.into_iter().next() {
+        return Err(e.into());
+    }
+    rules.commit(eval.window_updates);
+    Ok(eval.alerts.iter().map(stable_alert).collect())
 }
 
 /// The stable subset of an alert printed by `rules test` (no wall-clock fields).
 fn stable_alert(a: &vedette_pipelines::alert::Alert) -> Value {
     let mut o = Map::new();
     o.insert("rule_id".into(), json!(a.rule_id));
+    if let (Some(s), Some(e)) = (a.window_start, a.window_end) {
+        o.insert("window_start".into(), json!(s));
+        o.insert("window_end".into(), json!(e));
+    }
     o.insert("ts".into(), json!(a.ts));
     o.insert("sensor_id".into(), json!(a.sensor_id));
     o.insert("row".into(), Value::Object(a.row.clone()));

