@@ -28,7 +28,7 @@ use crate::alert::{Alert, Identity, RuleMeta, alert_id};
 use crate::error::{Result, RuleError};
 use crate::rule::Pack;
 use crate::values::{cell_micros, cell_str, cell_to_json, cell_u64};
-use crate::window::{DEFAULT_LATENESS_US, WindowPlans, WindowSpec, WindowState, find_window};
+use crate::window::{Clock, DEFAULT_LATENESS_US, WindowPlans, WindowSpec, WindowState, find_window};
 
 /// Hidden output column carrying a windowed result row's window start.
 pub const WINDOW_START: &str = "__window_start";
@@ -367,7 +367,8 @@ impl TableRules {
                     let state =
                         self.windows.lock().expect("not poisoned").get(&rule.meta.id).cloned().unwrap_or_default();
                     let now_us = now.timestamp_micros();
-                    match w.advance(&self.base, &self.table, &state, batch, now_us, rule.lateness_us, flush_all).await {
+                    let clock = Clock { now_us, lateness_us: rule.lateness_us, flush_all };
+                    match w.advance(&self.base, &self.table, &state, batch, clock).await {
                         Ok((closed, next)) => {
                             for b in &closed.batches {
                                 rows_to_alerts(&rule.meta, b, now, Some(w.spec.size_us), &mut eval.alerts);

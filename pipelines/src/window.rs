@@ -223,6 +223,17 @@ pub struct WindowState {
     pub late_rows: u64,
 }
 
+/// Time inputs of one window step.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    /// Processing time, µs (decides which sensors are idle).
+    pub now_us: i64,
+    /// The rule's allowed lateness, µs.
+    pub lateness_us: i64,
+    /// Close every open window (end of input).
+    pub flush_all: bool,
+}
+
 /// Result rows of windows that closed, with the window start of each row.
 #[derive(Debug, Default)]
 pub struct Closed {
@@ -240,10 +251,9 @@ impl WindowPlans {
         table: &str,
         state: &WindowState,
         batch: Option<&RecordBatch>,
-        now_us: i64,
-        lateness_us: i64,
-        flush_all: bool,
+        clock: Clock,
     ) -> datafusion::error::Result<(Closed, WindowState)> {
+        let Clock { now_us, lateness_us, flush_all } = clock;
         let mut next = state.clone();
         if let Some(batch) = batch {
             let batch = self.drop_late(batch, &mut next)?;
