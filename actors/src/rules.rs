@@ -30,6 +30,9 @@ pub struct RuleWorker {
     pub sinks: SinkSet,
     /// Metrics.
     pub metrics: Metrics,
+    /// Where window state is checkpointed (the sled tree `windows`). The ledger's flush before
+    /// each ack makes it durable together with the frame's sequence number.
+    pub checkpoints: Option<sled::Tree>,
 }
 
 impl RuleWorker {
@@ -50,7 +53,13 @@ impl RuleWorker {
         }
         let n = eval.alerts.len();
         self.sinks.deliver(Arc::new(eval.alerts)).await?;
+        let updated: Vec<String> = eval.window_updates.iter().map(|(id, _)| id.clone()).collect();
         self.rules.commit(eval.window_updates);
+        if let Some(tree) = &self.checkpoints {
+            for (key, bytes) in self.rules.checkpoint(&updated).map_err(|e| e.to_string())? {
+                tree.insert(key.as_bytes(), bytes).map_err(|e| format!("window checkpoint: {e}"))?;
+            }
+        }
         for (rule, late) in self.rules.late_rows() {
             self.metrics.late_rows.with_label_values(&[&rule]).set(late as i64);
         }

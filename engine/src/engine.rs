@@ -197,16 +197,29 @@ impl EngineHandle {
         }
 
         let limits = BatchLimits { rows: config.pipeline.batch_rows, linger: config.pipeline.batch_linger };
+        let windows_tree =
+            db.open_tree("windows").map_err(|source| ActorError::Storage { path: "windows".into(), source })?;
         let mut routes = HashMap::new();
         let mut workers = HashMap::new();
         let mut batchers = Vec::new();
         for table in catalog.tables() {
             let name = table.name().to_string();
             let rules = TableRules::new(&compiler, &name, compiled.remove(&name).unwrap_or_default());
+            let restored = rules.restore(|key| windows_tree.get(key.as_bytes()).ok().flatten().map(|v| v.to_vec()))?;
+            if restored > 0 {
+                info!(table = %name, rules = restored, "Window state restored from checkpoint.");
+            }
+            let checkpoints = windows_tree.clone();
             let worker = Slot::<RuleWorkerMsg>::default();
             let (s, m) = (sinks.clone(), metrics.clone());
             let spec = Child::new(format!("rules:{name}"), worker.clone(), move || {
-                (RuleWorker { rules: rules.clone(), sinks: s.clone(), metrics: m.clone() }, ())
+                let worker = RuleWorker {
+                    rules: rules.clone(),
+                    sinks: s.clone(),
+                    metrics: m.clone(),
+                    checkpoints: Some(checkpoints.clone()),
+                };
+                (worker, ())
             });
             add_child(&supervisor, Arc::new(spec)).await?;
             let batcher = Slot::<BatcherMsg>::default();

@@ -338,6 +338,42 @@ impl TableRules {
         windows.extend(updates);
     }
 
+    /// Checkpoint key of a windowed rule's state: the state of another rule version is never
+    /// restored into this one.
+    pub fn checkpoint_key(&self, rule_id: &str) -> Option<String> {
+        let rule = self.rules.iter().find(|r| r.meta.id == rule_id && r.window.is_some())?;
+        Some(format!("{}/{}@{}", self.table, rule.meta.id, rule.meta.version))
+    }
+
+    /// Checkpoint bytes of the given rules' current window state, by checkpoint key.
+    pub fn checkpoint(&self, rule_ids: &[String]) -> Result<Vec<(String, Vec<u8>)>> {
+        let windows = self.windows.lock().expect("window lock is never poisoned");
+        rule_ids
+            .iter()
+            .filter_map(|id| Some((self.checkpoint_key(id)?, windows.get(id)?)))
+            .map(|(key, state)| {
+                let bytes = state.to_bytes().map_err(|source| RuleError::Eval { rule: key.clone(), source })?;
+                Ok((key, bytes))
+            })
+            .collect()
+    }
+
+    /// Restores window state from checkpoints; `load` returns the bytes stored under a key.
+    pub fn restore(&self, load: impl Fn(&str) -> Option<Vec<u8>>) -> Result<usize> {
+        let mut restored = 0;
+        let mut windows = self.windows.lock().expect("window lock is never poisoned");
+        for rule in self.rules.iter().filter(|r| r.window.is_some()) {
+            let Some(key) = self.checkpoint_key(&rule.meta.id) else { continue };
+            if let Some(bytes) = load(&key) {
+                let state =
+                    WindowState::from_bytes(&bytes).map_err(|source| RuleError::Eval { rule: key.clone(), source })?;
+                windows.insert(rule.meta.id.clone(), state);
+                restored += 1;
+            }
+        }
+        Ok(restored)
+    }
+
     /// Late rows dropped so far, per windowed rule.
     pub fn late_rows(&self) -> Vec<(String, u64)> {
         let windows = self.windows.lock().expect("window lock is never poisoned");

@@ -223,6 +223,52 @@ pub struct WindowState {
     pub late_rows: u64,
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Header {
+    sensors: HashMap<String, (i64, i64)>,
+    closed_upto: i64,
+    late_rows: u64,
+}
+
+impl WindowState {
+    /// Checkpoint bytes: `u32 BE header length | JSON header | Arrow IPC stream of the states`.
+    pub fn to_bytes(&self) -> datafusion::error::Result<Vec<u8>> {
+        let header = serde_json::to_vec(&Header {
+            sensors: self.sensors.clone(),
+            closed_upto: self.closed_upto,
+            late_rows: self.late_rows,
+        })
+        .map_err(|e| DataFusionError::Internal(e.to_string()))?;
+        let mut out = (header.len() as u32).to_be_bytes().to_vec();
+        out.extend_from_slice(&header);
+        if let Some(first) = self.states.first() {
+            let mut w = arrow::ipc::writer::StreamWriter::try_new(&mut out, &first.schema())?;
+            for b in &self.states {
+                w.write(b)?;
+            }
+            w.finish()?;
+        }
+        Ok(out)
+    }
+
+    /// Reads a checkpoint written by [`WindowState::to_bytes`].
+    pub fn from_bytes(bytes: &[u8]) -> datafusion::error::Result<Self> {
+        let bad = |r: &str| DataFusionError::Internal(format!("corrupt window checkpoint: {r}"));
+        let len = bytes.get(..4).ok_or_else(|| bad("too short"))?;
+        let len = u32::from_be_bytes(len.try_into().expect("4 bytes")) as usize;
+        let header = bytes.get(4..4 + len).ok_or_else(|| bad("truncated header"))?;
+        let h: Header = serde_json::from_slice(header).map_err(|e| bad(&e.to_string()))?;
+        let rest = &bytes[4 + len..];
+        let states = if rest.is_empty() {
+            Vec::new()
+        } else {
+            arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(rest), None)?
+                .collect::<Result<Vec<_>, _>>()?
+        };
+        Ok(Self { states, sensors: h.sensors, closed_upto: h.closed_upto, late_rows: h.late_rows })
+    }
+}
+
 /// Time inputs of one window step.
 #[derive(Debug, Clone, Copy)]
 pub struct Clock {

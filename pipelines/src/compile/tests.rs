@@ -1,5 +1,6 @@
 use super::*;
 use crate::rule::{RuleDef, Severity};
+use crate::window::WindowState;
 use arrow::array::RecordBatch;
 use vedette_schemas::decode::{Identity as SensorIdentity, decode_frame};
 use vedette_schemas::frame::{DataFrame, Encoding};
@@ -193,4 +194,22 @@ async fn aggregating_rule_without_window_is_refused() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("need an event-time window"), "{err}");
+}
+
+#[tokio::test]
+async fn window_state_checkpoint_restores_into_a_fresh_worker() {
+    let (c, rules) = windowed(BRUTE).await;
+    feed(&rules, 1, &(auth(61, "alice", "failure") + &auth(62, "alice", "failure"))).await;
+    let saved = rules.checkpoint(&["brute".to_string()]).unwrap();
+    assert_eq!(saved.len(), 1);
+    assert_eq!(saved[0].0, "auth_events/brute@3");
+    // A new process: same rule compiled again, state restored from the checkpoint.
+    let p = pack(vec![RuleDef { lateness: Some(std::time::Duration::from_secs(5)), ..rule("brute", BRUTE) }]);
+    let fresh = TableRules::new(&c, "auth_events", c.compile_pack(&p).await.unwrap()["auth_events"].clone());
+    let store: std::collections::HashMap<_, _> = saved.into_iter().collect();
+    assert_eq!(fresh.restore(|k| store.get(k).cloned()).unwrap(), 1);
+    let a = feed(&fresh, 2, &(auth(70, "alice", "failure") + &auth(130, "x", "success"))).await;
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0].row["failures"], 3);
+    assert!(WindowState::from_bytes(b"\0\0\0\x09{garbage}").is_err());
 }
