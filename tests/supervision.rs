@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use vedette_engine::sensor::{self, Event, SensorStats};
-use vedette_tests::{TestEngine, shadow_cat};
+use vedette_tests::{TestEngine, eventually, shadow_cat};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_rule_worker_is_restarted_and_no_batch_is_lost() {
@@ -25,6 +25,8 @@ async fn killed_rule_worker_is_restarted_and_no_batch_is_lost() {
     let mut killed = BTreeSet::new();
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_millis(80)).await;
+        // The previous kill's restart may still be under way: wait for the new incarnation.
+        assert!(eventually(Duration::from_secs(10), || t.engine.rule_worker("process_events").is_some()).await);
         let worker = t.engine.rule_worker("process_events").expect("worker running");
         killed.insert(worker.get_id());
         worker.kill();
