@@ -101,6 +101,14 @@ async fn spine(events: u64, match_every: u64, batch_rows: usize) -> anyhow::Resu
     Ok(())
 }
 
+/// Peak resident set size of this process (`VmHWM`).
+fn peak_rss() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(|l| l["VmHWM:".len()..].trim().to_string()))
+        .unwrap_or_else(|| "unknown".into())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
