@@ -91,9 +91,10 @@ async fn spine(events: u64, match_every: u64, batch_rows: usize) -> anyhow::Resu
         events as f64 / took.as_secs_f64()
     );
     println!(
-        "spine: frames sent {}, acked {}",
+        "spine: frames sent {}, ACK messages {}, peak RSS {} (engine + sensor, one process)",
         stats.frames_sent.load(std::sync::atomic::Ordering::Relaxed),
-        stats.frames_acked.load(std::sync::atomic::Ordering::Relaxed)
+        stats.frames_acked.load(std::sync::atomic::Ordering::Relaxed),
+        peak_rss()
     );
     engine.shutdown().await;
     anyhow::ensure!(ingested == events, "lost events: {ingested} of {events}");
