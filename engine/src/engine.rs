@@ -41,7 +41,7 @@ pub struct EngineHandle {
     supervisor_join: tokio::task::JoinHandle<()>,
     ingest: Arc<IngestContext>,
     endpoint: quinn::Endpoint,
-    batchers: Vec<Slot<BatcherMsg>>,
+    batchers: Vec<(String, Slot<BatcherMsg>)>,
     workers: HashMap<String, Slot<RuleWorkerMsg>>,
     api: tokio::task::JoinHandle<()>,
     api_stop: tokio::sync::oneshot::Sender<()>,
@@ -239,8 +239,8 @@ impl EngineHandle {
             add_child(&supervisor, Arc::new(spec)).await?;
             let inflight = Arc::new(Semaphore::new(config.pipeline.max_inflight_frames));
             routes.insert(name.clone(), TableRoute { batcher: batcher.clone(), inflight });
-            workers.insert(name, worker);
-            batchers.push(batcher);
+            workers.insert(name.clone(), worker);
+            batchers.push((name.clone(), batcher));
         }
 
         let ca = config.ingest.ca_cert.clone().map_or(pki.ca_cert.clone(), |p| resolve(&data_dir, &p));
@@ -274,7 +274,7 @@ impl EngineHandle {
         });
         add_child(&supervisor, Arc::new(spec)).await?;
 
-        let readiness = readiness(listener_slot, &sinks, &workers, &batchers, &catalog);
+        let readiness = readiness(listener_slot, &sinks, &workers, &batchers);
         let tcp = tokio::net::TcpListener::bind(config.api.listen)
             .await
             .map_err(EngineError::io(format!("binding HTTP API api.listen={}", config.api.listen)))?;
@@ -333,7 +333,7 @@ impl EngineHandle {
         info!("Shutting down: no new frames accepted, draining.");
         self.ingest.accepting.store(false, Ordering::Release);
         for _ in 0..2 {
-            for b in &self.batchers {
+            for (_, b) in &self.batchers {
                 if let Some(b) = b.get() {
                     let _ = b.call(BatcherMsg::Drain, Some(Duration::from_secs(30))).await;
                 }
@@ -357,12 +357,10 @@ fn readiness(
     listener: Slot<()>,
     sinks: &SinkSet,
     workers: &HashMap<String, Slot<RuleWorkerMsg>>,
-    batchers: &[Slot<BatcherMsg>],
-    catalog: &Catalog,
+    batchers: &[(String, Slot<BatcherMsg>)],
 ) -> crate::api::Readiness {
     let workers: Vec<(String, Slot<RuleWorkerMsg>)> = workers.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    let batchers: Vec<(String, Slot<BatcherMsg>)> =
-        catalog.names().iter().map(|n| n.to_string()).zip(batchers.iter().cloned()).collect();
+    let batchers = batchers.to_vec();
     let sinks = sinks.slots().to_vec();
     Arc::new(move || {
         let mut out = vec![("ingest".to_string(), listener.get().is_some())];
