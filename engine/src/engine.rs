@@ -101,6 +101,59 @@ pub fn load_packs(config: &Config) -> Result<Vec<Pack>> {
     Ok(packs)
 }
 
+/// What the registry remembers of an applied pack.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct AppliedPack {
+    version: u32,
+    sha256: String,
+}
+
+/// Enforces that `(name, version)` is immutable and versions only go up, against the packs
+/// applied before (sled tree `packs`), then records the new set.
+pub fn record_packs(db: &sled::Db, packs: &[Pack]) -> Result<()> {
+    use sha2::Digest;
+    let storage = |source| EngineError::from(ActorError::Storage { path: "packs".into(), source });
+    let tree = db.open_tree("packs").map_err(storage)?;
+    let refuse = |pack: &Pack, reason: String| -> EngineError {
+        vedette_pipelines::RuleError::InvalidRule { rule: pack.name.clone(), reason }.into()
+    };
+    let mut updates = Vec::new();
+    for pack in packs {
+        let sha256 = hex::encode(sha2::Sha256::digest(signature::canonical_bytes(pack)));
+        let before = tree
+            .get(pack.name.as_bytes())
+            .map_err(storage)?
+            .and_then(|v| serde_json::from_slice::<AppliedPack>(&v).ok());
+        if let Some(before) = before {
+            if pack.version < before.version {
+                return Err(refuse(
+                    pack,
+                    format!(
+                        "pack version {} is lower than the applied version {}; versions only go up",
+                        pack.version, before.version
+                    ),
+                ));
+            }
+            if pack.version == before.version && sha256 != before.sha256 {
+                return Err(refuse(
+                    pack,
+                    format!(
+                        "pack (`{}`, version {}) was applied with other contents; bump `version` to change it",
+                        pack.name, pack.version
+                    ),
+                ));
+            }
+        }
+        updates.push((pack.name.clone(), AppliedPack { version: pack.version, sha256 }));
+    }
+    for (name, applied) in updates {
+        let bytes = serde_json::to_vec(&applied).expect("serializes");
+        tree.insert(name.as_bytes(), bytes).map_err(storage)?;
+    }
+    tree.flush().map_err(storage)?;
+    Ok(())
+}
+
 /// Reads and parses a pack file.
 pub fn read_pack(path: &Path) -> Result<Pack> {
     let text = std::fs::read_to_string(path).map_err(EngineError::io(format!("reading {}", path.display())))?;
@@ -161,14 +214,16 @@ impl EngineHandle {
         }
         let catalog = Arc::new(build_catalog(&config)?);
         let compiler = Compiler::new(Arc::clone(&catalog))?;
-        let packs = load_packs(&config)?;
-        let mut compiled = compile_packs(&compiler, &packs).await?;
-        let rule_count: usize = compiled.values().map(Vec::len).sum();
-        info!(packs = packs.len(), rules = rule_count, "Rules compiled.");
-
         let state_path = data_dir.join("state");
         let db = sled::open(&state_path)
             .map_err(|source| ActorError::Storage { path: state_path.display().to_string(), source })?;
+        let packs = load_packs(&config)?;
+        let mut compiled = compile_packs(&compiler, &packs).await?;
+        // Only once every pack compiled: record what is applied (all or nothing).
+        record_packs(&db, &packs)?;
+        let rule_count: usize = compiled.values().map(Vec::len).sum();
+        info!(packs = packs.len(), rules = rule_count, "Rules compiled.");
+
         let metrics = Metrics::new();
         let sessions = Arc::new(Sessions::default());
         let acker = Arc::new(Acker {

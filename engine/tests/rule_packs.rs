@@ -147,3 +147,33 @@ async fn engine_loads_signed_packs_and_refuses_unsigned_or_tampered_ones() {
     let err = vedette_engine::EngineHandle::start(config_for(false)).await.err().expect("refused").to_string();
     assert!(err.contains("does not match"), "{err}");
 }
+
+#[tokio::test]
+async fn pack_versions_only_go_up_and_a_version_is_immutable() {
+    let d = tempfile::tempdir().unwrap();
+    let packs = d.path().join("packs");
+    std::fs::create_dir_all(&packs).unwrap();
+    let config = || {
+        let text = format!(
+            "data_dir = \"{}\"\n[ingest]\nlisten = \"127.0.0.1:0\"\n[api]\nlisten = \"127.0.0.1:0\"\n[rules]\npacks_dir = \"packs\"\nallow_unsigned = true\n[[sinks]]\nname = \"f\"\ntype = \"file\"\npath = \"a.jsonl\"\n",
+            d.path().display()
+        );
+        vedette_config::Config::from_toml_str(&text).unwrap()
+    };
+    let write = |text: &str| std::fs::write(packs.join("acme.yaml"), text).unwrap();
+    write(PACK);
+    vedette_engine::EngineHandle::start(config()).await.expect("v1 applies").shutdown().await;
+    // Same version, other contents: refused (and the engine keeps refusing until bumped).
+    write(&PACK.replace("/etc/shadow", "/etc/gshadow"));
+    let err = vedette_engine::EngineHandle::start(config()).await.err().expect("refused").to_string();
+    assert!(err.contains("version 1) was applied with other contents"), "{err}");
+    write(&PACK.replace("version: 1", "version: 0"));
+    let err = vedette_engine::EngineHandle::start(config()).await.err().expect("refused").to_string();
+    assert!(err.contains("lower than the applied version 1"), "{err}");
+    write(&PACK.replace("version: 1", "version: 2").replace("/etc/shadow", "/etc/gshadow"));
+    vedette_engine::EngineHandle::start(config()).await.expect("v2 applies").shutdown().await;
+    // A rule id owned by another pack is a conflict naming both packs.
+    std::fs::write(packs.join("zeta.yaml"), PACK.replace("name: acme", "name: zeta")).unwrap();
+    let err = vedette_engine::EngineHandle::start(config()).await.err().expect("refused").to_string();
+    assert!(err.contains("acme.shadow") && err.contains("`acme`") && err.contains("`zeta`"), "{err}");
+}

@@ -162,6 +162,22 @@ mod tests {
         assert!(p.rules.iter().all(|r| r.enabled));
     }
 
+    /// Engines refuse a pack whose contents changed without a version bump. When you edit
+    /// `builtin_linux.yaml`, bump its `version` and update the pinned digest here.
+    #[test]
+    fn builtin_pack_contents_are_pinned_to_its_version() {
+        use sha2::Digest;
+        let p = Pack::builtin();
+        let digest = hex_string(&sha2::Sha256::digest(crate::signature::canonical_bytes(&p)));
+        assert_eq!((p.version, digest.as_str()), (1, PINNED_BUILTIN_SHA256), "bump the built-in pack version");
+    }
+
+    const PINNED_BUILTIN_SHA256: &str = "36f1e18b6aff7ac390a913710344fe71520824bc3b6f564fc82710231f074448";
+
+    fn hex_string(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
     #[test]
     fn unknown_keys_and_duplicates_are_errors() {
         let err = Pack::from_yaml("x.yaml", "name: x\nversion: 1\nrules: []\nowner: me\n").unwrap_err().to_string();
