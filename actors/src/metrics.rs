@@ -43,16 +43,19 @@ pub struct Metrics {
     pub actor_restarts: IntCounterVec,
 }
 
+/// Registers a metric and hands it back (names are static, so failures are bugs).
+fn register<M: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: prometheus::Result<M>) -> M {
+    let m = m.expect("valid metric definition");
+    r.register(Box::new(m.clone())).expect("metric registered once");
+    m
+}
+
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-    r.register(Box::new(c.clone())).expect("metric registered once");
-    c
+    register(r, IntCounterVec::new(Opts::new(name, help), labels))
 }
 
 fn histogram(r: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
-    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)).expect("valid metric");
-    r.register(Box::new(h.clone())).expect("metric registered once");
-    h
+    register(r, Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)))
 }
 
 impl Metrics {
@@ -61,29 +64,31 @@ impl Metrics {
         let r = Registry::new();
         let secs = prometheus::exponential_buckets(0.000_01, 4.0, 12).expect("valid buckets");
         let sensors_connected =
-            IntGauge::new("vedette_ingest_sensors_connected", "Sensor sessions currently connected").expect("valid");
-        r.register(Box::new(sensors_connected.clone())).expect("registered once");
-        let inflight_frames = IntGaugeVec::new(
-            Opts::new("vedette_pipeline_inflight_frames", "Frames received but not yet durable"),
-            &["table"],
-        )
-        .expect("valid");
-        r.register(Box::new(inflight_frames.clone())).expect("registered once");
+            register(&r, IntGauge::new("vedette_ingest_sensors_connected", "Sensor sessions currently connected"));
+        let inflight_frames = register(
+            &r,
+            IntGaugeVec::new(
+                Opts::new("vedette_pipeline_inflight_frames", "Frames received but not yet durable"),
+                &["table"],
+            ),
+        );
         let ingest_bytes =
-            IntCounter::new("vedette_ingest_bytes_total", "Data frame payload bytes received").expect("valid");
-        r.register(Box::new(ingest_bytes.clone())).expect("registered once");
-        let rule_eval = HistogramVec::new(
-            HistogramOpts::new("vedette_rule_eval_seconds", "Evaluation time per rule and batch").buckets(secs.clone()),
-            &["rule"],
-        )
-        .expect("valid");
-        r.register(Box::new(rule_eval.clone())).expect("registered once");
-        let late_rows = IntGaugeVec::new(
-            Opts::new("vedette_rule_late_rows", "Rows that arrived after their event-time window closed"),
-            &["rule"],
-        )
-        .expect("valid");
-        r.register(Box::new(late_rows.clone())).expect("registered once");
+            register(&r, IntCounter::new("vedette_ingest_bytes_total", "Data frame payload bytes received"));
+        let rule_eval = register(
+            &r,
+            HistogramVec::new(
+                HistogramOpts::new("vedette_rule_eval_seconds", "Evaluation time per rule and batch")
+                    .buckets(secs.clone()),
+                &["rule"],
+            ),
+        );
+        let late_rows = register(
+            &r,
+            IntGaugeVec::new(
+                Opts::new("vedette_rule_late_rows", "Rows that arrived after their event-time window closed"),
+                &["rule"],
+            ),
+        );
         Self {
             late_rows,
             ingest_events: counter_vec(&r, "vedette_ingest_events_total", "Rows accepted", &["table"]),

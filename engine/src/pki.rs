@@ -63,18 +63,29 @@ impl PkiPaths {
     }
 }
 
-fn write(path: &Path, contents: &str, secret: bool) -> Result<(), PkiError> {
-    let io = |source| PkiError::Io { path: path.display().to_string(), source };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io)?;
+/// Writes a file, creating its directory; a `secret` file (private key) is mode 600 from the
+/// moment it exists.
+pub(crate) fn write_file(path: &Path, contents: &str, secret: bool) -> std::io::Result<()> {
+    use std::io::Write;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
     }
-    std::fs::write(path, contents).map_err(io)?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     if secret {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        options.mode(0o600);
+        // An existing file keeps its mode on open: tighten it too.
+        if path.exists() {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        }
     }
-    Ok(())
+    options.open(path)?.write_all(contents.as_bytes())
+}
+
+fn write(path: &Path, contents: &str, secret: bool) -> Result<(), PkiError> {
+    write_file(path, contents, secret).map_err(|source| PkiError::Io { path: path.display().to_string(), source })
 }
 
 fn read(path: &Path) -> Result<String, PkiError> {

@@ -15,14 +15,7 @@ use crate::engine::{read_pack, signature_path};
 use crate::error::{EngineError, Result};
 
 fn write_file(path: &Path, text: &str, secret: bool) -> Result<()> {
-    std::fs::write(path, text).map_err(EngineError::io(format!("writing {}", path.display())))?;
-    #[cfg(unix)]
-    if secret {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-            .map_err(EngineError::io(format!("chmod {}", path.display())))?;
-    }
-    Ok(())
+    crate::pki::write_file(path, text, secret).map_err(EngineError::io(format!("writing {}", path.display())))
 }
 
 fn read_text(path: &Path) -> Result<String> {

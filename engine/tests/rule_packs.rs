@@ -22,6 +22,15 @@ fn vedette(args: &[&str], dir: &Path) -> Output {
     Command::new(BIN).args(args).current_dir(dir).output().expect("run vedette")
 }
 
+/// Engine config on loopback with `packs/` under `dir` and extra `[rules]` keys.
+fn engine_config(dir: &Path, rules: &str) -> vedette_config::Config {
+    let text = format!(
+        "data_dir = \"{}\"\n[ingest]\nlisten = \"127.0.0.1:0\"\n[api]\nlisten = \"127.0.0.1:0\"\n[rules]\npacks_dir = \"packs\"\n{rules}\n[[sinks]]\nname = \"f\"\ntype = \"file\"\npath = \"a.jsonl\"\n",
+        dir.display()
+    );
+    vedette_config::Config::from_toml_str(&text).unwrap()
+}
+
 fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
@@ -124,11 +133,7 @@ async fn engine_loads_signed_packs_and_refuses_unsigned_or_tampered_ones() {
     std::fs::create_dir_all(&packs).unwrap();
     std::fs::write(packs.join("acme.yaml"), PACK).unwrap();
     let config_for = |allow_unsigned: bool| {
-        let text = format!(
-            "data_dir = \"{}\"\n[ingest]\nlisten = \"127.0.0.1:0\"\n[api]\nlisten = \"127.0.0.1:0\"\n[rules]\npacks_dir = \"packs\"\ntrusted_keys = [\"team.pub\"]\nallow_unsigned = {allow_unsigned}\n[[sinks]]\nname = \"f\"\ntype = \"file\"\npath = \"a.jsonl\"\n",
-            d.path().display()
-        );
-        vedette_config::Config::from_toml_str(&text).unwrap()
+        engine_config(d.path(), &format!("trusted_keys = [\"team.pub\"]\nallow_unsigned = {allow_unsigned}"))
     };
     vedette(&["keys", "generate", "--out", "team"], d.path());
     // Unsigned: refused, unless the operator opts out.
@@ -153,13 +158,7 @@ async fn pack_versions_only_go_up_and_a_version_is_immutable() {
     let d = tempfile::tempdir().unwrap();
     let packs = d.path().join("packs");
     std::fs::create_dir_all(&packs).unwrap();
-    let config = || {
-        let text = format!(
-            "data_dir = \"{}\"\n[ingest]\nlisten = \"127.0.0.1:0\"\n[api]\nlisten = \"127.0.0.1:0\"\n[rules]\npacks_dir = \"packs\"\nallow_unsigned = true\n[[sinks]]\nname = \"f\"\ntype = \"file\"\npath = \"a.jsonl\"\n",
-            d.path().display()
-        );
-        vedette_config::Config::from_toml_str(&text).unwrap()
-    };
+    let config = || engine_config(d.path(), "allow_unsigned = true");
     let write = |text: &str| std::fs::write(packs.join("acme.yaml"), text).unwrap();
     write(PACK);
     vedette_engine::EngineHandle::start(config()).await.expect("v1 applies").shutdown().await;
