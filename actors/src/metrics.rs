@@ -33,6 +33,8 @@ pub struct Metrics {
     pub rule_errors: IntCounterVec,
     /// Rows that arrived after their window closed, by rule.
     pub late_rows: IntGaugeVec,
+    /// Rule set applies, by outcome (`applied`, `refused`).
+    pub rules_apply: IntCounterVec,
     /// Alerts produced, by rule and severity.
     pub alerts: IntCounterVec,
     /// Alerts delivered, by sink.
@@ -107,6 +109,7 @@ impl Metrics {
             frame_latency: histogram(&r, "vedette_pipeline_frame_latency_seconds", "Frame arrival to ack", secs),
             rule_eval,
             rule_errors: counter_vec(&r, "vedette_rule_errors_total", "Rule evaluation errors", &["rule"]),
+            rules_apply: counter_vec(&r, "vedette_rules_apply_total", "Rule set applies by outcome", &["outcome"]),
             alerts: counter_vec(&r, "vedette_alerts_total", "Alerts produced", &["rule", "severity"]),
             sink_delivered: counter_vec(&r, "vedette_sink_delivered_total", "Alerts delivered", &["sink"]),
             sink_errors: counter_vec(&r, "vedette_sink_errors_total", "Delivery failures", &["sink"]),

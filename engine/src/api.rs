@@ -1,14 +1,17 @@
-//! HTTP API of the spine: health and metrics.
+//! HTTP API: health, metrics, and the rule set (list, apply, enable/disable).
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use serde_json::json;
 use vedette_actors::metrics::Metrics;
+
+use crate::error::EngineError;
+use crate::ruleset::RuleManager;
 
 /// Reports each component's readiness.
 pub type Readiness = Arc<dyn Fn() -> Vec<(String, bool)> + Send + Sync>;
@@ -17,15 +20,20 @@ pub type Readiness = Arc<dyn Fn() -> Vec<(String, bool)> + Send + Sync>;
 struct ApiState {
     metrics: Metrics,
     readiness: Readiness,
+    rules: Arc<tokio::sync::Mutex<RuleManager>>,
 }
 
 /// The router.
-pub fn router(metrics: Metrics, readiness: Readiness) -> Router {
+pub fn router(metrics: Metrics, readiness: Readiness, rules: Arc<tokio::sync::Mutex<RuleManager>>) -> Router {
     Router::new()
         .route("/health/live", get(|| async { axum::Json(json!({"status": "live"})) }))
         .route("/health/ready", get(ready))
         .route("/metrics", get(metrics_text))
-        .with_state(ApiState { metrics, readiness })
+        .route("/api/v1/rules", get(rules_list))
+        .route("/api/v1/rules/apply", post(rules_apply))
+        .route("/api/v1/rules/{id}/enable", post(|s, p| rule_enable(s, p, true)))
+        .route("/api/v1/rules/{id}/disable", post(|s, p| rule_enable(s, p, false)))
+        .with_state(ApiState { metrics, readiness, rules })
 }
 
 async fn ready(State(s): State<ApiState>) -> impl IntoResponse {
@@ -40,4 +48,31 @@ async fn ready(State(s): State<ApiState>) -> impl IntoResponse {
 
 async fn metrics_text(State(s): State<ApiState>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render())
+}
+
+async fn rules_list(State(s): State<ApiState>) -> impl IntoResponse {
+    axum::Json(s.rules.lock().await.status())
+}
+
+fn error_response(e: &EngineError) -> Response {
+    let status = match e {
+        EngineError::UnknownRule { .. } => StatusCode::NOT_FOUND,
+        EngineError::Rules(_) | EngineError::Io { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    (status, axum::Json(json!({"error": e.to_string()}))).into_response()
+}
+
+async fn rules_apply(State(s): State<ApiState>) -> Response {
+    match s.rules.lock().await.apply().await {
+        Ok(report) => axum::Json(report).into_response(),
+        Err(e) => error_response(&e),
+    }
+}
+
+async fn rule_enable(State(s): State<ApiState>, Path(id): Path<String>, enabled: bool) -> Response {
+    match s.rules.lock().await.set_enabled(&id, enabled).await {
+        Ok(()) => axum::Json(json!({"id": id, "enabled": enabled})).into_response(),
+        Err(e) => error_response(&e),
+    }
 }

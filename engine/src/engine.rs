@@ -1,6 +1,6 @@
 //! Wiring: builds every actor under one supervisor, binds the listeners, shuts down cleanly.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,14 +20,13 @@ use vedette_actors::sink::{Output, SinkActor, SinkMsg, SinkSet};
 use vedette_actors::supervisor::{Budget, Child, Slot, Supervisor, SupervisorMsg, add_child};
 use vedette_actors::{ActorError, tls};
 use vedette_config::{Config, SinkConfig};
-use vedette_pipelines::compile::{CompiledRule, Compiler, TableRules};
-use vedette_pipelines::rule::Pack;
-use vedette_pipelines::signature::{self, PublicKey};
+use vedette_pipelines::compile::Compiler;
 use vedette_schemas::frame::close_code;
 use vedette_schemas::tables::{Catalog, ColumnType, TableDef};
 
 use crate::error::{EngineError, Result};
 use crate::pki::{PkiPaths, ensure_dev_pki};
+use crate::ruleset::{ApplyReport, RuleManager, RulesStatus, resolve};
 
 /// A running engine.
 pub struct EngineHandle {
@@ -47,6 +46,7 @@ pub struct EngineHandle {
     api_stop: tokio::sync::oneshot::Sender<()>,
     db: sled::Db,
     metrics: Metrics,
+    manager: Arc<tokio::sync::Mutex<RuleManager>>,
 }
 
 fn build_catalog(config: &Config) -> Result<Catalog> {
@@ -60,146 +60,6 @@ fn build_catalog(config: &Config) -> Result<Catalog> {
         catalog.add(TableDef::new(&t.name, &cols)?)?;
     }
     Ok(catalog)
-}
-
-/// Loads the built-in pack and every `*.yaml` pack of `packs_dir`, checking signatures.
-pub fn load_packs(config: &Config) -> Result<Vec<Pack>> {
-    let mut packs = Vec::new();
-    if config.rules.builtin {
-        packs.push(Pack::builtin());
-    }
-    let Some(dir) = &config.rules.packs_dir else { return Ok(packs) };
-    let dir = resolve(&config.data_dir, dir);
-    let trusted = config
-        .rules
-        .trusted_keys
-        .iter()
-        .map(|p| {
-            let p = resolve(&config.data_dir, p);
-            let text =
-                std::fs::read_to_string(&p).map_err(EngineError::io(format!("rules.trusted_keys {}", p.display())))?;
-            Ok(PublicKey::from_text(&p.display().to_string(), &text)?)
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .map_err(EngineError::io(format!("rules.packs_dir {}", dir.display())))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
-        .collect();
-    files.sort();
-    for f in files {
-        let pack = read_pack(&f)?;
-        match check_signature(&f, &pack, &trusted) {
-            Ok(key) => info!(pack = %pack.name, version = pack.version, key = %key, "Pack signature verified."),
-            Err(e) if config.rules.allow_unsigned => {
-                warn!(pack = %pack.name, error = %e, "Loading a pack without a valid signature (rules.allow_unsigned).");
-            }
-            Err(e) => return Err(e),
-        }
-        packs.push(pack);
-    }
-    Ok(packs)
-}
-
-/// What the registry remembers of an applied pack.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct AppliedPack {
-    version: u32,
-    sha256: String,
-}
-
-/// Enforces that `(name, version)` is immutable and versions only go up, against the packs
-/// applied before (sled tree `packs`), then records the new set.
-pub fn record_packs(db: &sled::Db, packs: &[Pack]) -> Result<()> {
-    use sha2::Digest;
-    let storage = |source| EngineError::from(ActorError::Storage { path: "packs".into(), source });
-    let tree = db.open_tree("packs").map_err(storage)?;
-    let refuse = |pack: &Pack, reason: String| -> EngineError {
-        vedette_pipelines::RuleError::InvalidRule { rule: pack.name.clone(), reason }.into()
-    };
-    let mut updates = Vec::new();
-    for pack in packs {
-        let sha256 = hex::encode(sha2::Sha256::digest(signature::canonical_bytes(pack)));
-        let before = tree
-            .get(pack.name.as_bytes())
-            .map_err(storage)?
-            .and_then(|v| serde_json::from_slice::<AppliedPack>(&v).ok());
-        if let Some(before) = before {
-            if pack.version < before.version {
-                return Err(refuse(
-                    pack,
-                    format!(
-                        "pack version {} is lower than the applied version {}; versions only go up",
-                        pack.version, before.version
-                    ),
-                ));
-            }
-            if pack.version == before.version && sha256 != before.sha256 {
-                return Err(refuse(
-                    pack,
-                    format!(
-                        "pack (`{}`, version {}) was applied with other contents; bump `version` to change it",
-                        pack.name, pack.version
-                    ),
-                ));
-            }
-        }
-        updates.push((pack.name.clone(), AppliedPack { version: pack.version, sha256 }));
-    }
-    for (name, applied) in updates {
-        let bytes = serde_json::to_vec(&applied).expect("serializes");
-        tree.insert(name.as_bytes(), bytes).map_err(storage)?;
-    }
-    tree.flush().map_err(storage)?;
-    Ok(())
-}
-
-/// Reads and parses a pack file.
-pub fn read_pack(path: &Path) -> Result<Pack> {
-    let text = std::fs::read_to_string(path).map_err(EngineError::io(format!("reading {}", path.display())))?;
-    Ok(Pack::from_yaml(&path.display().to_string(), &text)?)
-}
-
-/// `PACK.sig` beside `PACK`.
-pub fn signature_path(pack: &Path) -> PathBuf {
-    let mut s = pack.as_os_str().to_owned();
-    s.push(".sig");
-    PathBuf::from(s)
-}
-
-/// Verifies the detached signature beside a pack file; returns the signing key id.
-pub fn check_signature(path: &Path, pack: &Pack, trusted: &[PublicKey]) -> Result<String> {
-    let sig_path = signature_path(path);
-    let sig = std::fs::read_to_string(&sig_path).map_err(|_| vedette_pipelines::RuleError::Signature {
-        pack: pack.name.clone(),
-        reason: format!("unsigned: {} not found (sign with `vedette rules sign`)", sig_path.display()),
-    })?;
-    Ok(signature::verify(pack, &sig, trusted)?)
-}
-
-fn resolve(data_dir: &Path, p: &Path) -> PathBuf {
-    if p.is_absolute() { p.to_path_buf() } else { data_dir.join(p) }
-}
-
-/// Compiles every pack, grouping rules by table; fails on the first bad rule.
-pub async fn compile_packs(compiler: &Compiler, packs: &[Pack]) -> Result<BTreeMap<String, Vec<Arc<CompiledRule>>>> {
-    let mut all: BTreeMap<String, Vec<Arc<CompiledRule>>> = BTreeMap::new();
-    let mut owners: HashMap<String, String> = HashMap::new();
-    for pack in packs {
-        for rule in &pack.rules {
-            if let Some(other) = owners.insert(rule.id.clone(), pack.name.clone()) {
-                return Err(vedette_pipelines::RuleError::InvalidRule {
-                    rule: rule.id.clone(),
-                    reason: format!("id is used by packs `{other}` and `{}`", pack.name),
-                }
-                .into());
-            }
-        }
-        for (table, rules) in compiler.compile_pack(pack).await? {
-            all.entry(table).or_default().extend(rules);
-        }
-    }
-    Ok(all)
 }
 
 impl EngineHandle {
@@ -217,14 +77,12 @@ impl EngineHandle {
         let state_path = data_dir.join("state");
         let db = sled::open(&state_path)
             .map_err(|source| ActorError::Storage { path: state_path.display().to_string(), source })?;
-        let packs = load_packs(&config)?;
-        let mut compiled = compile_packs(&compiler, &packs).await?;
-        // Only once every pack compiled: record what is applied (all or nothing).
-        record_packs(&db, &packs)?;
-        let rule_count: usize = compiled.values().map(Vec::len).sum();
-        info!(packs = packs.len(), rules = rule_count, "Rules compiled.");
-
         let metrics = Metrics::new();
+        let table_names: Vec<String> = catalog.tables().map(|t| t.name().to_string()).collect();
+        let manager = RuleManager::start(config.clone(), compiler, db.clone(), &table_names, metrics.clone()).await?;
+        let status = manager.status();
+        info!(packs = status.packs.len(), rules = status.rules.iter().filter(|r| r.enabled).count(), "Rules compiled.");
+
         let sessions = Arc::new(Sessions::default());
         let acker = Arc::new(Acker {
             ledger: Arc::new(SeqLedger::open(db.clone())?),
@@ -259,17 +117,14 @@ impl EngineHandle {
         let mut batchers = Vec::new();
         for table in catalog.tables() {
             let name = table.name().to_string();
-            let rules = TableRules::new(&compiler, &name, compiled.remove(&name).unwrap_or_default());
-            let restored = rules.restore(|key| windows_tree.get(key.as_bytes()).ok().flatten().map(|v| v.to_vec()))?;
-            if restored > 0 {
-                info!(table = %name, rules = restored, "Window state restored from checkpoint.");
-            }
+            let slot = manager.tables()[&name].clone();
+            let rules = slot.shared.clone();
             let checkpoints = windows_tree.clone();
-            let worker = Slot::<RuleWorkerMsg>::default();
+            let worker = slot.worker.clone();
             let (s, m) = (sinks.clone(), metrics.clone());
             let spec = Child::new(format!("rules:{name}"), worker.clone(), move || {
                 let worker = RuleWorker {
-                    rules: rules.clone(),
+                    rules: Arc::clone(&rules),
                     sinks: s.clone(),
                     metrics: m.clone(),
                     checkpoints: Some(checkpoints.clone()),
@@ -335,7 +190,8 @@ impl EngineHandle {
             .map_err(EngineError::io(format!("binding HTTP API api.listen={}", config.api.listen)))?;
         let api_addr = tcp.local_addr().map_err(EngineError::io("HTTP API address"))?;
         let (api_stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let app = crate::api::router(metrics.clone(), readiness);
+        let manager = Arc::new(tokio::sync::Mutex::new(manager));
+        let app = crate::api::router(metrics.clone(), readiness, Arc::clone(&manager));
         let api = tokio::spawn(async move {
             let serve = axum::serve(tcp, app).with_graceful_shutdown(async {
                 let _ = stop_rx.await;
@@ -359,7 +215,24 @@ impl EngineHandle {
             api_stop,
             db,
             metrics,
+            manager,
         })
+    }
+
+    /// Re-reads the packs directory and swaps the new rule set in (SIGHUP, `vedette rules
+    /// apply`). On error the running set is unchanged.
+    pub async fn apply_rules(&self) -> Result<ApplyReport> {
+        self.manager.lock().await.apply().await
+    }
+
+    /// Enables or disables a rule at runtime.
+    pub async fn set_rule_enabled(&self, id: &str, enabled: bool) -> Result<()> {
+        self.manager.lock().await.set_enabled(id, enabled).await
+    }
+
+    /// Applied rules and their state.
+    pub async fn rules_status(&self) -> RulesStatus {
+        self.manager.lock().await.status()
     }
 
     /// The current rule worker of `table` (tests use it to kill one).

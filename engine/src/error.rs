@@ -18,6 +18,12 @@ pub enum EngineError {
     /// An actor, TLS setup or the state store failed.
     #[error(transparent)]
     Actor(#[from] vedette_actors::ActorError),
+    /// No applied rule has this id.
+    #[error("no applied rule has the id `{id}`; `vedette rules list` shows the rule ids")]
+    UnknownRule {
+        /// The id asked for.
+        id: String,
+    },
     /// A file, directory or socket could not be used.
     #[error("{what}: {source}")]
     Io {

@@ -8,6 +8,7 @@ pub mod engine;
 pub mod error;
 pub mod pki;
 pub mod rules_cli;
+pub mod ruleset;
 pub mod sensor;
 
 pub use engine::EngineHandle;

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use tokio::sync::mpsc;
 use vedette_config::Config;
 use vedette_engine::pki::{self, DEMO_SENSOR_ID, PkiPaths};
+use vedette_engine::ruleset::{ApplyReport, RulesStatus};
 use vedette_engine::sensor::{self, SensorConfig, SensorStats};
 use vedette_engine::{EngineHandle, rules_cli};
 
@@ -143,6 +144,56 @@ enum RulesCommand {
         #[arg(long)]
         pubkey: PathBuf,
     },
+    /// Ask a running engine to re-read its packs directory and swap the new rule set in
+    /// (all or nothing; same as SIGHUP).
+    Apply {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// List a running engine's rules: pack, version, table, enabled, late rows, open windows.
+    List {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Enable a rule of a running engine (persisted across restarts).
+    Enable {
+        /// Rule id.
+        id: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Disable a rule of a running engine (persisted across restarts).
+    Disable {
+        /// Rule id.
+        id: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
+#[derive(clap::Args)]
+struct ApiArgs {
+    /// Base URL of the engine's HTTP API.
+    #[arg(long, env = "VEDETTE_API", default_value = "http://127.0.0.1:7780")]
+    api: String,
+}
+
+/// Calls the engine API; prints the JSON answer, or the error and exits 1.
+async fn api_call(api: &ApiArgs, method: reqwest::Method, path: &str) -> anyhow::Result<serde_json::Value> {
+    let url = format!("{}{path}", api.api.trim_end_matches('/'));
+    let resp = reqwest::Client::new()
+        .request(method, &url)
+        .timeout(Duration::from_secs(120))
+        .send()
+        .await
+        .with_context(|| format!("calling {url} (is the engine running? --api / VEDETTE_API)"))?;
+    let status = resp.status();
+    let body: serde_json::Value = resp.json().await.with_context(|| format!("reading the answer of {url}"))?;
+    if !status.is_success() {
+        eprintln!("{}", body.get("error").and_then(|e| e.as_str()).unwrap_or(&body.to_string()));
+        std::process::exit(1);
+    }
+    Ok(body)
 }
 
 #[derive(Subcommand)]
@@ -193,9 +244,19 @@ async fn main() -> anyhow::Result<()> {
             }
             init_logging(&config);
             let mut engine = EngineHandle::start(config).await?;
-            tokio::select! {
-                _ = shutdown_signal() => engine.shutdown().await,
-                _ = engine.failed() => bail!("a component failed beyond its restart budget; see the log above"),
+            let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                .context("installing the SIGHUP handler")?;
+            let shutdown = shutdown_signal();
+            tokio::pin!(shutdown);
+            loop {
+                tokio::select! {
+                    _ = &mut shutdown => break engine.shutdown().await,
+                    _ = engine.failed() => bail!("a component failed beyond its restart budget; see the log above"),
+                    _ = hangup.recv() => {
+                        // Errors are logged by the engine; the running set stays.
+                        let _ = engine.apply_rules().await;
+                    }
+                }
             }
         }
         Command::Validate { config } => {
@@ -298,6 +359,51 @@ async fn rules_command(command: RulesCommand) -> anyhow::Result<()> {
         RulesCommand::Sign { pack, key } => {
             let sig = rules_cli::sign_pack(&pack, &key)?;
             println!("wrote {}", sig.display());
+        }
+        RulesCommand::Apply { api } => {
+            let report: ApplyReport =
+                serde_json::from_value(api_call(&api, reqwest::Method::POST, "/api/v1/rules/apply").await?)?;
+            let packs: Vec<String> = report.packs.iter().map(|(n, v)| format!("{n} v{v}")).collect();
+            println!(
+                "applied: {} ({} rules running, {} planned)",
+                packs.join(", "),
+                report.active_rules,
+                report.planned
+            );
+        }
+        RulesCommand::List { api } => {
+            let status: RulesStatus =
+                serde_json::from_value(api_call(&api, reqwest::Method::GET, "/api/v1/rules").await?)?;
+            println!(
+                "{:<32} {:<20} {:>4} {:<16} {:<8} {:<9} {:>9} {:>12}",
+                "RULE", "PACK", "VER", "TABLE", "SEVERITY", "STATE", "LATE_ROWS", "OPEN_WINDOWS"
+            );
+            for r in &status.rules {
+                let state = match (r.enabled, r.overridden) {
+                    (true, false) => "enabled",
+                    (true, true) => "enabled*",
+                    (false, false) => "disabled",
+                    (false, true) => "disabled*",
+                };
+                println!(
+                    "{:<32} {:<20} {:>4} {:<16} {:<8} {:<9} {:>9} {:>12}",
+                    r.id, r.pack, r.version, r.table, r.severity, state, r.late_rows, r.open_windows
+                );
+            }
+            if status.rules.iter().any(|r| r.overridden) {
+                println!("* set at runtime with `vedette rules enable|disable`");
+            }
+            if let Some(e) = &status.last_error {
+                println!("last apply refused (the rules above kept running): {e}");
+            }
+        }
+        RulesCommand::Enable { id, api } => {
+            api_call(&api, reqwest::Method::POST, &format!("/api/v1/rules/{id}/enable")).await?;
+            println!("{id}: enabled");
+        }
+        RulesCommand::Disable { id, api } => {
+            api_call(&api, reqwest::Method::POST, &format!("/api/v1/rules/{id}/disable")).await?;
+            println!("{id}: disabled");
         }
         RulesCommand::Verify { pack, pubkey } => match rules_cli::verify_pack(&pack, &pubkey) {
             Ok(id) => println!("{}: valid signature by key {id}", pack.display()),

@@ -11,8 +11,8 @@ use vedette_schemas::decode::{Identity, decode_frame};
 use vedette_schemas::frame::{DataFrame, Encoding};
 use vedette_schemas::tables::Catalog;
 
-use crate::engine::{read_pack, signature_path};
 use crate::error::{EngineError, Result};
+use crate::ruleset::{read_pack, signature_path};
 
 fn write_file(path: &Path, text: &str, secret: bool) -> Result<()> {
     crate::pki::write_file(path, text, secret).map_err(EngineError::io(format!("writing {}", path.display())))
@@ -53,7 +53,7 @@ pub fn sign_pack(pack_path: &Path, key_path: &Path) -> Result<std::path::PathBuf
 pub fn verify_pack(pack_path: &Path, pub_path: &Path) -> Result<String> {
     let pack = read_pack(pack_path)?;
     let pk = PublicKey::from_text(&pub_path.display().to_string(), &read_text(pub_path)?)?;
-    crate::engine::check_signature(pack_path, &pack, &[pk])
+    crate::ruleset::check_signature(pack_path, &pack, &[pk])
 }
 
 /// Compiles every rule of a pack; returns every error (empty = valid).

@@ -71,3 +71,80 @@ fn serve_with_no_config_runs_the_demo_and_shuts_down_gracefully_on_sigint() {
     serve.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
     assert!(stderr.contains("Shutdown complete."), "{stderr}");
 }
+
+fn vedette_api(http: u16, args: &[&str]) -> (bool, String) {
+    let api = format!("http://127.0.0.1:{http}");
+    let out = Command::new(BIN).args(["rules"]).args(args).args(["--api", &api]).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+const ACME: &str = "name: acme\nversion: VERSION\ndescription: d\nauthor: a\nrules:\n  - id: acme.shadow\n    name: shadow\n    severity: high\n    sql: SELECT user FROM process_events WHERE cmdline LIKE '%/etc/shadow%'\n";
+const PASSWD: &str = "  - id: acme.passwd\n    name: passwd\n    severity: low\n    sql: SELECT user FROM process_events WHERE cmdline LIKE '%/etc/passwd%'\n";
+const BROKEN: &str = "  - id: acme.broken\n    name: broken\n    severity: low\n    sql: SELECT user FROM process_events WHERE no_such_column = 1\n";
+
+#[test]
+fn rules_apply_list_enable_disable_and_sighup_against_a_running_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    let packs = dir.path().join("packs");
+    std::fs::create_dir_all(&packs).unwrap();
+    let write = |version: u32, extra: &str| {
+        let text = ACME.replace("VERSION", &version.to_string()) + extra;
+        std::fs::write(packs.join("acme.yaml"), text).unwrap();
+    };
+    write(1, "");
+    let (quic, http) = (free_udp_port(), free_tcp_port());
+    let mut serve = Command::new(BIN)
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env("VEDETTE__INGEST__LISTEN", format!("\"127.0.0.1:{quic}\""))
+        .env("VEDETTE__API__LISTEN", format!("\"127.0.0.1:{http}\""))
+        .env("VEDETTE__RULES__PACKS_DIR", "\"packs\"")
+        .env("VEDETTE__RULES__ALLOW_UNSIGNED", "true")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", http)).is_err() {
+        assert!(Instant::now() < deadline, "engine did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (ok, list) = vedette_api(http, &["list"]);
+    assert!(ok, "{list}");
+    assert!(list.lines().any(|l| l.starts_with("acme.shadow") && l.contains(" enabled")), "{list}");
+    assert!(list.contains("linux.ssh_bruteforce"), "{list}");
+
+    write(2, PASSWD);
+    let (ok, out) = vedette_api(http, &["apply"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("acme v2") && out.contains("1 planned"), "{out}");
+
+    let (ok, out) = vedette_api(http, &["disable", "acme.shadow"]);
+    assert!(ok, "{out}");
+    let (_, list) = vedette_api(http, &["list"]);
+    assert!(list.lines().any(|l| l.starts_with("acme.shadow") && l.contains("disabled*")), "{list}");
+    assert!(list.lines().any(|l| l.starts_with("acme.passwd") && l.contains(" enabled")), "{list}");
+    let (ok, out) = vedette_api(http, &["enable", "acme.nope"]);
+    assert!(!ok && out.contains("no applied rule has the id `acme.nope`"), "{out}");
+
+    // A broken pack: `rules apply` fails naming the rule; SIGHUP is refused the same way.
+    write(3, &format!("{PASSWD}{BROKEN}"));
+    let (ok, out) = vedette_api(http, &["apply"]);
+    assert!(!ok && out.contains("acme.broken") && out.contains("no_such_column"), "{out}");
+    write(4, "");
+    assert!(Command::new("kill").args(["-HUP", &serve.id().to_string()]).status().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, list) = vedette_api(http, &["list"]);
+        if !list.contains("acme.passwd") {
+            assert!(!list.contains("last apply refused"), "{list}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "SIGHUP did not apply acme v4: {list}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(Command::new("kill").args(["-INT", &serve.id().to_string()]).status().unwrap().success());
+    assert!(serve.wait().unwrap().success());
+}

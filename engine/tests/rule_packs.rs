@@ -147,10 +147,21 @@ async fn engine_loads_signed_packs_and_refuses_unsigned_or_tampered_ones() {
     assert!(o.status.success(), "{}", text(&o));
     let e = vedette_engine::EngineHandle::start(config_for(false)).await.expect("signed pack loads");
     e.shutdown().await;
-    // Tampered after signing: refused.
+    // Tampered after signing: refused; the engine comes back with the pack it applied last.
     std::fs::write(packs.join("acme.yaml"), PACK.replace("severity: high", "severity: low")).unwrap();
-    let err = vedette_engine::EngineHandle::start(config_for(false)).await.err().expect("refused").to_string();
+    let err = refused_at_start(config_for(false), &[("acme", 1), ("builtin-linux", 1)]).await;
     assert!(err.contains("does not match"), "{err}");
+}
+
+/// Starts an engine whose packs directory does not apply: it must come back with the set
+/// applied last (`expected` packs) and report why. Returns the reported error.
+async fn refused_at_start(config: vedette_config::Config, expected: &[(&str, u32)]) -> String {
+    let e = vedette_engine::EngineHandle::start(config).await.expect("starts on the applied set");
+    let status = e.rules_status().await;
+    e.shutdown().await;
+    let expected: Vec<(String, u32)> = expected.iter().map(|(n, v)| (n.to_string(), *v)).collect();
+    assert_eq!(status.packs, expected);
+    status.last_error.expect("the refusal is reported")
 }
 
 #[tokio::test]
@@ -164,15 +175,16 @@ async fn pack_versions_only_go_up_and_a_version_is_immutable() {
     vedette_engine::EngineHandle::start(config()).await.expect("v1 applies").shutdown().await;
     // Same version, other contents: refused (and the engine keeps refusing until bumped).
     write(&PACK.replace("/etc/shadow", "/etc/gshadow"));
-    let err = vedette_engine::EngineHandle::start(config()).await.err().expect("refused").to_string();
+    let v1 = [("acme", 1), ("builtin-linux", 1)];
+    let err = refused_at_start(config(), &v1).await;
     assert!(err.contains("version 1) was applied with other contents"), "{err}");
     write(&PACK.replace("version: 1", "version: 0"));
-    let err = vedette_engine::EngineHandle::start(config()).await.err().expect("refused").to_string();
+    let err = refused_at_start(config(), &v1).await;
     assert!(err.contains("lower than the applied version 1"), "{err}");
     write(&PACK.replace("version: 1", "version: 2").replace("/etc/shadow", "/etc/gshadow"));
     vedette_engine::EngineHandle::start(config()).await.expect("v2 applies").shutdown().await;
     // A rule id owned by another pack is a conflict naming both packs.
     std::fs::write(packs.join("zeta.yaml"), PACK.replace("name: acme", "name: zeta")).unwrap();
-    let err = vedette_engine::EngineHandle::start(config()).await.err().expect("refused").to_string();
+    let err = refused_at_start(config(), &[("acme", 2), ("builtin-linux", 1)]).await;
     assert!(err.contains("acme.shadow") && err.contains("`acme`") && err.contains("`zeta`"), "{err}");
 }

@@ -83,6 +83,18 @@ pub(crate) fn task_with(base: &TaskContext, injected: Injected) -> Arc<TaskConte
 pub struct CompiledRule {
     /// Rule metadata copied into every alert.
     pub meta: Arc<RuleMeta>,
+    /// Whether the pack enables the rule (`enabled:`); the engine may override it at runtime.
+    pub enabled_in_pack: bool,
+    /// Digest of what determines the plan and its state (SQL, lateness): rules with the same
+    /// fingerprint share one plan, and window state survives a re-apply with the same one.
+    pub fingerprint: String,
+    plans: Arc<Planned>,
+}
+
+/// The physical side of a rule, shared by every rule with the same fingerprint.
+#[derive(Debug)]
+struct Planned {
+    table: String,
     plan: Arc<dyn ExecutionPlan>,
     /// Incremental stages, for windowed rules.
     window: Option<Arc<WindowPlans>>,
@@ -92,14 +104,37 @@ pub struct CompiledRule {
 impl CompiledRule {
     /// Whether the rule aggregates over event-time windows.
     pub fn is_windowed(&self) -> bool {
-        self.window.is_some()
+        self.plans.window.is_some()
+    }
+
+    /// Key of the rule's window state: the state of another rule, or of the same rule with
+    /// other SQL, is never restored into this one.
+    pub fn state_key(&self) -> String {
+        format!("{}/{}#{}", self.meta.table, self.meta.id, self.fingerprint)
     }
 }
 
-/// The planning context: one session with every telemetry table registered.
+/// Digest of the parts of a rule that determine its plan and window state.
+pub fn rule_fingerprint(rule: &crate::rule::RuleDef) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(rule.sql.trim().as_bytes());
+    h.update([0]);
+    h.update(rule.lateness.map_or(u128::MAX, |d| d.as_micros()).to_be_bytes());
+    hex_prefix(&h.finalize()[..8])
+}
+
+fn hex_prefix(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The planning context: one session with every telemetry table registered, and the plans
+/// built so far (by fingerprint), so re-applying a pack never re-plans an unchanged rule.
 pub struct Compiler {
     ctx: SessionContext,
     catalog: Arc<Catalog>,
+    planned: std::sync::Mutex<HashMap<String, Arc<Planned>>>,
+    plans_built: std::sync::atomic::AtomicUsize,
 }
 
 impl Compiler {
@@ -119,11 +154,52 @@ impl Compiler {
             ctx.register_table(t.name(), Arc::new(table))
                 .map_err(|source| plan_error(format!("<table {}>", t.name()), source))?;
         }
-        Ok(Self { ctx, catalog })
+        Ok(Self {
+            ctx,
+            catalog,
+            planned: std::sync::Mutex::new(HashMap::new()),
+            plans_built: std::sync::atomic::AtomicUsize::new(0),
+        })
     }
 
-    /// Plans one rule; returns the compiled rule (its table is `meta.table`).
+    /// How many rules were planned so far (re-applied unchanged rules reuse their plan).
+    pub fn plans_built(&self) -> usize {
+        self.plans_built.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Forgets plans whose fingerprint is not in `keep` (rules no longer applied).
+    pub fn retain_plans(&self, keep: &std::collections::HashSet<String>) {
+        self.planned.lock().expect("plan cache lock is never poisoned").retain(|fp, _| keep.contains(fp));
+    }
+
+    /// Plans one rule, or reuses the plan of an identical one; returns the compiled rule (its
+    /// table is `meta.table`).
     pub async fn compile(&self, pack: &Pack, rule: &crate::rule::RuleDef) -> Result<CompiledRule> {
+        let fingerprint = rule_fingerprint(rule);
+        let cached = self.planned.lock().expect("plan cache lock is never poisoned").get(&fingerprint).cloned();
+        let plans = match cached {
+            Some(p) => p,
+            None => {
+                let p = Arc::new(self.plan(rule).await?);
+                self.plans_built.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.planned.lock().expect("plan cache lock is never poisoned").insert(fingerprint.clone(), p.clone());
+                p
+            }
+        };
+        let meta = RuleMeta {
+            id: rule.id.clone(),
+            name: rule.name.clone(),
+            version: pack.rule_version(rule),
+            pack: pack.name.clone(),
+            severity: rule.severity,
+            description: rule.description.trim().to_string(),
+            tags: rule.tags.clone(),
+            table: plans.table.clone(),
+        };
+        Ok(CompiledRule { meta: Arc::new(meta), enabled_in_pack: rule.enabled, fingerprint, plans })
+    }
+
+    async fn plan(&self, rule: &crate::rule::RuleDef) -> Result<Planned> {
         let id = || rule.id.clone();
         let known = |t: &str| self.catalog.get(t).is_ok();
         let statement = crate::validate::validate_sql(&rule.id, &rule.sql, &known)?;
@@ -151,23 +227,14 @@ impl Compiler {
             None => None,
         };
         let lateness_us = rule.lateness.map_or(DEFAULT_LATENESS_US, |d| d.as_micros() as i64);
-        let meta = RuleMeta {
-            id: rule.id.clone(),
-            name: rule.name.clone(),
-            version: pack.rule_version(rule),
-            pack: pack.name.clone(),
-            severity: rule.severity,
-            description: rule.description.trim().to_string(),
-            tags: rule.tags.clone(),
-            table,
-        };
-        Ok(CompiledRule { meta: Arc::new(meta), plan, window, lateness_us })
+        Ok(Planned { table, plan, window, lateness_us })
     }
 
-    /// Compiles every enabled rule of `pack`, grouped by table. All or nothing.
+    /// Compiles every rule of `pack` (disabled ones too: they are validated, and can be
+    /// enabled at runtime without planning), grouped by table. All or nothing.
     pub async fn compile_pack(&self, pack: &Pack) -> Result<BTreeMap<String, Vec<Arc<CompiledRule>>>> {
         let mut by_table: BTreeMap<String, Vec<Arc<CompiledRule>>> = BTreeMap::new();
-        for rule in pack.rules.iter().filter(|r| r.enabled) {
+        for rule in &pack.rules {
             let c = self.compile(pack, rule).await?;
             by_table.entry(c.meta.table.clone()).or_default().push(Arc::new(c));
         }
@@ -288,7 +355,9 @@ pub struct TableRules {
     table: String,
     base: Arc<TaskContext>,
     rules: Vec<Arc<CompiledRule>>,
-    /// Window state per windowed rule id; shared by clones so a restarted worker resumes it.
+    /// Window state by [`CompiledRule::state_key`]; shared by clones and by the rule sets
+    /// derived with [`TableRules::with_rules`], so a restarted worker or a re-applied pack
+    /// resumes it.
     windows: Arc<std::sync::Mutex<HashMap<String, WindowState>>>,
 }
 
@@ -299,14 +368,47 @@ impl std::fmt::Debug for TableRules {
 }
 
 impl TableRules {
-    /// Groups already compiled rules of `table`.
+    /// Groups already compiled rules of `table`; rules their pack disables are left out.
     pub fn new(compiler: &Compiler, table: &str, rules: Vec<Arc<CompiledRule>>) -> Self {
         Self {
             table: table.into(),
             base: Arc::new(compiler.task_context()),
-            rules,
+            rules: rules.into_iter().filter(|r| r.enabled_in_pack).collect(),
             windows: Arc::new(std::sync::Mutex::new(HashMap::new())),
         }
+    }
+
+    /// The same table with exactly `rules` active (a hot apply). Window state of rules kept
+    /// (same id and fingerprint) carries over; a newly active windowed rule starts from
+    /// `load(state_key)` if a checkpoint exists. State of rules no longer active is dropped by
+    /// [`TableRules::prune_windows`] once the old set is no longer running.
+    pub fn with_rules(&self, rules: Vec<Arc<CompiledRule>>, load: impl Fn(&str) -> Option<Vec<u8>>) -> Result<Self> {
+        let next = Self { rules, ..self.clone() };
+        let mut windows = self.windows.lock().expect("window lock is never poisoned");
+        for rule in next.rules.iter().filter(|r| r.is_windowed()) {
+            let key = rule.state_key();
+            if windows.contains_key(&key) {
+                continue;
+            }
+            if let Some(bytes) = load(&key) {
+                let state =
+                    WindowState::from_bytes(&bytes).map_err(|source| RuleError::Eval { rule: key.clone(), source })?;
+                windows.insert(key, state);
+            }
+        }
+        drop(windows);
+        Ok(next)
+    }
+
+    /// Drops window state of rules not in this set; returns the state keys dropped.
+    pub fn prune_windows(&self) -> Vec<String> {
+        let live: std::collections::HashSet<String> = self.rules.iter().map(|r| r.state_key()).collect();
+        let mut windows = self.windows.lock().expect("window lock is never poisoned");
+        let dropped: Vec<String> = windows.keys().filter(|k| !live.contains(*k)).cloned().collect();
+        for k in &dropped {
+            windows.remove(k);
+        }
+        dropped
     }
 
     /// Table name.
@@ -338,19 +440,12 @@ impl TableRules {
         windows.extend(updates);
     }
 
-    /// Checkpoint key of a windowed rule's state: the state of another rule version is never
-    /// restored into this one.
-    pub fn checkpoint_key(&self, rule_id: &str) -> Option<String> {
-        let rule = self.rules.iter().find(|r| r.meta.id == rule_id && r.window.is_some())?;
-        Some(format!("{}/{}@{}", self.table, rule.meta.id, rule.meta.version))
-    }
-
-    /// Checkpoint bytes of the given rules' current window state, by checkpoint key.
-    pub fn checkpoint(&self, rule_ids: &[String]) -> Result<Vec<(String, Vec<u8>)>> {
+    /// Checkpoint bytes of the given windows' current state, by state key.
+    pub fn checkpoint(&self, state_keys: &[String]) -> Result<Vec<(String, Vec<u8>)>> {
         let windows = self.windows.lock().expect("window lock is never poisoned");
-        rule_ids
+        state_keys
             .iter()
-            .filter_map(|id| Some((self.checkpoint_key(id)?, windows.get(id)?)))
+            .filter_map(|key| Some((key.clone(), windows.get(key)?)))
             .map(|(key, state)| {
                 let bytes = state.to_bytes().map_err(|source| RuleError::Eval { rule: key.clone(), source })?;
                 Ok((key, bytes))
@@ -362,22 +457,34 @@ impl TableRules {
     pub fn restore(&self, load: impl Fn(&str) -> Option<Vec<u8>>) -> Result<usize> {
         let mut restored = 0;
         let mut windows = self.windows.lock().expect("window lock is never poisoned");
-        for rule in self.rules.iter().filter(|r| r.window.is_some()) {
-            let Some(key) = self.checkpoint_key(&rule.meta.id) else { continue };
+        for rule in self.rules.iter().filter(|r| r.is_windowed()) {
+            let key = rule.state_key();
             if let Some(bytes) = load(&key) {
                 let state =
                     WindowState::from_bytes(&bytes).map_err(|source| RuleError::Eval { rule: key.clone(), source })?;
-                windows.insert(rule.meta.id.clone(), state);
+                windows.insert(key, state);
                 restored += 1;
             }
         }
         Ok(restored)
     }
 
-    /// Late rows dropped so far, per windowed rule.
+    /// Late rows dropped so far, per active windowed rule id.
     pub fn late_rows(&self) -> Vec<(String, u64)> {
         let windows = self.windows.lock().expect("window lock is never poisoned");
-        windows.iter().map(|(k, v)| (k.clone(), v.late_rows)).collect()
+        self.rules
+            .iter()
+            .filter_map(|r| windows.get(&r.state_key()).map(|w| (r.meta.id.clone(), w.late_rows)))
+            .collect()
+    }
+
+    /// Open window keys (groups) held in memory, per active windowed rule id.
+    pub fn open_windows(&self) -> Vec<(String, usize)> {
+        let windows = self.windows.lock().expect("window lock is never poisoned");
+        self.rules
+            .iter()
+            .filter_map(|r| windows.get(&r.state_key()).map(|w| (r.meta.id.clone(), w.open_rows())))
+            .collect()
     }
 
     async fn run(&self, batch: Option<&RecordBatch>, now: DateTime<Utc>, flush_all: bool) -> Evaluation {
@@ -389,8 +496,8 @@ impl TableRules {
             .map(|b| task_with(&self.base, Injected([(self.table.clone(), vec![b.clone()])].into_iter().collect())));
         for rule in &self.rules {
             let started = std::time::Instant::now();
-            match (&rule.window, &task) {
-                (None, Some(task)) => match collect(Arc::clone(&rule.plan), Arc::clone(task)).await {
+            match (&rule.plans.window, &task) {
+                (None, Some(task)) => match collect(Arc::clone(&rule.plans.plan), Arc::clone(task)).await {
                     Ok(out) => {
                         for b in &out {
                             rows_to_alerts(&rule.meta, b, now, None, &mut eval.alerts);
@@ -400,16 +507,16 @@ impl TableRules {
                 },
                 (None, None) => continue,
                 (Some(w), _) => {
-                    let state =
-                        self.windows.lock().expect("not poisoned").get(&rule.meta.id).cloned().unwrap_or_default();
+                    let key = rule.state_key();
+                    let state = self.windows.lock().expect("not poisoned").get(&key).cloned().unwrap_or_default();
                     let now_us = now.timestamp_micros();
-                    let clock = Clock { now_us, lateness_us: rule.lateness_us, flush_all };
+                    let clock = Clock { now_us, lateness_us: rule.plans.lateness_us, flush_all };
                     match w.advance(&self.base, &self.table, &state, batch, clock).await {
                         Ok((closed, next)) => {
                             for b in &closed.batches {
                                 rows_to_alerts(&rule.meta, b, now, Some(w.spec.size_us), &mut eval.alerts);
                             }
-                            eval.window_updates.push((rule.meta.id.clone(), next));
+                            eval.window_updates.push((key, next));
                         }
                         Err(source) => eval.errors.push(RuleError::Eval { rule: rule.meta.id.clone(), source }),
                     }
@@ -430,7 +537,7 @@ pub struct Evaluation {
     pub errors: Vec<RuleError>,
     /// Time spent per rule.
     pub timings: Vec<(Arc<RuleMeta>, std::time::Duration)>,
-    /// New window state per windowed rule, to [`TableRules::commit`] after delivery.
+    /// New window state by state key, to [`TableRules::commit`] after delivery.
     pub window_updates: Vec<(String, WindowState)>,
 }
 

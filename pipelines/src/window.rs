@@ -231,6 +231,17 @@ struct Header {
 }
 
 impl WindowState {
+    /// Accumulator state rows held (open window keys; until the next merge a key may be
+    /// counted once per unmerged batch).
+    pub fn open_rows(&self) -> usize {
+        self.states.iter().map(RecordBatch::num_rows).sum()
+    }
+
+    /// Memory held by accumulator states, bytes.
+    pub fn state_bytes(&self) -> usize {
+        self.states.iter().map(RecordBatch::get_array_memory_size).sum()
+    }
+
     /// Checkpoint bytes: `u32 BE header length | JSON header | Arrow IPC stream of the states`.
     pub fn to_bytes(&self) -> datafusion::error::Result<Vec<u8>> {
         let header = serde_json::to_vec(&Header {

@@ -200,9 +200,11 @@ async fn aggregating_rule_without_window_is_refused() {
 async fn window_state_checkpoint_restores_into_a_fresh_worker() {
     let (c, rules) = windowed(BRUTE).await;
     feed(&rules, 1, &(auth(61, "alice", "failure") + &auth(62, "alice", "failure"))).await;
-    let saved = rules.checkpoint(&["brute".to_string()]).unwrap();
+    let key = rules.rules()[0].state_key();
+    assert!(key.starts_with("auth_events/brute#"), "{key}");
+    let saved = rules.checkpoint(std::slice::from_ref(&key)).unwrap();
     assert_eq!(saved.len(), 1);
-    assert_eq!(saved[0].0, "auth_events/brute@3");
+    assert_eq!(saved[0].0, key);
     // A new process: same rule compiled again, state restored from the checkpoint.
     let p = pack(vec![RuleDef { lateness: Some(std::time::Duration::from_secs(5)), ..rule("brute", BRUTE) }]);
     let fresh = TableRules::new(&c, "auth_events", c.compile_pack(&p).await.unwrap()["auth_events"].clone());
@@ -212,4 +214,32 @@ async fn window_state_checkpoint_restores_into_a_fresh_worker() {
     assert_eq!(a.len(), 1);
     assert_eq!(a[0].row["failures"], 3);
     assert!(WindowState::from_bytes(b"\0\0\0\x09{garbage}").is_err());
+}
+
+#[tokio::test]
+async fn hot_apply_keeps_state_of_unchanged_rules_and_never_replans_them() {
+    let (c, rules) = windowed(BRUTE).await;
+    let built = c.plans_built();
+    feed(&rules, 1, &(auth(61, "alice", "failure") + &auth(62, "alice", "failure"))).await;
+    // Re-applied: same SQL (plan reused, state kept) plus one new stateless rule.
+    let brute = RuleDef { lateness: Some(std::time::Duration::from_secs(5)), ..rule("brute", BRUTE) };
+    let other = rule("other", "SELECT user FROM auth_events WHERE outcome = 'weird'");
+    let p = pack(vec![brute.clone(), other]);
+    let all = c.compile_pack(&p).await.unwrap()["auth_events"].clone();
+    assert_eq!(c.plans_built(), built + 1, "only the new rule was planned");
+    let next = rules.with_rules(all, |_| None).unwrap();
+    assert!(next.prune_windows().is_empty());
+    let a = feed(&next, 2, &(auth(70, "alice", "failure") + &auth(130, "x", "success"))).await;
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0].row["failures"], 3, "state of the unchanged rule carried over");
+
+    // Changed SQL: a new state key; the old state is dropped, nothing leaks into the new one.
+    feed(&next, 3, &auth(190, "bob", "failure")).await;
+    let changed = RuleDef { sql: BRUTE.replace(">= 3", ">= 1"), ..brute };
+    let changed = c.compile(&pack(vec![changed.clone()]), &changed).await.unwrap();
+    let after = next.with_rules(vec![Arc::new(changed)], |_| None).unwrap();
+    assert_eq!(after.prune_windows().len(), 1);
+    let a = feed(&after, 4, &(auth(200, "bob", "failure") + &auth(300, "x", "success"))).await;
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0].row["failures"], 1, "the old rule's open window is not merged into the new rule");
 }

@@ -1,0 +1,495 @@
+//! The applied rule set: loading and verifying packs, compiling them, the pack registry, and
+//! hot apply (SIGHUP, `vedette rules apply`, enabling and disabling rules at runtime).
+//!
+//! An apply is all or nothing: every pack of the directory is read, its signature checked,
+//! every rule validated and planned (unchanged rules reuse their plan), rule ids checked for
+//! conflicts and versions against the registry — only then is anything swapped. Each table's
+//! worker switches between two batches, so every batch is evaluated by exactly one rule set.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use tracing::{error, info, warn};
+use vedette_actors::ActorError;
+use vedette_actors::rules::{RuleWorkerMsg, SharedRules, current};
+use vedette_actors::supervisor::Slot;
+use vedette_config::Config;
+use vedette_pipelines::RuleError;
+use vedette_pipelines::compile::{CompiledRule, Compiler, TableRules};
+use vedette_pipelines::rule::Pack;
+use vedette_pipelines::signature::{self, PublicKey};
+
+use crate::error::{EngineError, Result};
+
+/// A pack as loaded, with the text it came from (none for the built-in pack).
+#[derive(Debug, Clone)]
+pub struct LoadedPack {
+    /// The parsed pack.
+    pub pack: Pack,
+    /// Its YAML text, kept in the registry so a restart can come back with it.
+    pub source: Option<String>,
+}
+
+/// Loads the built-in pack and every `*.yaml` pack of `packs_dir`, checking signatures.
+pub fn load_packs(config: &Config) -> Result<Vec<LoadedPack>> {
+    let mut packs = Vec::new();
+    if config.rules.builtin {
+        packs.push(LoadedPack { pack: Pack::builtin(), source: None });
+    }
+    let Some(dir) = &config.rules.packs_dir else { return Ok(packs) };
+    let dir = resolve(&config.data_dir, dir);
+    let trusted = config
+        .rules
+        .trusted_keys
+        .iter()
+        .map(|p| {
+            let p = resolve(&config.data_dir, p);
+            let text =
+                std::fs::read_to_string(&p).map_err(EngineError::io(format!("rules.trusted_keys {}", p.display())))?;
+            Ok(PublicKey::from_text(&p.display().to_string(), &text)?)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .map_err(EngineError::io(format!("rules.packs_dir {}", dir.display())))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+        .collect();
+    files.sort();
+    for f in files {
+        let text = std::fs::read_to_string(&f).map_err(EngineError::io(format!("reading {}", f.display())))?;
+        let pack = Pack::from_yaml(&f.display().to_string(), &text)?;
+        match check_signature(&f, &pack, &trusted) {
+            Ok(key) => info!(pack = %pack.name, version = pack.version, key = %key, "Pack signature verified."),
+            Err(e) if config.rules.allow_unsigned => {
+                warn!(pack = %pack.name, error = %e, "Loading a pack without a valid signature (rules.allow_unsigned).");
+            }
+            Err(e) => return Err(e),
+        }
+        packs.push(LoadedPack { pack, source: Some(text) });
+    }
+    Ok(packs)
+}
+
+/// What the registry remembers of a pack.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct AppliedPack {
+    version: u32,
+    sha256: String,
+    /// In the applied set now (a removed pack keeps its version record).
+    #[serde(default = "yes")]
+    active: bool,
+    /// YAML text (none for the built-in pack).
+    #[serde(default)]
+    source: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn storage(tree: &str) -> impl Fn(sled::Error) -> EngineError + '_ {
+    move |source| ActorError::Storage { path: tree.into(), source }.into()
+}
+
+/// Enforces that `(name, version)` is immutable and versions only go up, against the packs
+/// applied before (sled tree `packs`), then records `packs` as the applied set.
+pub fn record_packs(db: &sled::Db, packs: &[LoadedPack]) -> Result<()> {
+    use sha2::Digest;
+    let tree = db.open_tree("packs").map_err(storage("packs"))?;
+    let refuse = |pack: &Pack, reason: String| -> EngineError {
+        RuleError::InvalidRule { rule: pack.name.clone(), reason }.into()
+    };
+    let mut updates = Vec::new();
+    for LoadedPack { pack, source } in packs {
+        let sha256 = hex::encode(sha2::Sha256::digest(signature::canonical_bytes(pack)));
+        let before = tree
+            .get(pack.name.as_bytes())
+            .map_err(storage("packs"))?
+            .and_then(|v| serde_json::from_slice::<AppliedPack>(&v).ok());
+        if let Some(before) = before {
+            if pack.version < before.version {
+                return Err(refuse(
+                    pack,
+                    format!(
+                        "pack version {} is lower than the applied version {}; versions only go up",
+                        pack.version, before.version
+                    ),
+                ));
+            }
+            if pack.version == before.version && sha256 != before.sha256 {
+                return Err(refuse(
+                    pack,
+                    format!(
+                        "pack (`{}`, version {}) was applied with other contents; bump `version` to change it",
+                        pack.name, pack.version
+                    ),
+                ));
+            }
+        }
+        let applied = AppliedPack { version: pack.version, sha256, active: true, source: source.clone() };
+        updates.push((pack.name.clone(), applied));
+    }
+    let names: HashSet<&str> = packs.iter().map(|p| p.pack.name.as_str()).collect();
+    for entry in tree.iter() {
+        let (k, v) = entry.map_err(storage("packs"))?;
+        let name = String::from_utf8_lossy(&k).to_string();
+        if names.contains(name.as_str()) {
+            continue;
+        }
+        if let Ok(mut old) = serde_json::from_slice::<AppliedPack>(&v)
+            && old.active
+        {
+            old.active = false;
+            updates.push((name, old));
+        }
+    }
+    for (name, applied) in updates {
+        let bytes = serde_json::to_vec(&applied).expect("serializes");
+        tree.insert(name.as_bytes(), bytes).map_err(storage("packs"))?;
+    }
+    tree.flush().map_err(storage("packs"))?;
+    Ok(())
+}
+
+/// The applied set recorded in the registry (what the engine last ran).
+fn recorded_packs(db: &sled::Db) -> Result<Vec<LoadedPack>> {
+    let tree = db.open_tree("packs").map_err(storage("packs"))?;
+    let mut packs = Vec::new();
+    for entry in tree.iter() {
+        let (k, v) = entry.map_err(storage("packs"))?;
+        let Ok(applied) = serde_json::from_slice::<AppliedPack>(&v) else { continue };
+        if !applied.active {
+            continue;
+        }
+        let pack = match &applied.source {
+            Some(text) => Pack::from_yaml(&format!("registry:{}", String::from_utf8_lossy(&k)), text)?,
+            None => Pack::builtin(),
+        };
+        packs.push(LoadedPack { pack, source: applied.source });
+    }
+    Ok(packs)
+}
+
+/// Reads and parses a pack file.
+pub fn read_pack(path: &Path) -> Result<Pack> {
+    let text = std::fs::read_to_string(path).map_err(EngineError::io(format!("reading {}", path.display())))?;
+    Ok(Pack::from_yaml(&path.display().to_string(), &text)?)
+}
+
+/// `PACK.sig` beside `PACK`.
+pub fn signature_path(pack: &Path) -> PathBuf {
+    let mut s = pack.as_os_str().to_owned();
+    s.push(".sig");
+    PathBuf::from(s)
+}
+
+/// Verifies the detached signature beside a pack file; returns the signing key id.
+pub fn check_signature(path: &Path, pack: &Pack, trusted: &[PublicKey]) -> Result<String> {
+    let sig_path = signature_path(path);
+    let sig = std::fs::read_to_string(&sig_path).map_err(|_| RuleError::Signature {
+        pack: pack.name.clone(),
+        reason: format!("unsigned: {} not found (sign with `vedette rules sign`)", sig_path.display()),
+    })?;
+    Ok(signature::verify(pack, &sig, trusted)?)
+}
+
+/// `p`, relative to the data dir unless absolute.
+pub fn resolve(data_dir: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() { p.to_path_buf() } else { data_dir.join(p) }
+}
+
+/// Compiles every rule of every pack (disabled ones too); fails on the first bad rule or on
+/// a rule id used by two packs.
+pub async fn compile_packs(compiler: &Compiler, packs: &[Pack]) -> Result<Vec<Arc<CompiledRule>>> {
+    let mut all = Vec::new();
+    let mut owners: HashMap<String, String> = HashMap::new();
+    for pack in packs {
+        for rule in &pack.rules {
+            if let Some(other) = owners.insert(rule.id.clone(), pack.name.clone()) {
+                return Err(RuleError::InvalidRule {
+                    rule: rule.id.clone(),
+                    reason: format!("id is used by packs `{other}` and `{}`", pack.name),
+                }
+                .into());
+            }
+        }
+        for (_, rules) in compiler.compile_pack(pack).await? {
+            all.extend(rules);
+        }
+    }
+    Ok(all)
+}
+
+/// `(name, version)` of each pack, by name.
+fn names_versions(packs: &[Pack]) -> Vec<(String, u32)> {
+    let mut out: Vec<(String, u32)> = packs.iter().map(|p| (p.name.clone(), p.version)).collect();
+    out.sort();
+    out
+}
+
+/// One table's running rule set and its worker.
+#[derive(Clone)]
+pub struct TableSlot {
+    /// The set the worker (and its successors after a restart) runs.
+    pub shared: SharedRules,
+    /// The worker.
+    pub worker: Slot<RuleWorkerMsg>,
+}
+
+/// A rule as the API and `vedette rules list` show it.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct RuleStatus {
+    /// Rule id.
+    pub id: String,
+    /// Pack.
+    pub pack: String,
+    /// Rule version.
+    pub version: u32,
+    /// Table it reads.
+    pub table: String,
+    /// Severity.
+    pub severity: String,
+    /// Running now.
+    pub enabled: bool,
+    /// Whether an operator override (`vedette rules enable|disable`) decides `enabled`.
+    pub overridden: bool,
+    /// Windowed rule.
+    pub windowed: bool,
+    /// Rows that arrived after their window closed.
+    pub late_rows: u64,
+    /// Open window keys held in memory.
+    pub open_windows: usize,
+}
+
+/// What `GET /api/v1/rules` returns.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct RulesStatus {
+    /// Applied packs: name and version, by name.
+    pub packs: Vec<(String, u32)>,
+    /// Every applied rule.
+    pub rules: Vec<RuleStatus>,
+    /// Why the last apply was refused (the previous set kept running), if it was.
+    pub last_error: Option<String>,
+}
+
+/// What an apply changed.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct ApplyReport {
+    /// Applied packs: name and version.
+    pub packs: Vec<(String, u32)>,
+    /// Rules running after the apply.
+    pub active_rules: usize,
+    /// Rules planned by this apply (unchanged rules reuse their plan).
+    pub planned: usize,
+}
+
+/// Owner of the applied rule set.
+pub struct RuleManager {
+    config: Config,
+    compiler: Compiler,
+    db: sled::Db,
+    windows: sled::Tree,
+    overrides: sled::Tree,
+    tables: BTreeMap<String, TableSlot>,
+    packs: Vec<(String, u32)>,
+    compiled: Vec<Arc<CompiledRule>>,
+    last_error: Option<String>,
+    metrics: vedette_actors::metrics::Metrics,
+}
+
+impl RuleManager {
+    /// Loads the rule set at start: the packs directory if it applies cleanly; otherwise the
+    /// set applied last time (the error is logged and reported), or, on a first start, the
+    /// error. Builds one rule set per catalog table (workers are attached later).
+    pub async fn start(
+        config: Config,
+        compiler: Compiler,
+        db: sled::Db,
+        tables: &[String],
+        metrics: vedette_actors::metrics::Metrics,
+    ) -> Result<Self> {
+        let windows = db.open_tree("windows").map_err(storage("windows"))?;
+        let overrides = db.open_tree("rule_overrides").map_err(storage("rule_overrides"))?;
+        let mut last_error = None;
+        let (packs, compiled) = match Self::prepare(&config, &compiler, &db).await {
+            Ok(ok) => ok,
+            Err(e) => {
+                let recorded = recorded_packs(&db)?;
+                if recorded.is_empty() {
+                    return Err(e);
+                }
+                error!(error = %e, "The packs directory does not apply; starting with the rule set applied last time.");
+                metrics.rules_apply.with_label_values(&["refused"]).inc();
+                last_error = Some(e.to_string());
+                let packs: Vec<Pack> = recorded.into_iter().map(|p| p.pack).collect();
+                let compiled = compile_packs(&compiler, &packs).await?;
+                (packs, compiled)
+            }
+        };
+        let mut slots = BTreeMap::new();
+        for t in tables {
+            let rules = TableRules::new(&compiler, t, Vec::new());
+            slots.insert(
+                t.clone(),
+                TableSlot { shared: Arc::new(std::sync::RwLock::new(rules)), worker: Slot::default() },
+            );
+        }
+        let manager = Self {
+            config,
+            compiler,
+            db,
+            windows,
+            overrides,
+            tables: slots,
+            packs: names_versions(&packs),
+            compiled,
+            last_error,
+            metrics,
+        };
+        manager.install().await?;
+        Ok(manager)
+    }
+
+    /// Reads, verifies, compiles and records the packs directory; nothing is swapped.
+    async fn prepare(
+        config: &Config,
+        compiler: &Compiler,
+        db: &sled::Db,
+    ) -> Result<(Vec<Pack>, Vec<Arc<CompiledRule>>)> {
+        let loaded = load_packs(config)?;
+        let packs: Vec<Pack> = loaded.iter().map(|l| l.pack.clone()).collect();
+        let compiled = compile_packs(compiler, &packs).await?;
+        record_packs(db, &loaded)?;
+        Ok((packs, compiled))
+    }
+
+    /// The table slots (the engine attaches a worker to each).
+    pub fn tables(&self) -> &BTreeMap<String, TableSlot> {
+        &self.tables
+    }
+
+    /// Re-reads the packs directory and swaps the new set in, atomically: on any error the
+    /// running set is unchanged and the error is returned (and kept for the status).
+    pub async fn apply(&mut self) -> Result<ApplyReport> {
+        let planned_before = self.compiler.plans_built();
+        match Self::prepare(&self.config, &self.compiler, &self.db).await {
+            Ok((packs, compiled)) => {
+                let previous = std::mem::replace(&mut self.compiled, compiled);
+                if let Err(e) = self.install().await {
+                    self.compiled = previous;
+                    return Err(self.refused(e));
+                }
+                self.packs = names_versions(&packs);
+                self.last_error = None;
+                let keep: HashSet<String> = self.compiled.iter().map(|r| r.fingerprint.clone()).collect();
+                self.compiler.retain_plans(&keep);
+                self.metrics.rules_apply.with_label_values(&["applied"]).inc();
+                let report = ApplyReport {
+                    packs: self.packs.clone(),
+                    active_rules: self.active().count(),
+                    planned: self.compiler.plans_built() - planned_before,
+                };
+                info!(packs = ?report.packs, rules = report.active_rules, planned = report.planned, "Rule set applied.");
+                Ok(report)
+            }
+            Err(e) => Err(self.refused(e)),
+        }
+    }
+
+    fn refused(&mut self, e: EngineError) -> EngineError {
+        error!(error = %e, "Rule apply refused; the running rule set is unchanged.");
+        self.metrics.rules_apply.with_label_values(&["refused"]).inc();
+        self.last_error = Some(e.to_string());
+        e
+    }
+
+    /// Enables or disables one rule at runtime (persisted: a restart keeps the choice).
+    pub async fn set_enabled(&mut self, id: &str, enabled: bool) -> Result<()> {
+        if !self.compiled.iter().any(|r| r.meta.id == id) {
+            return Err(EngineError::UnknownRule { id: id.into() });
+        }
+        let before = self.overrides.get(id.as_bytes()).map_err(storage("rule_overrides"))?;
+        self.overrides
+            .insert(id.as_bytes(), if enabled { &b"1"[..] } else { &b"0"[..] })
+            .map_err(storage("rule_overrides"))?;
+        self.overrides.flush_async().await.map_err(storage("rule_overrides"))?;
+        if let Err(e) = self.install().await {
+            // Put the override back as it was: the running set did not change.
+            let _ = match before {
+                Some(v) => self.overrides.insert(id.as_bytes(), v).map(|_| ()),
+                None => self.overrides.remove(id.as_bytes()).map(|_| ()),
+            };
+            return Err(e);
+        }
+        info!(rule = id, enabled, "Rule {}.", if enabled { "enabled" } else { "disabled" });
+        Ok(())
+    }
+
+    fn override_of(&self, id: &str) -> Option<bool> {
+        self.overrides.get(id.as_bytes()).ok().flatten().map(|v| v.as_ref() == b"1")
+    }
+
+    fn is_active(&self, rule: &CompiledRule) -> bool {
+        self.override_of(&rule.meta.id).unwrap_or(rule.enabled_in_pack)
+    }
+
+    fn active(&self) -> impl Iterator<Item = &Arc<CompiledRule>> {
+        self.compiled.iter().filter(|r| self.is_active(r))
+    }
+
+    /// Builds every table's new set (fallible), then swaps them in (infallible), each worker
+    /// between two batches.
+    async fn install(&self) -> Result<()> {
+        let load = |key: &str| self.windows.get(key.as_bytes()).ok().flatten().map(|v| v.to_vec());
+        let mut next = Vec::new();
+        for (table, slot) in &self.tables {
+            let rules: Vec<Arc<CompiledRule>> = self.active().filter(|r| &r.meta.table == table).cloned().collect();
+            next.push((slot.clone(), current(&slot.shared).with_rules(rules, load)?));
+        }
+        for (slot, rules) in next {
+            *slot.shared.write().unwrap_or_else(std::sync::PoisonError::into_inner) = rules.clone();
+            let swapped = match slot.worker.get() {
+                Some(w) => w.call(RuleWorkerMsg::Swap, Some(Duration::from_secs(30))).await.is_ok(),
+                None => false,
+            };
+            if !swapped {
+                // No worker is running the old set (restarting, or not started yet).
+                for key in rules.prune_windows() {
+                    let _ = self.windows.remove(key.as_bytes());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every applied rule with its state.
+    pub fn status(&self) -> RulesStatus {
+        let mut late = HashMap::new();
+        let mut open = HashMap::new();
+        for slot in self.tables.values() {
+            let rules = current(&slot.shared);
+            late.extend(rules.late_rows());
+            open.extend(rules.open_windows());
+        }
+        let rules = self
+            .compiled
+            .iter()
+            .map(|r| RuleStatus {
+                id: r.meta.id.clone(),
+                pack: r.meta.pack.clone(),
+                version: r.meta.version,
+                table: r.meta.table.clone(),
+                severity: r.meta.severity.as_str().into(),
+                enabled: self.is_active(r),
+                overridden: self.override_of(&r.meta.id).is_some(),
+                windowed: r.is_windowed(),
+                late_rows: late.get(&r.meta.id).copied().unwrap_or(0),
+                open_windows: open.get(&r.meta.id).copied().unwrap_or(0),
+            })
+            .collect();
+        RulesStatus { packs: self.packs.clone(), rules, last_error: self.last_error.clone() }
+    }
+}
