@@ -45,6 +45,22 @@ enum Cmd {
         /// Rows per batch.
         #[arg(long, default_value_t = 8192)]
         batch_rows: usize,
+        /// Tasks evaluating one batch's rules at once (default: one per core).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+    /// Windowed rules alone: 10 rules (tumbling windows, GROUP BY keys, HAVING) over
+    /// auth_events in event-time order; prints events/s and window state per open key.
+    Windows {
+        /// Events.
+        #[arg(long, default_value_t = 1_000_000)]
+        events: usize,
+        /// Distinct users (keys per window grow with it).
+        #[arg(long, default_value_t = 1000)]
+        users: usize,
+        /// Rows per batch.
+        #[arg(long, default_value_t = 8192)]
+        batch_rows: usize,
     },
 }
 
@@ -120,68 +136,114 @@ fn rule_sql(i: usize) -> String {
     format!("SELECT exe, cmdline FROM process_events WHERE exe LIKE '%/tool{i}' AND cmdline LIKE '%--flag-{i}%'")
 }
 
-async fn rules_bench(n_rules: usize, events: usize, batch_rows: usize) -> anyhow::Result<()> {
-    use std::sync::Arc as A;
-    use vedette_pipelines::compile::{Compiler, TableRules};
-    use vedette_pipelines::rule::{Pack, RuleDef, Severity};
+fn bench_rule(id: String, sql: String) -> vedette_pipelines::rule::RuleDef {
+    vedette_pipelines::rule::RuleDef {
+        name: id.clone(),
+        id,
+        version: None,
+        severity: vedette_pipelines::rule::Severity::Low,
+        description: String::new(),
+        tags: vec![],
+        sql,
+        dedup_key: vec![],
+        suppress: None,
+        lateness: None,
+        enabled: true,
+    }
+}
+
+fn decode_batches(
+    table: &str,
+    rows: impl Iterator<Item = String>,
+    batch_rows: usize,
+) -> anyhow::Result<Vec<arrow::array::RecordBatch>> {
     use vedette_schemas::decode::{Identity, decode_frame};
     use vedette_schemas::frame::{DataFrame, Encoding};
+    let catalog = vedette_schemas::tables::Catalog::builtin();
+    let def = catalog.get(table)?;
+    let id = Identity { sensor_id: "bench", tenant: "t", default_host: None, trust_rows: true };
+    let rows: Vec<String> = rows.collect();
+    let mut batches = Vec::new();
+    for (k, chunk) in rows.chunks(batch_rows).enumerate() {
+        let payload: String = chunk.iter().map(|r| format!("{r}\n")).collect();
+        let frame = DataFrame { seq: k as u64 + 1, table, encoding: Encoding::Ndjson, payload: payload.as_bytes() };
+        let d = decode_frame(def, &frame, &id, usize::MAX)?;
+        anyhow::ensure!(d.rejected == 0, "bench rows rejected: {:?}", d.errors.first());
+        batches.extend(d.batch);
+    }
+    Ok(batches)
+}
+
+async fn rules_bench(n_rules: usize, events: usize, batch_rows: usize, threads: Option<usize>) -> anyhow::Result<()> {
+    use std::sync::Arc as A;
+    use vedette_pipelines::compile::{Compiler, TableRules};
+    use vedette_pipelines::rule::Pack;
     use vedette_schemas::tables::Catalog;
 
     let catalog = A::new(Catalog::builtin());
     let compiler = Compiler::new(A::clone(&catalog))?;
-    let rules: Vec<RuleDef> = (0..n_rules)
-        .map(|i| RuleDef {
-            id: format!("r{i}"),
-            name: format!("r{i}"),
-            version: None,
-            severity: Severity::Low,
-            description: String::new(),
-            tags: vec![],
-            sql: rule_sql(i),
-            dedup_key: vec![],
-            suppress: None,
-            lateness: None,
-            enabled: true,
-        })
-        .collect();
+    let rules = (0..n_rules).map(|i| bench_rule(format!("r{i}"), rule_sql(i))).collect();
     let pack = Pack { name: "bench".into(), version: 1, description: String::new(), author: String::new(), rules };
     let plan_started = Instant::now();
     let mut by_table = compiler.compile_pack(&pack).await?;
     let planning = plan_started.elapsed();
-    let table = TableRules::new(&compiler, "process_events", by_table.remove("process_events").unwrap_or_default());
-    // Events: one in 1,000 matches rule (n mod rules).
-    let id = Identity { sensor_id: "bench", tenant: "t", default_host: None, trust_rows: false };
-    let def = catalog.get("process_events")?;
-    let mut batches = Vec::new();
-    for (k, start) in (0..events).step_by(batch_rows).enumerate() {
-        let mut payload = String::new();
-        for n in start..(start + batch_rows).min(events) {
-            let i = n % n_rules;
-            let (exe, cmd) = if n % 1000 == 0 {
-                (format!("/usr/bin/tool{i}"), format!("tool{i} --flag-{i} x"))
-            } else {
-                ("/usr/bin/python3".to_string(), format!("python3 worker.py --job {n}"))
-            };
-            payload.push_str(&format!("{{\"ts\":{n},\"exe\":\"{exe}\",\"cmdline\":\"{cmd}\"}}\n"));
-        }
-        let frame = DataFrame {
-            seq: k as u64 + 1,
-            table: "process_events",
-            encoding: Encoding::Ndjson,
-            payload: payload.as_bytes(),
+    let compiled = by_table.remove("process_events").unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let threads = threads.unwrap_or(cores);
+    // Events: varied process starts (20 programs, arguments with paths and numbers); one in
+    // 1,000 matches rule (n mod rules).
+    const PROGRAMS: &[(&str, &str)] = &[
+        ("/usr/bin/python3", "python3 /opt/app/worker.py --job {n} --queue default"),
+        ("/usr/bin/bash", "bash -c 'cd /var/lib/app && ./run.sh {n}'"),
+        ("/usr/sbin/sshd", "sshd: app [priv] {n}"),
+        ("/usr/bin/git", "git fetch origin refs/heads/main --depth {n}"),
+        ("/usr/bin/node", "node /srv/web/server.js --port 8080 --worker {n}"),
+        ("/usr/bin/java", "java -Xmx2g -jar /opt/kafka/libs/app.jar --id {n}"),
+        ("/usr/bin/curl", "curl -s https://api.example.com/v1/items/{n}"),
+        ("/usr/bin/ls", "ls -la /home/app/{n}"),
+        ("/usr/bin/grep", "grep -r ERROR /var/log/app/{n}.log"),
+        ("/usr/bin/tar", "tar czf /backup/{n}.tgz /srv/data"),
+        ("/usr/bin/systemctl", "systemctl status app-{n}.service"),
+        ("/usr/bin/docker", "docker run --rm -v /data:/data image:{n}"),
+        ("/usr/bin/make", "make -j2 target-{n}"),
+        ("/usr/bin/rsync", "rsync -az /srv/ backup:/srv/{n}/"),
+        ("/usr/bin/awk", "awk -F: '{print $1}' /tmp/{n}.txt"),
+        ("/usr/bin/sed", "sed -i s/a/b/ /etc/app/{n}.conf"),
+        ("/usr/bin/find", "find /var/tmp -name '*.{n}' -delete"),
+        ("/usr/bin/ps", "ps aux --sort -rss {n}"),
+        ("/usr/bin/cron", "/usr/sbin/CRON -f {n}"),
+        ("/usr/bin/perl", "perl -e 'print {n}'"),
+    ];
+    let rows = (0..events).map(|n| {
+        let i = n % n_rules;
+        let (exe, cmd) = if n % 1000 == 0 {
+            (format!("/usr/bin/tool{i}"), format!("tool{i} --flag-{i} x"))
+        } else {
+            let (exe, cmd) = PROGRAMS[n % PROGRAMS.len()];
+            (exe.to_string(), cmd.replace("{n}", &n.to_string()))
         };
-        batches.extend(decode_frame(def, &frame, &id, usize::MAX)?.batch);
-    }
+        json!({"ts": n, "exe": exe, "cmdline": cmd, "user": "app", "pid": n}).to_string()
+    });
+    let batches = decode_batches("process_events", rows, batch_rows)?;
     let now = chrono::Utc::now();
-    let started = Instant::now();
-    let mut continuous_alerts = 0;
-    for b in &batches {
-        let eval = table.evaluate(b, now).await;
-        anyhow::ensure!(eval.errors.is_empty(), "{:?}", eval.errors);
-        continuous_alerts += eval.alerts.len();
+    let mut results = Vec::new();
+    for (label, prefilter, t) in [
+        ("continuous, shared prefilter", true, threads),
+        ("continuous, no prefilter", false, threads),
+        ("continuous, no prefilter", false, 1),
+    ] {
+        let table = TableRules::new(&compiler, "process_events", compiled.clone())
+            .with_prefilter(prefilter)
+            .with_parallelism(t);
+        let started = Instant::now();
+        let mut alerts = 0;
+        for b in &batches {
+            let eval = table.evaluate(b, now).await;
+            anyhow::ensure!(eval.errors.is_empty(), "{:?}", eval.errors);
+            alerts += eval.alerts.len();
+        }
+        results.push((format!("{label}, {t} task(s)"), started.elapsed(), alerts));
     }
-    let continuous = started.elapsed();
 
     // Peer bound: the same SQL as one batch query per rule over all events.
     let ctx = datafusion_ctx(&batches)?;
@@ -193,22 +255,101 @@ async fn rules_bench(n_rules: usize, events: usize, batch_rows: usize) -> anyhow
         }
     }
     let batch = started.elapsed();
-    anyhow::ensure!(continuous_alerts == batch_rows_out, "continuous {continuous_alerts} != batch {batch_rows_out}");
     let rate = |d: Duration| events as f64 / d.as_secs_f64();
     println!(
-        "rules: {n_rules} stateless rules, {events} events in {} batches of {batch_rows}, planning {:.1} ms",
+        "rules: {n_rules} stateless rules, {events} events in {} batches of {batch_rows}, planning {:.1} ms, {cores} cores",
         batches.len(),
         planning.as_secs_f64() * 1e3
     );
+    for (label, took, alerts) in &results {
+        anyhow::ensure!(*alerts == batch_rows_out, "{label}: {alerts} alerts != batch {batch_rows_out}");
+        println!(
+            "rules: {label}: {:.0} events/s ({:.1} µs per rule-batch), {alerts} alerts, continuous/batch ratio {:.2}",
+            rate(*took),
+            took.as_secs_f64() * 1e6 / (n_rules * batches.len()) as f64,
+            batch.as_secs_f64() / took.as_secs_f64()
+        );
+    }
+    println!("rules: one DataFusion batch query per rule over all events: {:.0} events/s", rate(batch));
+    Ok(())
+}
+
+/// 10 windowed rules (tumbling windows of 1–10 minutes, keys of growing cardinality).
+fn window_rules() -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (i, (keys, size, having)) in [
+        ("host, user", "1 minute", "count(*) >= 5"),
+        ("user", "1 minute", "count(DISTINCT src_ip) >= 3"),
+        ("src_ip", "1 minute", "count(DISTINCT user) >= 10"),
+        ("host", "5 minutes", "count(*) >= 1000"),
+        ("host, user", "10 minutes", "count(*) >= 50"),
+        ("src_ip, user", "1 minute", "count(*) >= 20"),
+        ("host, service", "1 minute", "count(*) >= 500"),
+        ("user", "5 minutes", "count(DISTINCT host) >= 5"),
+        ("src_ip", "10 minutes", "count(*) >= 200"),
+        ("host, src_ip", "2 minutes", "min(ts) < max(ts) AND count(*) >= 30"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        out.push((
+            format!("w{i}"),
+            format!(
+                "SELECT {keys}, count(*) AS n FROM auth_events WHERE outcome = 'failure' \
+                 GROUP BY tumble(ts, INTERVAL '{size}'), {keys} HAVING {having}"
+            ),
+        ));
+    }
+    out
+}
+
+async fn windows_bench(events: usize, users: usize, batch_rows: usize) -> anyhow::Result<()> {
+    use std::sync::Arc as A;
+    use vedette_pipelines::compile::{Compiler, TableRules};
+    use vedette_pipelines::rule::Pack;
+    use vedette_schemas::tables::Catalog;
+
+    let compiler = Compiler::new(A::new(Catalog::builtin()))?;
+    let rules = window_rules().into_iter().map(|(id, sql)| bench_rule(id, sql)).collect();
+    let pack = Pack { name: "bench".into(), version: 1, description: String::new(), author: String::new(), rules };
+    let mut by_table = compiler.compile_pack(&pack).await?;
+    let table = TableRules::new(&compiler, "auth_events", by_table.remove("auth_events").unwrap_or_default());
+    // 10,000 events per second of event time, 20 hosts, `users` users, 500 source addresses.
+    let rows = (0..events).map(|n| {
+        let ts = 1_700_000_000_000_000u64 + n as u64 * 100;
+        json!({"ts": ts, "host": format!("h{}", n % 20), "user": format!("u{}", (n * 7) % users),
+               "src_ip": format!("10.0.{}.{}", (n / 7) % 2, n % 250), "service": "ssh",
+               "outcome": if n % 3 == 0 { "success" } else { "failure" }})
+        .to_string()
+    });
+    let batches = decode_batches("auth_events", rows, batch_rows)?;
+    let now = chrono::Utc::now();
+    let started = Instant::now();
+    let mut alerts = 0;
+    let (mut peak_keys, mut peak_bytes) = (0usize, 0usize);
+    for b in &batches {
+        let eval = table.evaluate(b, now).await;
+        anyhow::ensure!(eval.errors.is_empty(), "{:?}", eval.errors);
+        alerts += eval.alerts.len();
+        let bytes: usize = eval.window_updates.iter().map(|(_, s)| s.state_bytes()).sum();
+        table.commit(eval.window_updates);
+        let keys: usize = table.open_windows().iter().map(|(_, n)| n).sum();
+        if keys > peak_keys {
+            (peak_keys, peak_bytes) = (keys, bytes);
+        }
+    }
+    let took = started.elapsed();
+    let flushed = table.tick(now, true).await;
+    alerts += flushed.alerts.len();
     println!(
-        "rules: continuous {:.0} events/s ({:.1} µs per rule-batch), {continuous_alerts} alerts",
-        rate(continuous),
-        continuous.as_secs_f64() * 1e6 / (n_rules * batches.len()) as f64
+        "windows: 10 windowed rules, {events} events ({} batches of {batch_rows}, {users} users): {:.0} events/s, {alerts} alerts",
+        batches.len(),
+        events as f64 / took.as_secs_f64()
     );
     println!(
-        "rules: one batch query per rule {:.0} events/s; continuous/batch ratio {:.2}",
-        rate(batch),
-        batch.as_secs_f64() / continuous.as_secs_f64()
+        "windows: peak open window keys (all rules) {peak_keys}, accumulator state {:.1} MiB = {:.0} bytes per open key",
+        peak_bytes as f64 / (1 << 20) as f64,
+        peak_bytes as f64 / peak_keys.max(1) as f64
     );
     Ok(())
 }
@@ -234,6 +375,7 @@ fn peak_rss() -> String {
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Cmd::Spine { events, match_every, batch_rows } => spine(events, match_every, batch_rows).await,
-        Cmd::Rules { rules, events, batch_rows } => rules_bench(rules, events, batch_rows).await,
+        Cmd::Rules { rules, events, batch_rows, threads } => rules_bench(rules, events, batch_rows, threads).await,
+        Cmd::Windows { events, users, batch_rows } => windows_bench(events, users, batch_rows).await,
     }
 }

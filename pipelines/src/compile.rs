@@ -26,6 +26,7 @@ use vedette_schemas::tables::{Catalog, RESERVED_PREFIX};
 
 use crate::alert::{Alert, Identity, RuleMeta, alert_id};
 use crate::error::{Result, RuleError};
+use crate::prefilter::{Need, Prefilter, Rows, rule_need};
 use crate::rule::Pack;
 use crate::values::{cell_micros, cell_str, cell_to_json, cell_u64};
 use crate::window::{Clock, DEFAULT_LATENESS_US, WindowPlans, WindowSpec, WindowState, find_window};
@@ -99,6 +100,10 @@ struct Planned {
     /// Incremental stages, for windowed rules.
     window: Option<Arc<WindowPlans>>,
     lateness_us: i64,
+    /// Literals a row must contain to possibly match (stateless rules; see `prefilter`).
+    need: Option<Need>,
+    /// The plan holds operators with per-execution state: run a reset copy each time.
+    reset_each_run: bool,
 }
 
 impl CompiledRule {
@@ -145,6 +150,9 @@ impl Compiler {
         let mut config = SessionConfig::new().with_target_partitions(1).with_batch_size(8192);
         // Keep source positions so planning errors can point at the offending token.
         config.options_mut().sql_parser.collect_spans = true;
+        // Dynamic filters (TopK, joins, aggregates) keep state inside a plan across
+        // executions; plans here are executed once per batch, thousands of times.
+        config.options_mut().optimizer.enable_dynamic_filter_pushdown = false;
         let ctx = SessionContext::new_with_config(config);
         ctx.register_udf(crate::window::tumble_udf());
         for t in catalog.tables() {
@@ -218,6 +226,18 @@ impl Compiler {
             Some(_) => scope_windows(plan).map_err(|source| plan_error(id(), source))?,
             None => plan,
         };
+        let need = match window {
+            Some(_) => None,
+            None => {
+                let schema = self.catalog.get(&table).map(|t| t.schema().clone()).ok();
+                let strings = |c: &str| {
+                    schema.as_ref().and_then(|s| s.field_with_name(c).ok()).is_some_and(|f| {
+                        matches!(f.data_type(), arrow::datatypes::DataType::Utf8 | arrow::datatypes::DataType::Utf8View)
+                    })
+                };
+                rule_need(&plan, &strings)
+            }
+        };
         let plan = add_hidden_columns(plan, window).map_err(|source| plan_error(id(), source))?;
         let plan = state.create_physical_plan(&plan).await.map_err(|source| plan_error(id(), source))?;
         let window = match window {
@@ -227,7 +247,8 @@ impl Compiler {
             None => None,
         };
         let lateness_us = rule.lateness.map_or(DEFAULT_LATENESS_US, |d| d.as_micros() as i64);
-        Ok(Planned { table, plan, window, lateness_us })
+        let reset_each_run = has_stateful_operators(&plan);
+        Ok(Planned { table, plan, window, lateness_us, need, reset_each_run })
     }
 
     /// Compiles every rule of `pack` (disabled ones too: they are validated, and can be
@@ -359,6 +380,11 @@ pub struct TableRules {
     /// derived with [`TableRules::with_rules`], so a restarted worker or a re-applied pack
     /// resumes it.
     windows: Arc<std::sync::Mutex<HashMap<String, WindowState>>>,
+    /// Shared literal prefilter over the stateless rules (by rule index).
+    prefilter: Option<Arc<Prefilter>>,
+    use_prefilter: bool,
+    /// Stateless rules of one batch run on up to this many tasks at once.
+    parallelism: usize,
 }
 
 impl std::fmt::Debug for TableRules {
@@ -370,12 +396,28 @@ impl std::fmt::Debug for TableRules {
 impl TableRules {
     /// Groups already compiled rules of `table`; rules their pack disables are left out.
     pub fn new(compiler: &Compiler, table: &str, rules: Vec<Arc<CompiledRule>>) -> Self {
+        let rules: Vec<_> = rules.into_iter().filter(|r| r.enabled_in_pack).collect();
         Self {
             table: table.into(),
             base: Arc::new(compiler.task_context()),
-            rules: rules.into_iter().filter(|r| r.enabled_in_pack).collect(),
+            prefilter: build_prefilter(&rules),
+            rules,
             windows: Arc::new(std::sync::Mutex::new(HashMap::new())),
+            use_prefilter: true,
+            parallelism: std::thread::available_parallelism().map_or(1, usize::from),
         }
+    }
+
+    /// Runs the stateless rules of a batch on up to `n` tasks at once (default: one per core).
+    pub fn with_parallelism(mut self, n: usize) -> Self {
+        self.parallelism = n.max(1);
+        self
+    }
+
+    /// Turns the shared literal prefilter off (benchmarks compare both; results are equal).
+    pub fn with_prefilter(mut self, on: bool) -> Self {
+        self.use_prefilter = on;
+        self
     }
 
     /// The same table with exactly `rules` active (a hot apply). Window state of rules kept
@@ -383,7 +425,7 @@ impl TableRules {
     /// `load(state_key)` if a checkpoint exists. State of rules no longer active is dropped by
     /// [`TableRules::prune_windows`] once the old set is no longer running.
     pub fn with_rules(&self, rules: Vec<Arc<CompiledRule>>, load: impl Fn(&str) -> Option<Vec<u8>>) -> Result<Self> {
-        let next = Self { rules, ..self.clone() };
+        let next = Self { prefilter: build_prefilter(&rules), rules, ..self.clone() };
         let mut windows = self.windows.lock().expect("window lock is never poisoned");
         for rule in next.rules.iter().filter(|r| r.is_windowed()) {
             let key = rule.state_key();
@@ -492,40 +534,162 @@ impl TableRules {
         if self.rules.is_empty() || batch.is_some_and(|b| b.num_rows() == 0) {
             return eval;
         }
-        let task = batch
-            .map(|b| task_with(&self.base, Injected([(self.table.clone(), vec![b.clone()])].into_iter().collect())));
-        for rule in &self.rules {
-            let started = std::time::Instant::now();
-            match (&rule.plans.window, &task) {
-                (None, Some(task)) => match collect(Arc::clone(&rule.plans.plan), Arc::clone(task)).await {
-                    Ok(out) => {
-                        for b in &out {
-                            rows_to_alerts(&rule.meta, b, now, None, &mut eval.alerts);
-                        }
-                    }
-                    Err(source) => eval.errors.push(RuleError::Eval { rule: rule.meta.id.clone(), source }),
-                },
-                (None, None) => continue,
-                (Some(w), _) => {
-                    let key = rule.state_key();
-                    let state = self.windows.lock().expect("not poisoned").get(&key).cloned().unwrap_or_default();
-                    let now_us = now.timestamp_micros();
-                    let clock = Clock { now_us, lateness_us: rule.plans.lateness_us, flush_all };
-                    match w.advance(&self.base, &self.table, &state, batch, clock).await {
-                        Ok((closed, next)) => {
-                            for b in &closed.batches {
-                                rows_to_alerts(&rule.meta, b, now, Some(w.spec.size_us), &mut eval.alerts);
+        // Per rule, in rule order: its alerts, error and time, merged at the end so the output
+        // order does not depend on which task ran which rule.
+        let mut outcomes: Vec<Option<Outcome>> = (0..self.rules.len()).map(|_| None).collect();
+        let mut jobs = Vec::new();
+        if let Some(batch) = batch {
+            let candidates = match (&self.prefilter, self.use_prefilter) {
+                (Some(p), true) => p.candidates(batch),
+                _ => self.rules.iter().map(|_| Rows::All).collect(),
+            };
+            let full =
+                task_with(&self.base, Injected([(self.table.clone(), vec![batch.clone()])].into_iter().collect()));
+            for (i, (rule, rows)) in self.rules.iter().zip(candidates).enumerate() {
+                if rule.is_windowed() {
+                    continue;
+                }
+                let task = match rows {
+                    Rows::Some(rows) if rows.is_empty() => continue,
+                    // Most rows are candidates: running on the batch itself is cheaper.
+                    Rows::Some(rows) if rows.len() * 2 < batch.num_rows() => {
+                        match arrow::compute::take_record_batch(batch, &arrow::array::UInt32Array::from(rows)) {
+                            Ok(sub) => {
+                                task_with(&self.base, Injected([(self.table.clone(), vec![sub])].into_iter().collect()))
                             }
-                            eval.window_updates.push((key, next));
+                            Err(_) => Arc::clone(&full),
                         }
-                        Err(source) => eval.errors.push(RuleError::Eval { rule: rule.meta.id.clone(), source }),
                     }
+                    _ => Arc::clone(&full),
+                };
+                jobs.push((i, Arc::clone(rule), task));
+            }
+        }
+        let shards = self.parallelism.min(jobs.len()).max(1);
+        let per_shard = jobs.len().div_ceil(shards);
+        let mut handles = Vec::new();
+        let mut chunks: Vec<Vec<_>> = Vec::new();
+        while !jobs.is_empty() {
+            let rest = jobs.split_off(per_shard.min(jobs.len()));
+            chunks.push(std::mem::replace(&mut jobs, rest));
+        }
+        let mut inline = chunks.pop();
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                for chunk in chunks {
+                    handles.push(rt.spawn(run_stateless(chunk, now)));
                 }
             }
-            eval.timings.push((Arc::clone(&rule.meta), started.elapsed()));
+            Err(_) => inline = Some(chunks.into_iter().flatten().chain(inline.unwrap_or_default()).collect()),
+        }
+        // Windowed rules run here, in order, while the stateless shards run on other tasks.
+        for (i, rule) in self.rules.iter().enumerate() {
+            let Some(w) = &rule.plans.window else { continue };
+            let started = std::time::Instant::now();
+            let key = rule.state_key();
+            let state = self.windows.lock().expect("not poisoned").get(&key).cloned().unwrap_or_default();
+            let clock = Clock { now_us: now.timestamp_micros(), lateness_us: rule.plans.lateness_us, flush_all };
+            let mut outcome = Outcome::default();
+            match w.advance(&self.base, &self.table, &state, batch, clock).await {
+                Ok((closed, next)) => {
+                    for b in &closed.batches {
+                        rows_to_alerts(&rule.meta, b, now, Some(w.spec.size_us), &mut outcome.alerts);
+                    }
+                    eval.window_updates.push((key, next));
+                }
+                Err(source) => outcome.error = Some(RuleError::Eval { rule: rule.meta.id.clone(), source }),
+            }
+            outcome.took = started.elapsed();
+            outcomes[i] = Some(outcome);
+        }
+        if let Some(chunk) = inline {
+            for (i, o) in run_stateless(chunk, now).await {
+                outcomes[i] = Some(o);
+            }
+        }
+        for h in handles {
+            match h.await {
+                Ok(done) => {
+                    for (i, o) in done {
+                        outcomes[i] = Some(o);
+                    }
+                }
+                Err(e) => eval.errors.push(RuleError::Eval {
+                    rule: format!("<{} shard>", self.table),
+                    source: datafusion::error::DataFusionError::External(Box::new(e)),
+                }),
+            }
+        }
+        for (rule, outcome) in self.rules.iter().zip(outcomes) {
+            let Some(o) = outcome else { continue };
+            eval.alerts.extend(o.alerts);
+            eval.errors.extend(o.error);
+            eval.timings.push((Arc::clone(&rule.meta), o.took));
         }
         eval
     }
+}
+
+/// Whether a physical plan has operators outside the set known to keep no state between
+/// executions (sorts with a limit, joins, repartitions … hold some).
+fn has_stateful_operators(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    const STATELESS: &[&str] = &[
+        "ProjectionExec",
+        "FilterExec",
+        "StreamingTableExec",
+        "CoalesceBatchesExec",
+        "CooperativeExec",
+        "GlobalLimitExec",
+        "LocalLimitExec",
+        "EmptyExec",
+        "PlaceholderRowExec",
+    ];
+    !STATELESS.contains(&plan.name()) || plan.children().into_iter().any(has_stateful_operators)
+}
+
+/// The prefilter of a rule list (rule index = position), if any rule has literals to find.
+fn build_prefilter(rules: &[Arc<CompiledRule>]) -> Option<Arc<Prefilter>> {
+    let needs: Vec<Option<Need>> = rules.iter().map(|r| r.plans.need.clone()).collect();
+    Prefilter::new(&needs).map(Arc::new)
+}
+
+#[derive(Default)]
+struct Outcome {
+    alerts: Vec<Alert>,
+    error: Option<RuleError>,
+    took: std::time::Duration,
+}
+
+/// Runs stateless rules, each on its own task context (its batch or candidate rows).
+async fn run_stateless(
+    jobs: Vec<(usize, Arc<CompiledRule>, Arc<TaskContext>)>,
+    now: DateTime<Utc>,
+) -> Vec<(usize, Outcome)> {
+    let mut out = Vec::with_capacity(jobs.len());
+    for (i, rule, task) in jobs {
+        let started = std::time::Instant::now();
+        let mut o = Outcome::default();
+        let plan = if rule.plans.reset_each_run {
+            datafusion::physical_plan::execution_plan::reset_plan_states(Arc::clone(&rule.plans.plan))
+        } else {
+            Ok(Arc::clone(&rule.plans.plan))
+        };
+        let run = match plan {
+            Ok(plan) => collect(plan, task).await,
+            Err(e) => Err(e),
+        };
+        match run {
+            Ok(batches) => {
+                for b in &batches {
+                    rows_to_alerts(&rule.meta, b, now, None, &mut o.alerts);
+                }
+            }
+            Err(source) => o.error = Some(RuleError::Eval { rule: rule.meta.id.clone(), source }),
+        }
+        o.took = started.elapsed();
+        out.push((i, o));
+    }
+    out
 }
 
 /// Outcome of evaluating a table's rules on one batch.

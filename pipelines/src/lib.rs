@@ -2,12 +2,14 @@
 //!
 //! * [`rule`]: rules and packs as analysts write them (YAML), plus the built-in pack.
 //! * [`compile`]: plan each rule once with DataFusion; evaluate compiled rules per batch.
+//! * [`prefilter`]: one multi-literal scan per batch selects each rule's candidate rows.
 //! * [`alert`]: the alert shape and deterministic alert ids.
 #![warn(missing_docs)]
 
 pub mod alert;
 pub mod compile;
 pub mod error;
+pub mod prefilter;
 pub mod rule;
 pub mod signature;
 pub mod validate;
