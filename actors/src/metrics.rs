@@ -35,6 +35,8 @@ pub struct Metrics {
     pub late_rows: IntGaugeVec,
     /// Rule set applies, by outcome (`applied`, `refused`).
     pub rules_apply: IntCounterVec,
+    /// Reference table reloads, by table and outcome (`loaded`, `refused`).
+    pub reference_reloads: IntCounterVec,
     /// Alerts produced, by rule and severity.
     pub alerts: IntCounterVec,
     /// Alerts delivered, by sink.
@@ -110,6 +112,12 @@ impl Metrics {
             rule_eval,
             rule_errors: counter_vec(&r, "vedette_rule_errors_total", "Rule evaluation errors", &["rule"]),
             rules_apply: counter_vec(&r, "vedette_rules_apply_total", "Rule set applies by outcome", &["outcome"]),
+            reference_reloads: counter_vec(
+                &r,
+                "vedette_reference_reloads_total",
+                "Reference table reloads by outcome",
+                &["table", "outcome"],
+            ),
             alerts: counter_vec(&r, "vedette_alerts_total", "Alerts produced", &["rule", "severity"]),
             sink_delivered: counter_vec(&r, "vedette_sink_delivered_total", "Alerts delivered", &["sink"]),
             sink_errors: counter_vec(&r, "vedette_sink_errors_total", "Delivery failures", &["sink"]),

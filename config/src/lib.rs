@@ -74,6 +74,9 @@ pub struct Config {
     /// Extra telemetry tables beyond the built-in ones.
     #[serde(default)]
     pub tables: Vec<TableConfig>,
+    /// Reference tables (IOC lists, allow-lists …) loaded from files, usable in rules.
+    #[serde(default)]
+    pub reference_tables: Vec<ReferenceTableConfig>,
     /// Where alerts go. Empty means: stdout plus `<data_dir>/alerts.jsonl`.
     #[serde(default)]
     pub sinks: Vec<SinkConfig>,
@@ -218,6 +221,9 @@ pub struct RulesConfig {
     /// Load packs that are unsigned or badly signed (logged as warnings). Development only.
     #[serde(default)]
     pub allow_unsigned: bool,
+    /// Tasks evaluating one batch's stateless rules at once; 0 = one per core.
+    #[serde(default)]
+    pub eval_threads: usize,
 }
 
 fn yes() -> bool {
@@ -226,7 +232,7 @@ fn yes() -> bool {
 
 impl Default for RulesConfig {
     fn default() -> Self {
-        Self { builtin: true, packs_dir: None, trusted_keys: Vec::new(), allow_unsigned: false }
+        Self { builtin: true, packs_dir: None, trusted_keys: Vec::new(), allow_unsigned: false, eval_threads: 0 }
     }
 }
 
@@ -239,6 +245,45 @@ pub struct TableConfig {
     /// Columns beyond `ts`, `sensor_id`, `tenant`, `host`: name → type
     /// (`string`, `int64`, `float64`, `boolean`, `timestamp`).
     pub columns: BTreeMap<String, String>,
+}
+
+/// A reference table: rows loaded from a CSV or JSON file that rules can join or use in
+/// `IN (SELECT …)`. Reloaded without restart (`vedette reference reload`, SIGHUP).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReferenceTableConfig {
+    /// Table name as rules use it (lowercase letters, digits, `_`; not a telemetry table).
+    pub name: String,
+    /// File path; relative paths are inside `data_dir`.
+    pub path: PathBuf,
+    /// `csv` (with a header line) or `json` (one object per line, or one array); default from
+    /// the file extension.
+    #[serde(default)]
+    pub format: Option<String>,
+    /// Columns: name → type (`string`, `int64`, `float64`, `boolean`, `timestamp`). CSV files
+    /// must have every column in their header; JSON rows may omit some (NULL).
+    pub columns: BTreeMap<String, String>,
+    /// Refuse files with more rows than this (protects memory).
+    #[serde(default = "default_reference_max_rows")]
+    pub max_rows: usize,
+}
+
+fn default_reference_max_rows() -> usize {
+    1_000_000
+}
+
+impl ReferenceTableConfig {
+    /// `csv` or `json`, from `format` or the file extension.
+    pub fn effective_format(&self) -> Option<&str> {
+        match self.format.as_deref() {
+            Some(f) => Some(f),
+            None => match self.path.extension().and_then(|e| e.to_str()) {
+                Some("csv") => Some("csv"),
+                Some("json" | "jsonl" | "ndjson") => Some("json"),
+                _ => None,
+            },
+        }
+    }
 }
 
 /// Where alerts go.
@@ -361,14 +406,46 @@ impl Config {
                 push(format!("sinks[{i}].name"), format!("`{}` is already used by sinks[{first}]", sink.name()));
             }
         }
-        for (i, t) in self.tables.iter().enumerate() {
-            for (col, ty) in &t.columns {
+        let column_types = |base: String, columns: &BTreeMap<String, String>, push: &mut dyn FnMut(String, String)| {
+            for (col, ty) in columns {
                 if !["string", "int64", "float64", "boolean", "timestamp"].contains(&ty.as_str()) {
                     push(
-                        format!("tables[{i}].columns.{col}"),
+                        format!("{base}.columns.{col}"),
                         format!("`{ty}` is not one of: string, int64, float64, boolean, timestamp"),
                     );
                 }
+            }
+        };
+        for (i, t) in self.tables.iter().enumerate() {
+            column_types(format!("tables[{i}]"), &t.columns, &mut push);
+        }
+        let mut ref_names = BTreeMap::new();
+        for (i, r) in self.reference_tables.iter().enumerate() {
+            let base = format!("reference_tables[{i}]");
+            column_types(base.clone(), &r.columns, &mut push);
+            if r.name.is_empty() || !r.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
+                push(format!("{base}.name"), format!("`{}`: use lowercase letters, digits and `_`", r.name));
+            } else if let Some(first) = ref_names.insert(r.name.clone(), i) {
+                push(format!("{base}.name"), format!("`{}` is already used by reference_tables[{first}]", r.name));
+            } else if self.tables.iter().any(|t| t.name == r.name) {
+                push(format!("{base}.name"), format!("`{}` is already a telemetry table", r.name));
+            }
+            if r.columns.is_empty() {
+                push(format!("{base}.columns"), "declare at least one column".into());
+            }
+            match r.effective_format() {
+                Some("csv" | "json") => {}
+                Some(other) => push(format!("{base}.format"), format!("`{other}` is not one of: csv, json")),
+                None => push(
+                    format!("{base}.format"),
+                    format!(
+                        "cannot tell the format of {} from its extension; set `format` (csv or json)",
+                        r.path.display()
+                    ),
+                ),
+            }
+            if r.max_rows == 0 {
+                push(format!("{base}.max_rows"), "must be at least 1".into());
             }
         }
     }
@@ -443,6 +520,7 @@ fn deserialize_sections(mut table: toml::Table, problems: &mut Vec<Problem>) -> 
         pipeline: section(&mut table, "pipeline", problems, &mut ok),
         rules: section(&mut table, "rules", problems, &mut ok),
         tables: list(&mut table, "tables", problems, &mut ok),
+        reference_tables: list(&mut table, "reference_tables", problems, &mut ok),
         sinks: list(&mut table, "sinks", problems, &mut ok),
         log: section(&mut table, "log", problems, &mut ok),
     };
@@ -450,7 +528,7 @@ fn deserialize_sections(mut table: toml::Table, problems: &mut Vec<Problem>) -> 
         ok = false;
         problems.push(Problem {
             path: key.clone(),
-            message: "unknown key (expected one of: data_dir, ingest, api, pipeline, rules, tables, sinks, log)".into(),
+            message: "unknown key (expected one of: data_dir, ingest, api, pipeline, rules, tables, reference_tables, sinks, log)".into(),
         });
     }
     ok.then_some(config)

@@ -97,3 +97,44 @@ fn example_config_in_the_repo_parses() {
     assert_eq!(c.sinks.len(), 2);
     assert_eq!(c.rules.packs_dir.as_deref(), Some(std::path::Path::new("packs")));
 }
+
+#[test]
+fn reference_tables_are_checked() {
+    let text = r#"
+        [[reference_tables]]
+        name = "ioc_hashes"
+        path = "iocs/hashes.csv"
+        columns = { sha256 = "string", score = "int64" }
+        [[reference_tables]]
+        name = "ioc_hashes"
+        path = "more.txt"
+        columns = { sha256 = "blob" }
+        [[reference_tables]]
+        name = "Bad-Name"
+        path = "x.json"
+        format = "xml"
+        columns = {}
+        max_rows = 0
+    "#;
+    let err = Config::from_toml_str(text).unwrap_err();
+    let paths: Vec<_> = err.problems().iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "reference_tables[1].columns.sha256",
+            "reference_tables[1].name",
+            "reference_tables[1].format",
+            "reference_tables[2].name",
+            "reference_tables[2].columns",
+            "reference_tables[2].format",
+            "reference_tables[2].max_rows"
+        ],
+        "{err}"
+    );
+    let ok = Config::from_toml_str(
+        &text.split("[[reference_tables]]").take(2).collect::<Vec<_>>().join("[[reference_tables]]"),
+    )
+    .unwrap();
+    assert_eq!(ok.reference_tables[0].effective_format(), Some("csv"));
+    assert_eq!(ok.reference_tables[0].max_rows, 1_000_000);
+}

@@ -33,6 +33,8 @@ pub fn router(metrics: Metrics, readiness: Readiness, rules: Arc<tokio::sync::Mu
         .route("/api/v1/rules/apply", post(rules_apply))
         .route("/api/v1/rules/{id}/enable", post(|s, p| rule_enable(s, p, true)))
         .route("/api/v1/rules/{id}/disable", post(|s, p| rule_enable(s, p, false)))
+        .route("/api/v1/reference", get(reference_list))
+        .route("/api/v1/reference/{name}/reload", post(reference_reload))
         .with_state(ApiState { metrics, readiness, rules })
 }
 
@@ -73,6 +75,17 @@ async fn rules_apply(State(s): State<ApiState>) -> Response {
 async fn rule_enable(State(s): State<ApiState>, Path(id): Path<String>, enabled: bool) -> Response {
     match s.rules.lock().await.set_enabled(&id, enabled).await {
         Ok(()) => axum::Json(json!({"id": id, "enabled": enabled})).into_response(),
+        Err(e) => error_response(&e),
+    }
+}
+
+async fn reference_list(State(s): State<ApiState>) -> impl IntoResponse {
+    axum::Json(s.rules.lock().await.references())
+}
+
+async fn reference_reload(State(s): State<ApiState>, Path(name): Path<String>) -> Response {
+    match s.rules.lock().await.reload_reference(&name) {
+        Ok(status) => axum::Json(status).into_response(),
         Err(e) => error_response(&e),
     }
 }

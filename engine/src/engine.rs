@@ -73,7 +73,7 @@ impl EngineHandle {
             info!(dir = %data_dir.display(), "Created development CA, server and demo sensor certificates.");
         }
         let catalog = Arc::new(build_catalog(&config)?);
-        let compiler = Compiler::new(Arc::clone(&catalog))?;
+        let compiler = Compiler::with_references(Arc::clone(&catalog), crate::reference::registry(&config))?;
         let state_path = data_dir.join("state");
         let db = sled::open(&state_path)
             .map_err(|source| ActorError::Storage { path: state_path.display().to_string(), source })?;
@@ -223,6 +223,19 @@ impl EngineHandle {
     /// apply`). On error the running set is unchanged.
     pub async fn apply_rules(&self) -> Result<ApplyReport> {
         self.manager.lock().await.apply().await
+    }
+
+    /// Reloads one reference table from its file.
+    pub async fn reload_reference(&self, name: &str) -> Result<crate::reference::RefStatus> {
+        self.manager.lock().await.reload_reference(name)
+    }
+
+    /// SIGHUP: reload every reference table, then re-apply the packs directory. Errors are
+    /// logged (and reported by the API); what was running stays.
+    pub async fn reload_all(&self) {
+        let mut m = self.manager.lock().await;
+        let _ = m.reload_all_references();
+        let _ = m.apply().await;
     }
 
     /// Enables or disables a rule at runtime.

@@ -7,6 +7,7 @@ pub mod api;
 pub mod engine;
 pub mod error;
 pub mod pki;
+pub mod reference;
 pub mod rules_cli;
 pub mod ruleset;
 pub mod sensor;

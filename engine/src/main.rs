@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use tokio::sync::mpsc;
 use vedette_config::Config;
 use vedette_engine::pki::{self, DEMO_SENSOR_ID, PkiPaths};
+use vedette_engine::reference::RefStatus;
 use vedette_engine::ruleset::{ApplyReport, RulesStatus};
 use vedette_engine::sensor::{self, SensorConfig, SensorStats};
 use vedette_engine::{EngineHandle, rules_cli};
@@ -72,6 +73,11 @@ enum Command {
     Rules {
         #[command(subcommand)]
         command: RulesCommand,
+    },
+    /// Reference tables of a running engine (IOC lists …).
+    Reference {
+        #[command(subcommand)]
+        command: ReferenceCommand,
     },
     /// Ed25519 keys for signing rule packs.
     Keys {
@@ -171,6 +177,23 @@ enum RulesCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum ReferenceCommand {
+    /// List reference tables: rows, file, when loaded, last reload error.
+    List {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Reload a table from its file (rules see the new rows from the next batch on; nothing
+    /// is re-evaluated). On error the previous rows stay in use.
+    Reload {
+        /// Table name.
+        name: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
 #[derive(clap::Args)]
 struct ApiArgs {
     /// Base URL of the engine's HTTP API.
@@ -253,8 +276,8 @@ async fn main() -> anyhow::Result<()> {
                     _ = &mut shutdown => break engine.shutdown().await,
                     _ = engine.failed() => bail!("a component failed beyond its restart budget; see the log above"),
                     _ = hangup.recv() => {
-                        // Errors are logged by the engine; the running set stays.
-                        let _ = engine.apply_rules().await;
+                        // Errors are logged by the engine; what was running stays.
+                        engine.reload_all().await;
                     }
                 }
             }
@@ -311,6 +334,22 @@ async fn main() -> anyhow::Result<()> {
             println!("key id {id}: {0}.key (secret), {0}.pub", out.display());
         }
         Command::Rules { command } => return rules_command(command).await,
+        Command::Reference { command: ReferenceCommand::List { api } } => {
+            let tables: Vec<RefStatus> =
+                serde_json::from_value(api_call(&api, reqwest::Method::GET, "/api/v1/reference").await?)?;
+            println!("{:<24} {:>9}  {:<26} FILE", "TABLE", "ROWS", "LOADED");
+            for t in tables {
+                println!("{:<24} {:>9}  {:<26} {}", t.name, t.rows, t.loaded_at.as_deref().unwrap_or("-"), t.path);
+                if let Some(e) = t.last_error {
+                    println!("  last reload refused (previous rows in use): {e}");
+                }
+            }
+        }
+        Command::Reference { command: ReferenceCommand::Reload { name, api } } => {
+            let path = format!("/api/v1/reference/{name}/reload");
+            let t: RefStatus = serde_json::from_value(api_call(&api, reqwest::Method::POST, &path).await?)?;
+            println!("{}: {} rows loaded from {}", t.name, t.rows, t.path);
+        }
         Command::Ca { command: CaCommand::Init { data_dir } } => {
             let created = pki::ensure_dev_pki(&data_dir)?;
             println!(

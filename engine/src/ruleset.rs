@@ -23,6 +23,7 @@ use vedette_pipelines::rule::Pack;
 use vedette_pipelines::signature::{self, PublicKey};
 
 use crate::error::{EngineError, Result};
+use crate::reference::RefStatus;
 
 /// A pack as loaded, with the text it came from (none for the built-in pack).
 #[derive(Debug, Clone)]
@@ -298,6 +299,7 @@ pub struct RuleManager {
     compiled: Vec<Arc<CompiledRule>>,
     last_error: Option<String>,
     metrics: vedette_actors::metrics::Metrics,
+    references: Vec<RefStatus>,
 }
 
 impl RuleManager {
@@ -311,6 +313,14 @@ impl RuleManager {
         tables: &[String],
         metrics: vedette_actors::metrics::Metrics,
     ) -> Result<Self> {
+        // Reference tables load before any rule runs: a rule must never see an empty IOC list
+        // because its file was not read yet.
+        let mut references = crate::reference::initial_status(&config, compiler.references());
+        for (def, status) in config.reference_tables.iter().zip(&mut references) {
+            status.rows = crate::reference::load(&config, compiler.references(), def)?;
+            status.loaded_at = Some(chrono::Utc::now().to_rfc3339());
+            info!(table = %def.name, rows = status.rows, "Reference table loaded.");
+        }
         let windows = db.open_tree("windows").map_err(storage("windows"))?;
         let overrides = db.open_tree("rule_overrides").map_err(storage("rule_overrides"))?;
         let mut last_error = None;
@@ -331,7 +341,10 @@ impl RuleManager {
         };
         let mut slots = BTreeMap::new();
         for t in tables {
-            let rules = TableRules::new(&compiler, t, Vec::new());
+            let mut rules = TableRules::new(&compiler, t, Vec::new());
+            if config.rules.eval_threads > 0 {
+                rules = rules.with_parallelism(config.rules.eval_threads);
+            }
             slots.insert(
                 t.clone(),
                 TableSlot { shared: Arc::new(std::sync::RwLock::new(rules)), worker: Slot::default() },
@@ -348,6 +361,7 @@ impl RuleManager {
             compiled,
             last_error,
             metrics,
+            references,
         };
         manager.install().await?;
         Ok(manager)
@@ -404,6 +418,51 @@ impl RuleManager {
         self.metrics.rules_apply.with_label_values(&["refused"]).inc();
         self.last_error = Some(e.to_string());
         e
+    }
+
+    /// Reloads one reference table from its file; the next batch on sees the new rows, and
+    /// nothing is re-evaluated. On error the rows in use stay.
+    pub fn reload_reference(&mut self, name: &str) -> Result<RefStatus> {
+        let Some(i) = self.config.reference_tables.iter().position(|r| r.name == name) else {
+            let known: Vec<&str> = self.config.reference_tables.iter().map(|r| r.name.as_str()).collect();
+            return Err(RuleError::Reference {
+                table: name.into(),
+                reason: format!(
+                    "no such reference table (declared: {})",
+                    if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                ),
+            }
+            .into());
+        };
+        let def = &self.config.reference_tables[i];
+        match crate::reference::load(&self.config, self.compiler.references(), def) {
+            Ok(rows) => {
+                let s = &mut self.references[i];
+                s.rows = rows;
+                s.loaded_at = Some(chrono::Utc::now().to_rfc3339());
+                s.last_error = None;
+                self.metrics.reference_reloads.with_label_values(&[name, "loaded"]).inc();
+                info!(table = name, rows, "Reference table reloaded.");
+                Ok(s.clone())
+            }
+            Err(e) => {
+                self.references[i].last_error = Some(e.to_string());
+                self.metrics.reference_reloads.with_label_values(&[name, "refused"]).inc();
+                error!(table = name, error = %e, "Reference table reload refused; the previous rows stay in use.");
+                Err(e)
+            }
+        }
+    }
+
+    /// Reloads every reference table (SIGHUP); returns the errors.
+    pub fn reload_all_references(&mut self) -> Vec<EngineError> {
+        let names: Vec<String> = self.config.reference_tables.iter().map(|r| r.name.clone()).collect();
+        names.iter().filter_map(|n| self.reload_reference(n).err()).collect()
+    }
+
+    /// Reference tables and their state.
+    pub fn references(&self) -> Vec<RefStatus> {
+        self.references.clone()
     }
 
     /// Enables or disables one rule at runtime (persisted: a restart keeps the choice).

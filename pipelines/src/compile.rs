@@ -27,6 +27,7 @@ use vedette_schemas::tables::{Catalog, RESERVED_PREFIX};
 use crate::alert::{Alert, Identity, RuleMeta, alert_id};
 use crate::error::{Result, RuleError};
 use crate::prefilter::{Need, Prefilter, Rows, rule_need};
+use crate::reference::RefTables;
 use crate::rule::Pack;
 use crate::values::{cell_micros, cell_str, cell_to_json, cell_u64};
 use crate::window::{Clock, DEFAULT_LATENESS_US, WindowPlans, WindowSpec, WindowState, find_window};
@@ -62,11 +63,18 @@ impl PartitionStream for InjectedPartition {
     }
 
     fn execute(&self, ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
-        let batches = ctx
-            .session_config()
-            .get_extension::<Injected>()
-            .and_then(|i| i.0.get(&self.key).cloned())
-            .unwrap_or_default();
+        let batches = match self.key.strip_prefix(crate::reference::KEY_PREFIX) {
+            Some(name) => ctx
+                .session_config()
+                .get_extension::<RefTables>()
+                .map(|r| r.rows(name).as_ref().clone())
+                .unwrap_or_default(),
+            None => ctx
+                .session_config()
+                .get_extension::<Injected>()
+                .and_then(|i| i.0.get(&self.key).cloned())
+                .unwrap_or_default(),
+        };
         let stream = MemoryStream::try_new(batches, self.schema.clone(), None)
             .expect("a memory stream without projection cannot fail");
         Box::pin(stream)
@@ -138,13 +146,19 @@ fn hex_prefix(bytes: &[u8]) -> String {
 pub struct Compiler {
     ctx: SessionContext,
     catalog: Arc<Catalog>,
+    refs: Arc<RefTables>,
     planned: std::sync::Mutex<HashMap<String, Arc<Planned>>>,
     plans_built: std::sync::atomic::AtomicUsize,
 }
 
 impl Compiler {
-    /// Registers every table of `catalog`.
+    /// Registers every table of `catalog` (no reference tables).
     pub fn new(catalog: Arc<Catalog>) -> Result<Self> {
+        Self::with_references(catalog, Arc::new(RefTables::default()))
+    }
+
+    /// Registers every table of `catalog` and every reference table of `refs`.
+    pub fn with_references(catalog: Arc<Catalog>, refs: Arc<RefTables>) -> Result<Self> {
         // One partition per plan: plans are re-executed per batch and parallelised across
         // batches by the caller (see NOTES: RepartitionExec cannot be re-executed).
         let mut config = SessionConfig::new().with_target_partitions(1).with_batch_size(8192);
@@ -153,8 +167,12 @@ impl Compiler {
         // Dynamic filters (TopK, joins, aggregates) keep state inside a plan across
         // executions; plans here are executed once per batch, thousands of times.
         config.options_mut().optimizer.enable_dynamic_filter_pushdown = false;
+        let config = config.with_extension(Arc::clone(&refs));
         let ctx = SessionContext::new_with_config(config);
         ctx.register_udf(crate::window::tumble_udf());
+        for udf in crate::window::hop_udfs() {
+            ctx.register_udf(udf);
+        }
         for t in catalog.tables() {
             let part = InjectedPartition { key: t.name().into(), schema: t.schema().clone() };
             let table = StreamingTable::try_new(t.schema().clone(), vec![Arc::new(part)])
@@ -162,12 +180,29 @@ impl Compiler {
             ctx.register_table(t.name(), Arc::new(table))
                 .map_err(|source| plan_error(format!("<table {}>", t.name()), source))?;
         }
+        for (name, schema) in refs.schemas() {
+            if catalog.get(name).is_ok() {
+                return Err(RuleError::Reference { table: name.clone(), reason: "is also a telemetry table".into() });
+            }
+            let key = format!("{}{name}", crate::reference::KEY_PREFIX);
+            let part = InjectedPartition { key, schema: schema.clone() };
+            let table = StreamingTable::try_new(schema.clone(), vec![Arc::new(part)])
+                .map_err(|source| plan_error(format!("<reference table {name}>"), source))?;
+            ctx.register_table(name.as_str(), Arc::new(table))
+                .map_err(|source| plan_error(format!("<reference table {name}>"), source))?;
+        }
         Ok(Self {
             ctx,
             catalog,
+            refs,
             planned: std::sync::Mutex::new(HashMap::new()),
             plans_built: std::sync::atomic::AtomicUsize::new(0),
         })
+    }
+
+    /// The reference tables' registry (replace rows there to reload a table).
+    pub fn references(&self) -> &Arc<RefTables> {
+        &self.refs
     }
 
     /// How many rules were planned so far (re-applied unchanged rules reuse their plan).
@@ -209,7 +244,7 @@ impl Compiler {
 
     async fn plan(&self, rule: &crate::rule::RuleDef) -> Result<Planned> {
         let id = || rule.id.clone();
-        let known = |t: &str| self.catalog.get(t).is_ok();
+        let known = |t: &str| self.catalog.get(t).is_ok() || self.refs.schemas().contains_key(t);
         let statement = crate::validate::validate_sql(&rule.id, &rule.sql, &known)?;
         let state = self.ctx.state();
         let plan = state.statement_to_plan(statement).await.map_err(|source| plan_error(id(), source))?;
@@ -223,7 +258,10 @@ impl Compiler {
             });
         }
         let plan = match window {
-            Some(_) => scope_windows(plan).map_err(|source| plan_error(id(), source))?,
+            Some(_) => {
+                let plan = crate::window::expand_hops(plan).map_err(|source| plan_error(id(), source))?;
+                scope_windows(plan).map_err(|source| plan_error(id(), source))?
+            }
             None => plan,
         };
         let need = match window {

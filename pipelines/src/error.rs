@@ -19,6 +19,15 @@ pub enum RuleError {
         /// What is wrong.
         reason: String,
     },
+    /// A reference table could not be loaded; fix the file (the message names the line) or
+    /// the table's declaration.
+    #[error("reference table `{table}`: {reason}")]
+    Reference {
+        /// Table name.
+        table: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A pack's signature is missing, malformed, by an untrusted key, or does not match.
     #[error("pack `{pack}`: {reason}")]
     Signature {

@@ -10,6 +10,7 @@ pub mod alert;
 pub mod compile;
 pub mod error;
 pub mod prefilter;
+pub mod reference;
 pub mod rule;
 pub mod signature;
 pub mod validate;

@@ -103,6 +103,121 @@ pub fn tumble_udf() -> ScalarUDF {
     ScalarUDF::from(Tumble::default())
 }
 
+/// Most windows one row may belong to with `hop` (size / slide): bounds state per row.
+pub const MAX_HOPS_PER_ROW: i64 = 60;
+
+/// `hop(ts, slide, size)`: marks hopping windows in GROUP BY. Rewritten by the compiler into
+/// one row per window the event belongs to (`hop_starts` + UNNEST); never evaluated itself.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct Hop {
+    signature: Signature,
+}
+
+impl Default for Hop {
+    fn default() -> Self {
+        Self { signature: Signature::any(3, Volatility::Immutable) }
+    }
+}
+
+impl ScalarUDFImpl for Hop {
+    fn name(&self) -> &str {
+        "hop"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, args: &[DataType]) -> datafusion::error::Result<DataType> {
+        match args.first() {
+            Some(DataType::Timestamp(..)) => Ok(DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))),
+            other => {
+                plan_err!("hop(ts, INTERVAL slide, INTERVAL size): first argument must be a timestamp, found {other:?}")
+            }
+        }
+    }
+
+    fn invoke_with_args(&self, _args: ScalarFunctionArgs) -> datafusion::error::Result<ColumnarValue> {
+        exec_err!("hop(…) is only valid as a GROUP BY key of a windowed rule")
+    }
+}
+
+/// `hop_starts(ts, slide, size)`: the starts of every hopping window holding `ts` (a list;
+/// `[s, s + size)` with `s` a multiple of `slide`), oldest first.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct HopStarts {
+    signature: Signature,
+}
+
+impl Default for HopStarts {
+    fn default() -> Self {
+        Self { signature: Signature::any(3, Volatility::Immutable) }
+    }
+}
+
+fn hop_item() -> Arc<arrow::datatypes::Field> {
+    Arc::new(arrow::datatypes::Field::new("item", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), true))
+}
+
+impl ScalarUDFImpl for HopStarts {
+    fn name(&self) -> &str {
+        "hop_starts"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> datafusion::error::Result<DataType> {
+        Ok(DataType::List(hop_item()))
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> datafusion::error::Result<ColumnarValue> {
+        let (ColumnarValue::Scalar(slide), ColumnarValue::Scalar(size)) = (&args.args[1], &args.args[2]) else {
+            return exec_err!("hop_starts: slide and size must be constant INTERVALs");
+        };
+        let (slide, size) = hop_params(interval_micros(slide)?, interval_micros(size)?)?;
+        let ts = args.args[0].to_array(args.number_rows)?;
+        let ts = arrow::compute::cast(&ts, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
+        let ts = ts.as_primitive::<TimestampMicrosecondType>();
+        let values = arrow::array::TimestampMicrosecondBuilder::new().with_timezone("UTC");
+        let mut out = arrow::array::ListBuilder::new(values).with_field(hop_item());
+        for t in ts.iter() {
+            match t {
+                Some(t) => {
+                    let last = t.div_euclid(slide) * slide;
+                    let mut s = last - size + slide;
+                    while s <= last {
+                        out.values().append_value(s);
+                        s += slide;
+                    }
+                    out.append(true);
+                }
+                None => out.append(false),
+            }
+        }
+        Ok(ColumnarValue::Array(Arc::new(out.finish())))
+    }
+}
+
+/// Checks hop parameters: size a multiple of slide, at most [`MAX_HOPS_PER_ROW`] windows per row.
+pub fn hop_params(slide: i64, size: i64) -> datafusion::error::Result<(i64, i64)> {
+    if size % slide != 0 {
+        return plan_err!("hop(ts, slide, size): the size must be a multiple of the slide");
+    }
+    if size / slide > MAX_HOPS_PER_ROW {
+        return plan_err!(
+            "hop(ts, slide, size): at most {MAX_HOPS_PER_ROW} windows per event (size / slide); use a longer slide"
+        );
+    }
+    Ok((slide, size))
+}
+
+/// The `hop` and `hop_starts` UDFs.
+pub fn hop_udfs() -> [ScalarUDF; 2] {
+    [ScalarUDF::from(Hop::default()), ScalarUDF::from(HopStarts::default())]
+}
+
 /// Where the window is in a windowed rule's aggregate.
 #[derive(Debug, Clone, Copy)]
 pub struct WindowSpec {
@@ -110,28 +225,78 @@ pub struct WindowSpec {
     pub group_index: usize,
     /// Window length, µs.
     pub size_us: i64,
+    /// Distance between window starts, µs (= size for tumbling windows).
+    pub slide_us: i64,
 }
 
-/// Finds `tumble(…)` among the GROUP BY expressions of the (single) aggregate of `plan`.
+/// Finds `tumble(…)` or `hop(…)` among the GROUP BY expressions of the (single) aggregate of
+/// `plan`.
 pub fn find_window(plan: &LogicalPlan) -> datafusion::error::Result<Option<WindowSpec>> {
     let mut found = None;
     plan.apply(|node| {
         if let LogicalPlan::Aggregate(agg) = node {
             for (i, e) in agg.group_expr.iter().enumerate() {
-                if let Expr::ScalarFunction(f) = e
-                    && f.name() == "tumble"
-                {
-                    let size = match f.args.get(1) {
-                        Some(Expr::Literal(v, _)) => interval_micros(v)?,
-                        _ => return plan_err!("tumble(ts, INTERVAL …): the size must be an INTERVAL literal"),
-                    };
-                    found = Some(WindowSpec { group_index: i, size_us: size });
+                let Expr::ScalarFunction(f) = e else { continue };
+                let interval = |k: usize, what: &str| match f.args.get(k) {
+                    Some(Expr::Literal(v, _)) => interval_micros(v),
+                    _ => plan_err!("{}(…): the {what} must be an INTERVAL literal", f.name()),
+                };
+                match f.name() {
+                    "tumble" => {
+                        let size = interval(1, "size")?;
+                        found = Some(WindowSpec { group_index: i, size_us: size, slide_us: size });
+                    }
+                    "hop" => {
+                        let (slide, size) = hop_params(interval(1, "slide")?, interval(2, "size")?)?;
+                        found = Some(WindowSpec { group_index: i, size_us: size, slide_us: slide });
+                    }
+                    _ => {}
                 }
             }
         }
         Ok(TreeNodeRecursion::Continue)
     })?;
     Ok(found)
+}
+
+/// Name of the column holding a row's hopping window start after [`expand_hops`].
+pub const HOP_COLUMN: &str = "__hop_start";
+
+/// Rewrites `GROUP BY hop(ts, slide, size), …` into one input row per window each event
+/// belongs to (`UNNEST(hop_starts(ts, slide, size))`), grouped by that window start under the
+/// original expression's name, so HAVING and the projection are unchanged.
+pub fn expand_hops(plan: LogicalPlan) -> datafusion::error::Result<LogicalPlan> {
+    use datafusion::logical_expr::{Aggregate, LogicalPlanBuilder};
+    plan.transform_up(|node| match node {
+        LogicalPlan::Aggregate(a) => {
+            let Some((i, f)) = a.group_expr.iter().enumerate().find_map(|(i, e)| match e {
+                Expr::ScalarFunction(f) if f.name() == "hop" => Some((i, f.clone())),
+                _ => None,
+            }) else {
+                return Ok(Transformed::no(LogicalPlan::Aggregate(a)));
+            };
+            let name = a.group_expr[i].schema_name().to_string();
+            let starts = Expr::ScalarFunction(datafusion::logical_expr::expr::ScalarFunction::new_udf(
+                Arc::new(ScalarUDF::from(HopStarts::default())),
+                f.args.clone(),
+            ));
+            let mut exprs: Vec<Expr> = a.input.schema().columns().into_iter().map(Expr::Column).collect();
+            exprs.push(starts.alias(HOP_COLUMN));
+            let input = LogicalPlanBuilder::from(Arc::unwrap_or_clone(Arc::clone(&a.input)))
+                .project(exprs)?
+                .unnest_column(HOP_COLUMN)?
+                .build()?;
+            let mut group = a.group_expr.clone();
+            group[i] = Expr::Column(datafusion::common::Column::from_name(HOP_COLUMN)).alias(name);
+            Ok(Transformed::yes(LogicalPlan::Aggregate(Aggregate::try_new(
+                Arc::new(input),
+                group,
+                a.aggr_expr.clone(),
+            )?)))
+        }
+        other => Ok(Transformed::yes(other.recompute_schema()?)),
+    })
+    .map(|t| t.data)
 }
 
 /// The four physical stages of a windowed rule.
@@ -317,7 +482,10 @@ impl WindowPlans {
             note_sensors(&batch, now_us, &mut next.sensors);
             if batch.num_rows() > 0 {
                 let task = task_with(base, Injected([(table.to_string(), vec![batch])].into_iter().collect()));
-                next.states.extend(collect(Arc::clone(&self.partial), task).await?);
+                let states = collect(Arc::clone(&self.partial), task).await?;
+                // With hopping windows a kept row may still belong to some closed windows:
+                // those contributions are dropped so a closed window is never emitted twice.
+                next.states.extend(self.drop_closed_windows(states, state.closed_upto)?);
             }
         }
         let watermark = if flush_all { i64::MAX } else { watermark(&next.sensors, now_us, lateness_us) };
@@ -358,15 +526,38 @@ impl WindowPlans {
         Ok((closed, next))
     }
 
+    fn drop_closed_windows(
+        &self,
+        states: Vec<RecordBatch>,
+        closed_upto: i64,
+    ) -> datafusion::error::Result<Vec<RecordBatch>> {
+        if closed_upto == 0 || self.spec.slide_us == self.spec.size_us {
+            return Ok(states);
+        }
+        let size = self.spec.size_us;
+        states
+            .into_iter()
+            .map(|b| {
+                let starts = b.column(self.spec.group_index).as_primitive::<TimestampMicrosecondType>();
+                let mask: BooleanArray =
+                    starts.iter().map(|s| Some(s.is_some_and(|s| s + size > closed_upto))).collect();
+                Ok(filter_record_batch(&b, &mask)?)
+            })
+            .collect()
+    }
+
     /// Removes (and counts) rows whose window already closed.
     fn drop_late(&self, batch: &RecordBatch, state: &mut WindowState) -> datafusion::error::Result<RecordBatch> {
         if state.closed_upto == 0 {
             return Ok(batch.clone());
         }
-        let size = self.spec.size_us;
+        let (size, slide) = (self.spec.size_us, self.spec.slide_us);
+        // A row is late when even its last window (the newest start <= ts) has closed.
         let ts = ts_column(batch)?;
-        let mask: BooleanArray =
-            ts.iter().map(|t| Some(t.is_some_and(|t| t.div_euclid(size) * size + size > state.closed_upto))).collect();
+        let mask: BooleanArray = ts
+            .iter()
+            .map(|t| Some(t.is_some_and(|t| t.div_euclid(slide) * slide + size > state.closed_upto)))
+            .collect();
         let kept = mask.true_count();
         state.late_rows += (batch.num_rows() - kept) as u64;
         Ok(if kept == batch.num_rows() { batch.clone() } else { filter_record_batch(batch, &mask)? })

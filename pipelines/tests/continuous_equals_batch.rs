@@ -40,6 +40,13 @@ const RULES: &[(&str, &str, &str)] = &[
         "SELECT tumble(ts, INTERVAL '30 seconds') AS w, src_ip, count(DISTINCT user) AS users, min(ts) AS first, \
          max(ts) AS last FROM auth_events GROUP BY tumble(ts, INTERVAL '30 seconds'), src_ip HAVING count(DISTINCT user) > 1",
     ),
+    (
+        "hopping",
+        "SELECT user, count(*) AS n FROM auth_events WHERE outcome = 'failure' \
+         GROUP BY hop(ts, INTERVAL '20 seconds', INTERVAL '1 minute'), user HAVING count(*) >= 2",
+        "SELECT w, user, count(*) AS n FROM (SELECT unnest(hop_starts(ts, INTERVAL '20 seconds', INTERVAL '1 minute')) AS w, \
+         user FROM auth_events WHERE outcome = 'failure') GROUP BY w, user HAVING count(*) >= 2",
+    ),
 ];
 
 #[derive(Debug, Clone)]
@@ -151,6 +158,9 @@ async fn batch(evs: &[Ev]) -> Alerts {
     let all = decode(&catalog, evs, 1).unwrap();
     let ctx = SessionContext::new();
     ctx.register_udf(vedette_pipelines::window::tumble_udf());
+    for udf in vedette_pipelines::window::hop_udfs() {
+        ctx.register_udf(udf);
+    }
     ctx.register_table("auth_events", Arc::new(MemTable::try_new(all.schema(), vec![vec![all]]).unwrap())).unwrap();
     let mut out = Alerts::new();
     for (id, _, sql) in RULES {
@@ -207,5 +217,5 @@ async fn oracle_sees_alerts_of_every_rule() {
     let b = batch(&evs).await;
     assert_eq!(c, b);
     let rules: BTreeSet<&str> = c.iter().map(|(r, _, _)| r.as_str()).collect();
-    assert_eq!(rules, ["brute", "spray", "stateless"].into_iter().collect());
+    assert_eq!(rules, ["brute", "hopping", "spray", "stateless"].into_iter().collect());
 }
