@@ -49,7 +49,8 @@ pub struct EngineHandle {
     manager: Arc<tokio::sync::Mutex<RuleManager>>,
 }
 
-fn build_catalog(config: &Config) -> Result<Catalog> {
+/// The built-in telemetry tables plus the config's extra ones.
+pub fn build_catalog(config: &Config) -> Result<Catalog> {
     let mut catalog = Catalog::builtin();
     for t in &config.tables {
         let cols: Vec<(&str, ColumnType)> = t

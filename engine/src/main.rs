@@ -119,6 +119,9 @@ enum RulesCommand {
     Validate {
         /// Pack file (YAML).
         pack: PathBuf,
+        /// Engine config whose extra tables and reference tables the pack may use.
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Run a pack over events (JSON lines) and print each alert as one JSON line.
     Test {
@@ -133,6 +136,9 @@ enum RulesCommand {
         /// Rows per evaluation batch.
         #[arg(long, default_value_t = 8192)]
         batch_rows: usize,
+        /// Engine config whose extra tables and reference tables the pack may use.
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Sign a pack: writes PACK.sig beside it.
     Sign {
@@ -368,8 +374,9 @@ async fn main() -> anyhow::Result<()> {
 
 async fn rules_command(command: RulesCommand) -> anyhow::Result<()> {
     match command {
-        RulesCommand::Validate { pack } => {
-            let errors = rules_cli::validate_pack(&pack).await?;
+        RulesCommand::Validate { pack, config } => {
+            let config = config.map(|c| load_config(Some(&c))).transpose()?;
+            let errors = rules_cli::validate_pack(&pack, config.as_ref()).await?;
             if errors.is_empty() {
                 println!("{}: valid", pack.display());
             } else {
@@ -380,8 +387,9 @@ async fn rules_command(command: RulesCommand) -> anyhow::Result<()> {
                 std::process::exit(1);
             }
         }
-        RulesCommand::Test { pack, events, table, batch_rows } => {
-            match rules_cli::test_pack(&pack, &events, table.as_deref(), batch_rows).await? {
+        RulesCommand::Test { pack, events, table, batch_rows, config } => {
+            let config = config.map(|c| load_config(Some(&c))).transpose()?;
+            match rules_cli::test_pack(&pack, &events, table.as_deref(), batch_rows, config.as_ref()).await? {
                 Ok(alerts) => {
                     for a in alerts {
                         println!("{a}");

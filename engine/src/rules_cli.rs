@@ -56,10 +56,25 @@ pub fn verify_pack(pack_path: &Path, pub_path: &Path) -> Result<String> {
     crate::ruleset::check_signature(pack_path, &pack, &[pk])
 }
 
+/// The planning context of the analyst tools: the built-in tables, plus — with a config —
+/// its extra telemetry tables and its reference tables (loaded from their files).
+fn tool_compiler(config: Option<&vedette_config::Config>) -> Result<(Arc<Catalog>, Compiler)> {
+    let Some(config) = config else {
+        let catalog = Arc::new(Catalog::builtin());
+        return Ok((Arc::clone(&catalog), Compiler::new(catalog)?));
+    };
+    let catalog = Arc::new(crate::engine::build_catalog(config)?);
+    let refs = crate::reference::registry(config);
+    for def in &config.reference_tables {
+        crate::reference::load(config, &refs, def)?;
+    }
+    Ok((Arc::clone(&catalog), Compiler::with_references(catalog, refs)?))
+}
+
 /// Compiles every rule of a pack; returns every error (empty = valid).
-pub async fn validate_pack(pack_path: &Path) -> Result<Vec<RuleError>> {
+pub async fn validate_pack(pack_path: &Path, config: Option<&vedette_config::Config>) -> Result<Vec<RuleError>> {
     let pack = read_pack(pack_path)?;
-    let compiler = Compiler::new(Arc::new(Catalog::builtin()))?;
+    let (_, compiler) = tool_compiler(config)?;
     let mut errors = Vec::new();
     for rule in &pack.rules {
         if let Err(e) = compiler.compile(&pack, rule).await {
@@ -78,64 +93,88 @@ pub struct EventError {
     pub reason: String,
 }
 
+/// Key naming an event's table in a multi-table events file.
+pub const TABLE_KEY: &str = "_table";
+
 /// Runs `pack` over the events of a JSONL file with the engine's evaluation code (batches of
-/// `batch_rows`). Returns one stable JSON object per alert, or every malformed event.
+/// `batch_rows`). Events belong to `table`, or — when the pack reads one table — to that
+/// table; otherwise each line names its table with `"_table"`. Returns one stable JSON object
+/// per alert (tables in name order, then production order), or every malformed event.
 pub async fn test_pack(
     pack_path: &Path,
     events_path: &Path,
     table: Option<&str>,
     batch_rows: usize,
+    config: Option<&vedette_config::Config>,
 ) -> Result<std::result::Result<Vec<Value>, Vec<EventError>>> {
     let pack = read_pack(pack_path)?;
-    let catalog = Arc::new(Catalog::builtin());
-    let compiler = Compiler::new(Arc::clone(&catalog))?;
+    let (catalog, compiler) = tool_compiler(config)?;
     let mut by_table = compiler.compile_pack(&pack).await?;
-    let table = match table {
-        Some(t) => catalog.get(t)?.name().to_string(),
-        None if by_table.len() == 1 => by_table.keys().next().cloned().unwrap_or_default(),
-        None => {
-            return Err(RuleError::InvalidRule {
-                rule: pack.name.clone(),
-                reason: format!(
-                    "the pack reads several tables ({}); say which one the events belong to with --table",
-                    by_table.keys().cloned().collect::<Vec<_>>().join(", ")
-                ),
-            }
-            .into());
-        }
+    let fixed = match table {
+        Some(t) => Some(catalog.get(t)?.name().to_string()),
+        None if by_table.len() == 1 => by_table.keys().next().cloned(),
+        None => None,
     };
-    let rules = TableRules::new(&compiler, &table, by_table.remove(&table).unwrap_or_default());
     let text = read_text(events_path)?;
-    // Non-empty line ordinal → 1-based file line, to report errors where the analyst looks.
-    let lines: Vec<(usize, &str)> =
-        text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()).map(|(i, l)| (i + 1, l)).collect();
-    let identity = Identity { sensor_id: "rules-test", tenant: "default", default_host: None, trust_rows: true };
-    let table_def = Arc::clone(catalog.get(&table)?);
     let mut errors = Vec::new();
+    // Per table: (file line, event text), in file order.
+    let mut per_table: std::collections::BTreeMap<String, Vec<(usize, String)>> = Default::default();
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let line_no = i + 1;
+        let target = match &fixed {
+            Some(t) => Ok((t.clone(), line.to_string())),
+            None => split_table(line, &catalog),
+        };
+        match target {
+            Ok((t, row)) => per_table.entry(t).or_default().push((line_no, row)),
+            Err(reason) => errors.push(EventError { line: line_no, reason }),
+        }
+    }
+    let identity = Identity { sensor_id: "rules-test", tenant: "default", default_host: None, trust_rows: true };
     let mut out = Vec::new();
     // A fixed processing time: sensors never count as idle, so output depends on input only.
     let now = chrono::DateTime::<chrono::Utc>::UNIX_EPOCH;
-    for (chunk_no, chunk) in lines.chunks(batch_rows.max(1)).enumerate() {
-        let payload: String = chunk.iter().map(|(_, l)| format!("{l}\n")).collect();
-        let frame = DataFrame {
-            seq: chunk_no as u64 + 1,
-            table: &table,
-            encoding: Encoding::Ndjson,
-            payload: payload.as_bytes(),
-        };
-        let decoded = decode_frame(&table_def, &frame, &identity, usize::MAX)?;
-        for e in &decoded.errors {
-            let column = e.column.as_deref().map(|c| format!("column `{c}`: ")).unwrap_or_default();
-            errors.push(EventError { line: chunk[e.row as usize].0, reason: format!("{column}{}", e.reason) });
+    for (table, lines) in per_table {
+        let rules = TableRules::new(&compiler, &table, by_table.remove(&table).unwrap_or_default());
+        let table_def = Arc::clone(catalog.get(&table)?);
+        for (chunk_no, chunk) in lines.chunks(batch_rows.max(1)).enumerate() {
+            let payload: String = chunk.iter().map(|(_, l)| format!("{l}\n")).collect();
+            let frame = DataFrame {
+                seq: chunk_no as u64 + 1,
+                table: &table,
+                encoding: Encoding::Ndjson,
+                payload: payload.as_bytes(),
+            };
+            let decoded = decode_frame(&table_def, &frame, &identity, usize::MAX)?;
+            for e in &decoded.errors {
+                let column = e.column.as_deref().map(|c| format!("column `{c}`: ")).unwrap_or_default();
+                errors.push(EventError { line: chunk[e.row as usize].0, reason: format!("{column}{}", e.reason) });
+            }
+            if let Some(batch) = decoded.batch {
+                let eval = rules.evaluate(&batch, now).await;
+                out.extend(commit(&rules, eval)?);
+            }
         }
-        if let Some(batch) = decoded.batch {
-            let eval = rules.evaluate(&batch, now).await;
-            out.extend(commit(&rules, eval)?);
-        }
+        // End of input: the watermark moves past every open window.
+        out.extend(commit(&rules, rules.tick(now, true).await)?);
     }
-    // End of input: the watermark moves past every open window.
-    out.extend(commit(&rules, rules.tick(now, true).await)?);
+    errors.sort_by_key(|e| e.line);
     Ok(if errors.is_empty() { Ok(out) } else { Err(errors) })
+}
+
+/// Takes `"_table"` out of an event line: (table, the event without it).
+fn split_table(line: &str, catalog: &Catalog) -> std::result::Result<(String, String), String> {
+    let mut v: Map<String, Value> = serde_json::from_str(line).map_err(|e| format!("invalid JSON: {e}"))?;
+    let table = match v.remove(TABLE_KEY) {
+        Some(Value::String(t)) => t,
+        _ => {
+            return Err(format!(
+                "the pack reads several tables: name this event's table with \"{TABLE_KEY}\" (or pass --table)"
+            ));
+        }
+    };
+    catalog.get(&table).map_err(|e| e.to_string())?;
+    Ok((table, Value::Object(v).to_string()))
 }
 
 fn commit(rules: &TableRules, eval: vedette_pipelines::compile::Evaluation) -> Result<Vec<Value>> {

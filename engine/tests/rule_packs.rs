@@ -188,3 +188,61 @@ async fn pack_versions_only_go_up_and_a_version_is_immutable() {
     let err = refused_at_start(config(), &[("acme", 2), ("builtin-linux", 1)]).await;
     assert!(err.contains("acme.shadow") && err.contains("`acme`") && err.contains("`zeta`"), "{err}");
 }
+
+#[test]
+fn rules_test_runs_multi_table_packs_with_the_configs_tables_and_reference_tables() {
+    let d = tempfile::tempdir().unwrap();
+    let pack = r#"name: multi
+version: 1
+rules:
+  - {id: m.ioc, name: ioc, severity: high, sql: "SELECT exe FROM process_events WHERE sha256 IN (SELECT sha256 FROM ioc)"}
+  - {id: m.dns, name: dns, severity: low, sql: "SELECT query FROM dns_events WHERE query LIKE '%.evil'"}
+  - {id: m.brute, name: brute, severity: medium, sql: "SELECT user, count(*) AS n FROM auth_events WHERE outcome = 'failure' GROUP BY hop(ts, INTERVAL '30 seconds', INTERVAL '1 minute'), user HAVING count(*) >= 2"}
+"#;
+    std::fs::write(d.path().join("multi.yaml"), pack).unwrap();
+    std::fs::write(d.path().join("ioc.csv"), "sha256\nbad1\n").unwrap();
+    let config = format!(
+        "data_dir = \"{}\"\n[[tables]]\nname = \"dns_events\"\ncolumns = {{ query = \"string\" }}\n[[reference_tables]]\nname = \"ioc\"\npath = \"ioc.csv\"\ncolumns = {{ sha256 = \"string\" }}\n",
+        d.path().display()
+    );
+    std::fs::write(d.path().join("vedette.toml"), config).unwrap();
+    // Without the config the custom and reference tables are unknown.
+    let o = vedette(&["rules", "validate", "multi.yaml"], d.path());
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("`ioc`") || text(&o).contains("ioc"), "{}", text(&o));
+    let o = vedette(&["rules", "validate", "multi.yaml", "--config", "vedette.toml"], d.path());
+    assert!(o.status.success(), "{}", text(&o));
+
+    let events = [
+        r#"{"_table": "process_events", "ts": 1, "exe": "/tmp/a", "sha256": "bad1"}"#,
+        r#"{"_table": "process_events", "ts": 2, "exe": "/tmp/b", "sha256": "good"}"#,
+        r#"{"_table": "dns_events", "ts": 3, "query": "c2.evil"}"#,
+        r#"{"_table": "auth_events", "ts": "2026-01-01T00:00:40Z", "user": "u", "outcome": "failure"}"#,
+        r#"{"_table": "auth_events", "ts": "2026-01-01T00:00:50Z", "user": "u", "outcome": "failure"}"#,
+    ];
+    std::fs::write(d.path().join("events.jsonl"), events.join("\n")).unwrap();
+    let o = vedette(&["rules", "test", "multi.yaml", "--events", "events.jsonl", "--config", "vedette.toml"], d.path());
+    assert!(o.status.success(), "{}", text(&o));
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&o.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let summary: Vec<(String, String)> =
+        lines.iter().map(|l| (l["rule_id"].as_str().unwrap().into(), l["window_start"].to_string())).collect();
+    assert_eq!(
+        summary,
+        [
+            ("m.brute".to_string(), "\"2026-01-01T00:00:00Z\"".to_string()),
+            ("m.brute".to_string(), "\"2026-01-01T00:00:30Z\"".to_string()),
+            ("m.dns".to_string(), "null".to_string()),
+            ("m.ioc".to_string(), "null".to_string()),
+        ]
+    );
+    assert_eq!(lines[3]["row"]["exe"], "/tmp/a");
+
+    // A line without its table, or naming an unknown one, is reported with its line number.
+    std::fs::write(d.path().join("bad.jsonl"), "{\"ts\": 1}\n{\"_table\": \"nope\", \"ts\": 1}\n").unwrap();
+    let o = vedette(&["rules", "test", "multi.yaml", "--events", "bad.jsonl", "--config", "vedette.toml"], d.path());
+    assert_eq!(o.status.code(), Some(1));
+    let t = text(&o);
+    assert!(t.contains("bad.jsonl:1: the pack reads several tables"), "{t}");
+    assert!(t.contains("bad.jsonl:2: unknown table `nope`"), "{t}");
+}
