@@ -575,7 +575,15 @@ impl TableRules {
         // Per rule, in rule order: its alerts, error and time, merged at the end so the output
         // order does not depend on which task ran which rule.
         let mut outcomes: Vec<Option<Outcome>> = (0..self.rules.len()).map(|_| None).collect();
-        let mut jobs = Vec::new();
+        // Windowed rules first (the heavier jobs), then stateless rules with candidate rows.
+        let mut jobs: Vec<(usize, Arc<CompiledRule>, Job)> = Vec::new();
+        {
+            let windows = self.windows.lock().expect("window lock is never poisoned");
+            for (i, rule) in self.rules.iter().enumerate().filter(|(_, r)| r.is_windowed()) {
+                let state = windows.get(&rule.state_key()).cloned().unwrap_or_default();
+                jobs.push((i, Arc::clone(rule), Job::Windowed(state)));
+            }
+        }
         if let Some(batch) = batch {
             let candidates = match (&self.prefilter, self.use_prefilter) {
                 (Some(p), true) => p.candidates(batch),
@@ -600,63 +608,49 @@ impl TableRules {
                     }
                     _ => Arc::clone(&full),
                 };
-                jobs.push((i, Arc::clone(rule), task));
+                jobs.push((i, Arc::clone(rule), Job::Stateless(task)));
             }
         }
+        let ctx = Arc::new(JobContext {
+            base: Arc::clone(&self.base),
+            table: self.table.clone(),
+            batch: batch.cloned(),
+            now,
+            flush_all,
+        });
+        // Rules of one batch are independent (each windowed rule has its own state): spread
+        // them round-robin over the shards; results are put back in rule order below.
         let shards = self.parallelism.min(jobs.len()).max(1);
-        let per_shard = jobs.len().div_ceil(shards);
-        let mut handles = Vec::new();
-        let mut chunks: Vec<Vec<_>> = Vec::new();
-        while !jobs.is_empty() {
-            let rest = jobs.split_off(per_shard.min(jobs.len()));
-            chunks.push(std::mem::replace(&mut jobs, rest));
+        let mut chunks: Vec<Vec<_>> = (0..shards).map(|_| Vec::new()).collect();
+        for (k, job) in jobs.into_iter().enumerate() {
+            chunks[k % shards].push(job);
         }
         let mut inline = chunks.pop();
+        let mut handles = Vec::new();
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => {
                 for chunk in chunks {
-                    handles.push(rt.spawn(run_stateless(chunk, now)));
+                    handles.push(rt.spawn(run_jobs(chunk, Arc::clone(&ctx))));
                 }
             }
             Err(_) => inline = Some(chunks.into_iter().flatten().chain(inline.unwrap_or_default()).collect()),
         }
-        // Windowed rules run here, in order, while the stateless shards run on other tasks.
-        for (i, rule) in self.rules.iter().enumerate() {
-            let Some(w) = &rule.plans.window else { continue };
-            let started = std::time::Instant::now();
-            let key = rule.state_key();
-            let state = self.windows.lock().expect("not poisoned").get(&key).cloned().unwrap_or_default();
-            let clock = Clock { now_us: now.timestamp_micros(), lateness_us: rule.plans.lateness_us, flush_all };
-            let mut outcome = Outcome::default();
-            match w.advance(&self.base, &self.table, &state, batch, clock).await {
-                Ok((closed, next)) => {
-                    for b in &closed.batches {
-                        rows_to_alerts(&rule.meta, b, now, Some(w.spec.size_us), &mut outcome.alerts);
-                    }
-                    eval.window_updates.push((key, next));
-                }
-                Err(source) => outcome.error = Some(RuleError::Eval { rule: rule.meta.id.clone(), source }),
-            }
-            outcome.took = started.elapsed();
-            outcomes[i] = Some(outcome);
-        }
+        let mut done = Vec::new();
         if let Some(chunk) = inline {
-            for (i, o) in run_stateless(chunk, now).await {
-                outcomes[i] = Some(o);
-            }
+            done.extend(run_jobs(chunk, Arc::clone(&ctx)).await);
         }
         for h in handles {
             match h.await {
-                Ok(done) => {
-                    for (i, o) in done {
-                        outcomes[i] = Some(o);
-                    }
-                }
+                Ok(d) => done.extend(d),
                 Err(e) => eval.errors.push(RuleError::Eval {
                     rule: format!("<{} shard>", self.table),
                     source: datafusion::error::DataFusionError::External(Box::new(e)),
                 }),
             }
+        }
+        for (i, o, update) in done {
+            outcomes[i] = Some(o);
+            eval.window_updates.extend(update);
         }
         for (rule, outcome) in self.rules.iter().zip(outcomes) {
             let Some(o) = outcome else { continue };
@@ -698,34 +692,73 @@ struct Outcome {
     took: std::time::Duration,
 }
 
-/// Runs stateless rules, each on its own task context (its batch or candidate rows).
-async fn run_stateless(
-    jobs: Vec<(usize, Arc<CompiledRule>, Arc<TaskContext>)>,
+/// What one rule does on one batch (or tick).
+enum Job {
+    /// Execute the plan on this task context (the batch, or its candidate rows).
+    Stateless(Arc<TaskContext>),
+    /// Advance the windows from this state.
+    Windowed(WindowState),
+}
+
+/// What every job of one evaluation shares.
+struct JobContext {
+    base: Arc<TaskContext>,
+    table: String,
+    batch: Option<RecordBatch>,
     now: DateTime<Utc>,
-) -> Vec<(usize, Outcome)> {
+    flush_all: bool,
+}
+
+/// Runs jobs one after the other; returns each rule's outcome and new window state.
+async fn run_jobs(
+    jobs: Vec<(usize, Arc<CompiledRule>, Job)>,
+    ctx: Arc<JobContext>,
+) -> Vec<(usize, Outcome, Option<(String, WindowState)>)> {
     let mut out = Vec::with_capacity(jobs.len());
-    for (i, rule, task) in jobs {
+    for (i, rule, job) in jobs {
         let started = std::time::Instant::now();
         let mut o = Outcome::default();
-        let plan = if rule.plans.reset_each_run {
-            datafusion::physical_plan::execution_plan::reset_plan_states(Arc::clone(&rule.plans.plan))
-        } else {
-            Ok(Arc::clone(&rule.plans.plan))
-        };
-        let run = match plan {
-            Ok(plan) => collect(plan, task).await,
-            Err(e) => Err(e),
-        };
-        match run {
-            Ok(batches) => {
-                for b in &batches {
-                    rows_to_alerts(&rule.meta, b, now, None, &mut o.alerts);
+        let mut update = None;
+        match job {
+            Job::Stateless(task) => {
+                let plan = if rule.plans.reset_each_run {
+                    datafusion::physical_plan::execution_plan::reset_plan_states(Arc::clone(&rule.plans.plan))
+                } else {
+                    Ok(Arc::clone(&rule.plans.plan))
+                };
+                let run = match plan {
+                    Ok(plan) => collect(plan, task).await,
+                    Err(e) => Err(e),
+                };
+                match run {
+                    Ok(batches) => {
+                        for b in &batches {
+                            rows_to_alerts(&rule.meta, b, ctx.now, None, &mut o.alerts);
+                        }
+                    }
+                    Err(source) => o.error = Some(RuleError::Eval { rule: rule.meta.id.clone(), source }),
                 }
             }
-            Err(source) => o.error = Some(RuleError::Eval { rule: rule.meta.id.clone(), source }),
+            Job::Windowed(state) => {
+                let Some(w) = &rule.plans.window else { continue };
+                let clock = Clock {
+                    now_us: ctx.now.timestamp_micros(),
+                    lateness_us: rule.plans.lateness_us,
+                    flush_all: ctx.flush_all,
+                };
+                match w.advance(&ctx.base, &ctx.table, &state, ctx.batch.as_ref(), clock).await {
+                    Ok((closed, next)) => {
+                        for b in &closed.batches {
+                            rows_to_alerts(&rule.meta, b, ctx.now, Some(w.spec.size_us), &mut o.alerts);
+                        }
+                        update = Some((rule.state_key(), next));
+                    }
+                    Err(source) => o.error = Some(RuleError::Eval { rule: rule.meta.id.clone(), source }),
+                }
+            }
         }
         o.took = started.elapsed();
-        out.push((i, o));
+        out.push((i, o, update));
     }
     out
 }

@@ -577,14 +577,28 @@ fn note_sensors(batch: &RecordBatch, now_us: i64, sensors: &mut HashMap<String, 
     else {
         return;
     };
+    // A batch usually holds few sensors: take each sensor's maximum here, without allocating
+    // per row, then fold it into the state.
+    let mut batch_max: HashMap<&str, i64> = HashMap::new();
     for i in 0..batch.num_rows() {
         if ts.is_null(i) {
             continue;
         }
         let id = if ids.is_null(i) { "" } else { ids.value(i) };
-        let e = sensors.entry(id.to_string()).or_insert((i64::MIN, now_us));
-        e.0 = e.0.max(ts.value(i));
-        e.1 = now_us;
+        let t = ts.value(i);
+        let e = batch_max.entry(id).or_insert(t);
+        *e = (*e).max(t);
+    }
+    for (id, t) in batch_max {
+        match sensors.get_mut(id) {
+            Some(e) => {
+                e.0 = e.0.max(t);
+                e.1 = now_us;
+            }
+            None => {
+                sensors.insert(id.to_string(), (t, now_us));
+            }
+        }
     }
 }
 
