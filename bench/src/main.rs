@@ -136,22 +136,6 @@ fn rule_sql(i: usize) -> String {
     format!("SELECT exe, cmdline FROM process_events WHERE exe LIKE '%/tool{i}' AND cmdline LIKE '%--flag-{i}%'")
 }
 
-fn bench_rule(id: String, sql: String) -> vedette_pipelines::rule::RuleDef {
-    vedette_pipelines::rule::RuleDef {
-        name: id.clone(),
-        id,
-        version: None,
-        severity: vedette_pipelines::rule::Severity::Low,
-        description: String::new(),
-        tags: vec![],
-        sql,
-        dedup_key: vec![],
-        suppress: None,
-        lateness: None,
-        enabled: true,
-    }
-}
-
 fn decode_batches(
     table: &str,
     rows: impl Iterator<Item = String>,
@@ -182,7 +166,7 @@ async fn rules_bench(n_rules: usize, events: usize, batch_rows: usize, threads: 
 
     let catalog = A::new(Catalog::builtin());
     let compiler = Compiler::new(A::clone(&catalog))?;
-    let rules = (0..n_rules).map(|i| bench_rule(format!("r{i}"), rule_sql(i))).collect();
+    let rules = (0..n_rules).map(|i| vedette_pipelines::rule::RuleDef::new(format!("r{i}"), rule_sql(i))).collect();
     let pack = Pack { name: "bench".into(), version: 1, description: String::new(), author: String::new(), rules };
     let plan_started = Instant::now();
     let mut by_table = compiler.compile_pack(&pack).await?;
@@ -310,7 +294,7 @@ async fn windows_bench(events: usize, users: usize, batch_rows: usize) -> anyhow
     use vedette_schemas::tables::Catalog;
 
     let compiler = Compiler::new(A::new(Catalog::builtin()))?;
-    let rules = window_rules().into_iter().map(|(id, sql)| bench_rule(id, sql)).collect();
+    let rules = window_rules().into_iter().map(|(id, sql)| vedette_pipelines::rule::RuleDef::new(id, sql)).collect();
     let pack = Pack { name: "bench".into(), version: 1, description: String::new(), author: String::new(), rules };
     let mut by_table = compiler.compile_pack(&pack).await?;
     let table = TableRules::new(&compiler, "auth_events", by_table.remove("auth_events").unwrap_or_default());

@@ -49,6 +49,30 @@ pub struct EngineHandle {
     manager: Arc<tokio::sync::Mutex<RuleManager>>,
 }
 
+/// Opens the sled state store. A handle dropped a moment ago (an engine in this process that
+/// stopped or refused to start) keeps the file lock until sled's flusher lets go: wait for it
+/// briefly instead of failing.
+async fn open_state(path: &Path) -> Result<sled::Db> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match sled::open(path) {
+            Ok(db) => return Ok(db),
+            Err(sled::Error::Io(e)) if is_lock_busy(&e) && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(source) => return Err(ActorError::Storage { path: path.display().to_string(), source }.into()),
+        }
+    }
+}
+
+/// sled reports a held lock as an error wrapping the OS `WouldBlock`.
+fn is_lock_busy(e: &std::io::Error) -> bool {
+    let inner = e.get_ref().and_then(|i| i.downcast_ref::<std::io::Error>());
+    e.kind() == std::io::ErrorKind::WouldBlock
+        || inner.is_some_and(|i| i.kind() == std::io::ErrorKind::WouldBlock)
+        || e.to_string().contains("could not acquire lock")
+}
+
 /// The built-in telemetry tables plus the config's extra ones.
 pub fn build_catalog(config: &Config) -> Result<Catalog> {
     let mut catalog = Catalog::builtin();
@@ -76,8 +100,7 @@ impl EngineHandle {
         let catalog = Arc::new(build_catalog(&config)?);
         let compiler = Compiler::with_references(Arc::clone(&catalog), crate::reference::registry(&config))?;
         let state_path = data_dir.join("state");
-        let db = sled::open(&state_path)
-            .map_err(|source| ActorError::Storage { path: state_path.display().to_string(), source })?;
+        let db = open_state(&state_path).await?;
         let metrics = Metrics::new();
         let table_names: Vec<String> = catalog.tables().map(|t| t.name().to_string()).collect();
         let manager = RuleManager::start(config.clone(), compiler, db.clone(), &table_names, metrics.clone()).await?;
@@ -312,4 +335,22 @@ fn readiness(
         out.sort();
         out
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn state_store_open_waits_for_a_lock_released_moments_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state");
+        let first = sled::open(&path).unwrap();
+        let p = path.clone();
+        let waiter = tokio::spawn(async move { open_state(&p).await.map(|_| ()) });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!waiter.is_finished(), "the lock is held: the open waits");
+        drop(first);
+        waiter.await.unwrap().expect("opens once the lock is free");
+    }
 }

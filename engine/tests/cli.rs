@@ -34,18 +34,19 @@ fn free_tcp_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-#[test]
-fn serve_with_no_config_runs_the_demo_and_shuts_down_gracefully_on_sigint() {
-    let dir = tempfile::tempdir().unwrap();
-    let (quic, http) = (free_udp_port(), free_tcp_port());
-    let mut serve = Command::new(BIN)
+/// `vedette serve` on loopback ports with extra env overrides; returns once the API answers.
+/// `capture`: keep stdout and stderr for the test to read.
+fn serve(dir: &std::path::Path, quic: u16, http: u16, env: &[(&str, &str)], capture: bool) -> std::process::Child {
+    let out = || if capture { Stdio::piped() } else { Stdio::null() };
+    let child = Command::new(BIN)
         .arg("serve")
         .arg("--data-dir")
-        .arg(dir.path())
+        .arg(dir)
         .env("VEDETTE__INGEST__LISTEN", format!("\"127.0.0.1:{quic}\""))
         .env("VEDETTE__API__LISTEN", format!("\"127.0.0.1:{http}\""))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .envs(env.iter().copied())
+        .stdout(out())
+        .stderr(out())
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -53,6 +54,14 @@ fn serve_with_no_config_runs_the_demo_and_shuts_down_gracefully_on_sigint() {
         assert!(Instant::now() < deadline, "engine did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
+    child
+}
+
+#[test]
+fn serve_with_no_config_runs_the_demo_and_shuts_down_gracefully_on_sigint() {
+    let dir = tempfile::tempdir().unwrap();
+    let (quic, http) = (free_udp_port(), free_tcp_port());
+    let mut serve = serve(dir.path(), quic, http, &[], true);
     let sensor = Command::new(BIN)
         .args(["sensor", "--demo", "--no-proc", "--server", &format!("127.0.0.1:{quic}"), "--data-dir"])
         .arg(dir.path())
@@ -94,23 +103,8 @@ fn rules_apply_list_enable_disable_and_sighup_against_a_running_engine() {
     };
     write(1, "");
     let (quic, http) = (free_udp_port(), free_tcp_port());
-    let mut serve = Command::new(BIN)
-        .arg("serve")
-        .arg("--data-dir")
-        .arg(dir.path())
-        .env("VEDETTE__INGEST__LISTEN", format!("\"127.0.0.1:{quic}\""))
-        .env("VEDETTE__API__LISTEN", format!("\"127.0.0.1:{http}\""))
-        .env("VEDETTE__RULES__PACKS_DIR", "\"packs\"")
-        .env("VEDETTE__RULES__ALLOW_UNSIGNED", "true")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", http)).is_err() {
-        assert!(Instant::now() < deadline, "engine did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let rules = [("VEDETTE__RULES__PACKS_DIR", "\"packs\""), ("VEDETTE__RULES__ALLOW_UNSIGNED", "true")];
+    let mut serve = serve(dir.path(), quic, http, &rules, false);
     let (ok, list) = vedette_api(http, &["list"]);
     assert!(ok, "{list}");
     assert!(list.lines().any(|l| l.starts_with("acme.shadow") && l.contains(" enabled")), "{list}");

@@ -70,6 +70,27 @@ pub struct RuleDef {
     pub enabled: bool,
 }
 
+impl RuleDef {
+    /// A rule with an id and SQL and defaults for the rest (name = id, severity low, enabled):
+    /// for tools, tests and benchmarks that build rules in code.
+    pub fn new(id: impl Into<String>, sql: impl Into<String>) -> Self {
+        let id = id.into();
+        Self {
+            name: id.clone(),
+            id,
+            version: None,
+            severity: Severity::Low,
+            description: String::new(),
+            tags: Vec::new(),
+            sql: sql.into(),
+            dedup_key: Vec::new(),
+            suppress: None,
+            lateness: None,
+            enabled: true,
+        }
+    }
+}
+
 mod opt_duration {
     use std::time::Duration;
 

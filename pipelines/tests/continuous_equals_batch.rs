@@ -11,7 +11,7 @@ use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 use proptest::prelude::*;
 use vedette_pipelines::compile::{Compiler, TableRules};
-use vedette_pipelines::rule::{Pack, RuleDef, Severity};
+use vedette_pipelines::rule::{Pack, RuleDef};
 use vedette_pipelines::values::cell_to_json;
 use vedette_schemas::decode::{Identity, decode_frame};
 use vedette_schemas::frame::{DataFrame, Encoding};
@@ -110,17 +110,8 @@ async fn continuous(evs: &[Ev], splits: &[usize]) -> Alerts {
     let rules: Vec<RuleDef> = RULES
         .iter()
         .map(|(id, sql, _)| RuleDef {
-            id: id.to_string(),
-            name: id.to_string(),
-            version: None,
-            severity: Severity::Low,
-            description: String::new(),
-            tags: vec![],
-            sql: sql.to_string(),
-            dedup_key: vec![],
-            suppress: None,
             lateness: Some(std::time::Duration::from_secs(LATENESS_S as u64)),
-            enabled: true,
+            ..RuleDef::new(*id, *sql)
         })
         .collect();
     let pack = Pack { name: "p".into(), version: 1, description: String::new(), author: String::new(), rules };

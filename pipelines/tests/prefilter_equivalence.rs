@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 use vedette_pipelines::compile::{Compiler, TableRules};
-use vedette_pipelines::rule::{Pack, RuleDef, Severity};
+use vedette_pipelines::rule::{Pack, RuleDef};
 use vedette_schemas::decode::{Identity, decode_frame};
 use vedette_schemas::frame::{DataFrame, Encoding};
 use vedette_schemas::tables::Catalog;
@@ -67,23 +67,7 @@ fn row() -> impl Strategy<Value = (String, usize, usize, bool)> {
 }
 
 fn pack() -> Pack {
-    let rules = RULES
-        .iter()
-        .enumerate()
-        .map(|(i, sql)| RuleDef {
-            id: format!("r{i}"),
-            name: format!("r{i}"),
-            version: None,
-            severity: Severity::Low,
-            description: String::new(),
-            tags: vec![],
-            sql: sql.to_string(),
-            dedup_key: vec![],
-            suppress: None,
-            lateness: None,
-            enabled: true,
-        })
-        .collect();
+    let rules = RULES.iter().enumerate().map(|(i, sql)| RuleDef::new(format!("r{i}"), *sql)).collect();
     Pack { name: "p".into(), version: 1, description: String::new(), author: String::new(), rules }
 }
 

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use sqllogictest::{AsyncDB, DBOutput, DefaultColumnType};
 use vedette_pipelines::compile::{Compiler, Evaluation, TableRules};
-use vedette_pipelines::rule::{Pack, RuleDef, Severity};
+use vedette_pipelines::rule::{Pack, RuleDef};
 use vedette_schemas::decode::{Identity, decode_frame};
 use vedette_schemas::frame::{DataFrame, Encoding};
 use vedette_schemas::tables::Catalog;
@@ -81,19 +81,7 @@ impl RuleDb {
             (None, _) => None,
             _ => return Err(err("expected LATENESS <duration>")),
         };
-        let rule = RuleDef {
-            id,
-            name: "slt".into(),
-            version: None,
-            severity: Severity::Low,
-            description: String::new(),
-            tags: vec![],
-            sql: sql.trim().to_string(),
-            dedup_key: vec![],
-            suppress: None,
-            lateness,
-            enabled: true,
-        };
+        let rule = RuleDef { name: "slt".into(), lateness, ..RuleDef::new(id, sql.trim()) };
         let pack =
             Pack { name: "slt".into(), version: 1, description: String::new(), author: String::new(), rules: vec![] };
         self.compiler.compile(&pack, &rule).await.map_err(err)?;

@@ -6,19 +6,7 @@ use vedette_schemas::decode::{Identity as SensorIdentity, decode_frame};
 use vedette_schemas::frame::{DataFrame, Encoding};
 
 fn rule(id: &str, sql: &str) -> RuleDef {
-    RuleDef {
-        id: id.into(),
-        name: id.into(),
-        version: None,
-        severity: Severity::High,
-        description: String::new(),
-        tags: vec!["t1".into()],
-        sql: sql.into(),
-        dedup_key: vec![],
-        suppress: None,
-        lateness: None,
-        enabled: true,
-    }
+    RuleDef { severity: Severity::High, tags: vec!["t1".into()], ..RuleDef::new(id, sql) }
 }
 
 fn pack(rules: Vec<RuleDef>) -> Pack {
