@@ -60,8 +60,7 @@ pub fn load_packs(config: &Config) -> Result<Vec<LoadedPack>> {
         .collect();
     files.sort();
     for f in files {
-        let text = std::fs::read_to_string(&f).map_err(EngineError::io(format!("reading {}", f.display())))?;
-        let pack = Pack::from_yaml(&f.display().to_string(), &text)?;
+        let (pack, text) = read_pack_source(&f)?;
         match check_signature(&f, &pack, &trusted) {
             Ok(key) => info!(pack = %pack.name, version = pack.version, key = %key, "Pack signature verified."),
             Err(e) if config.rules.allow_unsigned => {
@@ -176,8 +175,13 @@ fn recorded_packs(db: &sled::Db) -> Result<Vec<LoadedPack>> {
 
 /// Reads and parses a pack file.
 pub fn read_pack(path: &Path) -> Result<Pack> {
+    Ok(read_pack_source(path)?.0)
+}
+
+/// Reads and parses a pack file; returns the pack and its text.
+fn read_pack_source(path: &Path) -> Result<(Pack, String)> {
     let text = std::fs::read_to_string(path).map_err(EngineError::io(format!("reading {}", path.display())))?;
-    Ok(Pack::from_yaml(&path.display().to_string(), &text)?)
+    Ok((Pack::from_yaml(&path.display().to_string(), &text)?, text))
 }
 
 /// `PACK.sig` beside `PACK`.
@@ -424,15 +428,12 @@ impl RuleManager {
     /// nothing is re-evaluated. On error the rows in use stay.
     pub fn reload_reference(&mut self, name: &str) -> Result<RefStatus> {
         let Some(i) = self.config.reference_tables.iter().position(|r| r.name == name) else {
-            let known: Vec<&str> = self.config.reference_tables.iter().map(|r| r.name.as_str()).collect();
-            return Err(RuleError::Reference {
+            // The registry declares the config's tables; its error names them.
+            let err = self.compiler.references().schema(name).err().unwrap_or_else(|| RuleError::Reference {
                 table: name.into(),
-                reason: format!(
-                    "no such reference table (declared: {})",
-                    if known.is_empty() { "none".to_string() } else { known.join(", ") }
-                ),
-            }
-            .into());
+                reason: "no such reference table".into(),
+            });
+            return Err(err.into());
         };
         let def = &self.config.reference_tables[i];
         match crate::reference::load(&self.config, self.compiler.references(), def) {
@@ -503,9 +504,13 @@ impl RuleManager {
     /// between two batches.
     async fn install(&self) -> Result<()> {
         let load = |key: &str| self.windows.get(key.as_bytes()).ok().flatten().map(|v| v.to_vec());
+        let mut by_table: HashMap<&str, Vec<Arc<CompiledRule>>> = HashMap::new();
+        for rule in self.active() {
+            by_table.entry(rule.meta.table.as_str()).or_default().push(Arc::clone(rule));
+        }
         let mut next = Vec::new();
         for (table, slot) in &self.tables {
-            let rules: Vec<Arc<CompiledRule>> = self.active().filter(|r| &r.meta.table == table).cloned().collect();
+            let rules = by_table.remove(table.as_str()).unwrap_or_default();
             next.push((slot.clone(), current(&slot.shared).with_rules(rules, load)?));
         }
         for (slot, rules) in next {

@@ -464,19 +464,7 @@ impl TableRules {
     /// [`TableRules::prune_windows`] once the old set is no longer running.
     pub fn with_rules(&self, rules: Vec<Arc<CompiledRule>>, load: impl Fn(&str) -> Option<Vec<u8>>) -> Result<Self> {
         let next = Self { prefilter: build_prefilter(&rules), rules, ..self.clone() };
-        let mut windows = self.windows.lock().expect("window lock is never poisoned");
-        for rule in next.rules.iter().filter(|r| r.is_windowed()) {
-            let key = rule.state_key();
-            if windows.contains_key(&key) {
-                continue;
-            }
-            if let Some(bytes) = load(&key) {
-                let state =
-                    WindowState::from_bytes(&bytes).map_err(|source| RuleError::Eval { rule: key.clone(), source })?;
-                windows.insert(key, state);
-            }
-        }
-        drop(windows);
+        next.load_states(load, false)?;
         Ok(next)
     }
 
@@ -535,18 +523,27 @@ impl TableRules {
 
     /// Restores window state from checkpoints; `load` returns the bytes stored under a key.
     pub fn restore(&self, load: impl Fn(&str) -> Option<Vec<u8>>) -> Result<usize> {
-        let mut restored = 0;
+        self.load_states(load, true)
+    }
+
+    /// Loads checkpointed state of this set's windowed rules (all of them, or only those with
+    /// no state in memory); returns how many were loaded.
+    fn load_states(&self, load: impl Fn(&str) -> Option<Vec<u8>>, overwrite: bool) -> Result<usize> {
+        let mut loaded = 0;
         let mut windows = self.windows.lock().expect("window lock is never poisoned");
         for rule in self.rules.iter().filter(|r| r.is_windowed()) {
             let key = rule.state_key();
+            if !overwrite && windows.contains_key(&key) {
+                continue;
+            }
             if let Some(bytes) = load(&key) {
                 let state =
                     WindowState::from_bytes(&bytes).map_err(|source| RuleError::Eval { rule: key.clone(), source })?;
                 windows.insert(key, state);
-                restored += 1;
+                loaded += 1;
             }
         }
-        Ok(restored)
+        Ok(loaded)
     }
 
     /// Late rows dropped so far, per active windowed rule id.

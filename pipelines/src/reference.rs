@@ -41,7 +41,10 @@ impl RefTables {
     pub fn schema(&self, name: &str) -> Result<&SchemaRef> {
         self.schemas.get(name).ok_or_else(|| RuleError::Reference {
             table: name.into(),
-            reason: format!("no such reference table (declared: {})", self.names().join(", ").if_empty("none")),
+            reason: match self.names() {
+                names if names.is_empty() => "no such reference table (none are declared)".into(),
+                names => format!("no such reference table (declared: {})", names.join(", ")),
+            },
         })
     }
 
@@ -72,16 +75,6 @@ impl RefTables {
     /// Row count of a table.
     pub fn row_count(&self, name: &str) -> usize {
         self.rows(name).iter().map(RecordBatch::num_rows).sum()
-    }
-}
-
-trait IfEmpty {
-    fn if_empty(self, other: &str) -> String;
-}
-
-impl IfEmpty for String {
-    fn if_empty(self, other: &str) -> String {
-        if self.is_empty() { other.to_string() } else { self }
     }
 }
 
