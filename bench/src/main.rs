@@ -59,9 +59,13 @@ enum Cmd {
         #[arg(long, default_value_t = 262_144)]
         events: usize,
     },
-    /// Windowed rules alone: 10 rules (tumbling windows, GROUP BY keys, HAVING) over
-    /// auth_events in event-time order; prints events/s and window state per open key.
+    /// Windowed rules alone: 10 rules (windows, GROUP BY keys, HAVING) over auth_events in
+    /// event-time order; prints events/s and window state per open key.
     Windows {
+        /// Window kind: tumble (sizes 1–10 min), hop (30 s slide, sizes 1–10 min) or session
+        /// (gaps 1–10 s).
+        #[arg(long, value_enum, default_value_t = WindowKindArg::Tumble)]
+        kind: WindowKindArg,
         /// Events.
         #[arg(long, default_value_t = 1_000_000)]
         events: usize,
@@ -319,8 +323,16 @@ async fn reference_bench(rows: usize, events: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// 10 windowed rules (tumbling windows of 1–10 minutes, keys of growing cardinality).
-fn window_rules() -> Vec<(String, String)> {
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum WindowKindArg {
+    Tumble,
+    Hop,
+    Session,
+}
+
+/// 10 windowed rules (windows of 1–10 minutes, or session gaps of 1–10 seconds; keys of
+/// growing cardinality).
+fn window_rules(kind: WindowKindArg) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for (i, (keys, size, having)) in [
         ("host, user", "1 minute", "count(*) >= 5"),
@@ -337,25 +349,32 @@ fn window_rules() -> Vec<(String, String)> {
     .into_iter()
     .enumerate()
     {
+        let window = match kind {
+            WindowKindArg::Tumble => format!("tumble(ts, INTERVAL '{size}')"),
+            WindowKindArg::Hop => format!("hop(ts, INTERVAL '30 seconds', INTERVAL '{size}')"),
+            // "1 minute" → a 1 second gap, "10 minutes" → 10 seconds.
+            WindowKindArg::Session => format!("session(ts, INTERVAL '{}')", size.replace("minute", "second")),
+        };
         out.push((
             format!("w{i}"),
             format!(
                 "SELECT {keys}, count(*) AS n FROM auth_events WHERE outcome = 'failure' \
-                 GROUP BY tumble(ts, INTERVAL '{size}'), {keys} HAVING {having}"
+                 GROUP BY {window}, {keys} HAVING {having}"
             ),
         ));
     }
     out
 }
 
-async fn windows_bench(events: usize, users: usize, batch_rows: usize) -> anyhow::Result<()> {
+async fn windows_bench(kind: WindowKindArg, events: usize, users: usize, batch_rows: usize) -> anyhow::Result<()> {
     use std::sync::Arc as A;
     use vedette_pipelines::compile::{Compiler, TableRules};
     use vedette_pipelines::rule::Pack;
     use vedette_schemas::tables::Catalog;
 
     let compiler = Compiler::new(A::new(Catalog::builtin()))?;
-    let rules = window_rules().into_iter().map(|(id, sql)| vedette_pipelines::rule::RuleDef::new(id, sql)).collect();
+    let rules =
+        window_rules(kind).into_iter().map(|(id, sql)| vedette_pipelines::rule::RuleDef::new(id, sql)).collect();
     let pack = Pack { name: "bench".into(), version: 1, description: String::new(), author: String::new(), rules };
     let mut by_table = compiler.compile_pack(&pack).await?;
     let table = TableRules::new(&compiler, "auth_events", by_table.remove("auth_events").unwrap_or_default());
@@ -387,7 +406,7 @@ async fn windows_bench(events: usize, users: usize, batch_rows: usize) -> anyhow
     let flushed = table.tick(now, true).await;
     alerts += flushed.alerts.len();
     println!(
-        "windows: 10 windowed rules, {events} events ({} batches of {batch_rows}, {users} users): {:.0} events/s, {alerts} alerts",
+        "windows: 10 {kind:?} rules, {events} events ({} batches of {batch_rows}, {users} users): {:.0} events/s, {alerts} alerts",
         batches.len(),
         events as f64 / took.as_secs_f64()
     );
@@ -421,7 +440,7 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Cmd::Spine { events, match_every, batch_rows } => spine(events, match_every, batch_rows).await,
         Cmd::Rules { rules, events, batch_rows, threads } => rules_bench(rules, events, batch_rows, threads).await,
-        Cmd::Windows { events, users, batch_rows } => windows_bench(events, users, batch_rows).await,
+        Cmd::Windows { kind, events, users, batch_rows } => windows_bench(kind, events, users, batch_rows).await,
         Cmd::Reference { rows, events } => reference_bench(rows, events).await,
     }
 }

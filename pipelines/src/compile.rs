@@ -34,6 +34,9 @@ use crate::window::{Clock, DEFAULT_LATENESS_US, WindowPlans, WindowSpec, WindowS
 
 /// Hidden output column carrying a windowed result row's window start.
 pub const WINDOW_START: &str = "__window_start";
+/// Hidden output column carrying a session window's newest event time (its end is that plus
+/// the gap).
+pub const SESSION_LAST_EVENT: &str = "__window_last";
 
 /// Columns appended to non-aggregating rules so every alert knows its event.
 const HIDDEN: [(&str, &str); 6] = [
@@ -170,6 +173,7 @@ impl Compiler {
         let config = config.with_extension(Arc::clone(&refs));
         let ctx = SessionContext::new_with_config(config);
         ctx.register_udf(crate::window::tumble_udf());
+        ctx.register_udf(crate::window::session_udf());
         for udf in crate::window::hop_udfs() {
             ctx.register_udf(udf);
         }
@@ -259,7 +263,9 @@ impl Compiler {
         }
         let plan = match window {
             Some(_) => {
-                let plan = crate::window::expand_hops(plan).map_err(|source| plan_error(id(), source))?;
+                let plan = crate::window::expand_hops(plan)
+                    .and_then(crate::window::expand_sessions)
+                    .map_err(|source| plan_error(id(), source))?;
                 scope_windows(plan).map_err(|source| plan_error(id(), source))?
             }
             None => plan,
@@ -384,6 +390,9 @@ fn add_hidden_columns(plan: LogicalPlan, window: Option<WindowSpec>) -> datafusi
         };
         let by_name = |name: &str| agg_schema.index_of_column_by_name(None, name).map(agg_col);
         exprs.push(agg_col(spec.group_index).alias(WINDOW_START));
+        if let Some(last) = by_name(crate::window::SESSION_LAST) {
+            exprs.push(last.alias(SESSION_LAST_EVENT));
+        }
         if let Some(t) = by_name("__tenant_key") {
             exprs.push(t.alias("__tenant"));
         }
@@ -746,7 +755,7 @@ async fn run_jobs(
                 match w.advance(&ctx.base, &ctx.table, &state, ctx.batch.as_ref(), clock).await {
                     Ok((closed, next)) => {
                         for b in &closed.batches {
-                            rows_to_alerts(&rule.meta, b, ctx.now, Some(w.spec.size_us), &mut o.alerts);
+                            rows_to_alerts(&rule.meta, b, ctx.now, Some(w.spec), &mut o.alerts);
                         }
                         update = Some((rule.state_key(), next));
                     }
@@ -791,7 +800,7 @@ fn rows_to_alerts(
     meta: &Arc<RuleMeta>,
     batch: &RecordBatch,
     detected_at: DateTime<Utc>,
-    window_size_us: Option<i64>,
+    window: Option<WindowSpec>,
     out: &mut Vec<Alert>,
 ) {
     let schema = batch.schema();
@@ -803,7 +812,7 @@ fn rows_to_alerts(
         col("__host").or_else(|| col("host")),
     );
     let (seq, row_idx) = (col("__seq"), col("__row"));
-    let window_start = col(WINDOW_START);
+    let (window_start, session_last) = (col(WINDOW_START), col(SESSION_LAST_EVENT));
     let visible: Vec<usize> =
         (0..schema.fields().len()).filter(|i| !schema.field(*i).name().starts_with(RESERVED_PREFIX)).collect();
     for i in 0..batch.num_rows() {
@@ -811,7 +820,11 @@ fn rows_to_alerts(
         for &c in &visible {
             row.insert(schema.field(c).name().clone(), cell_to_json(batch.column(c).as_ref(), i));
         }
-        let window = window_start.and_then(|a| cell_micros(a, i)).zip(window_size_us).map(|(s, size)| (s, s + size));
+        let window =
+            window_start.and_then(|a| cell_micros(a, i)).zip(window).map(|(s, spec)| match spec.session_gap() {
+                Some(gap) => (s, session_last.and_then(|a| cell_micros(a, i)).unwrap_or(s).saturating_add(gap)),
+                None => (s, s + spec.size_us),
+            });
         let ts_micros = match window {
             Some((_, end)) => end,
             None => ts.and_then(|a| cell_micros(a, i)).unwrap_or_else(|| detected_at.timestamp_micros()),

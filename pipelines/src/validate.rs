@@ -136,6 +136,7 @@ pub const ALLOWED_FUNCTIONS: &[&str] = &[
     // event-time windows
     "tumble",
     "hop",
+    "session",
 ];
 
 /// Where in the SQL text a problem is.
@@ -213,12 +214,6 @@ impl Visitor for AllowList<'_> {
             // the `user` column.
             if matches!(f.args, FunctionArguments::None) && name == "user" {
                 return ControlFlow::Continue(());
-            }
-            if name == "session" {
-                return self.refuse(format!(
-                    "session windows are not supported yet; use tumble(ts, INTERVAL …) or hop(ts, INTERVAL slide, INTERVAL size){}",
-                    at(f.name.span())
-                ));
             }
             if f.name.0.len() > 1 || !ALLOWED_FUNCTIONS.contains(&name.as_str()) {
                 return self.refuse(format!("function `{}` is not allowed in rules{}", f.name, at(f.name.span())));

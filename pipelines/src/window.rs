@@ -1,4 +1,5 @@
-//! Event-time windows: `GROUP BY tumble(ts, INTERVAL '1 minute'), keys … HAVING …`.
+//! Event-time windows: `GROUP BY tumble(ts, INTERVAL '1 minute'), keys … HAVING …`, hopping
+//! windows (`hop(ts, slide, size)`) and session windows (`session(ts, gap)`).
 //!
 //! A windowed rule runs incrementally with DataFusion's own two-phase aggregation, so its
 //! results are exactly those of the batch query:
@@ -12,6 +13,10 @@
 //! time seen from that sensor, minus the rule's allowed lateness: one sensor's fast clock
 //! cannot close another's windows, and a silent sensor stops holding windows open once idle.
 //! Rows that arrive for an already closed window are late: counted, never silently merged.
+//!
+//! Session windows group by the event time itself (plus a hidden `max(ts)`); partial state
+//! rows of a key whose spans `[start, last + gap)` overlap are merged into one session by
+//! rewriting their window column to the session start before the reduce stage.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -80,7 +85,7 @@ impl ScalarUDFImpl for Tumble {
 
     fn return_type(&self, args: &[DataType]) -> datafusion::error::Result<DataType> {
         match args.first() {
-            Some(DataType::Timestamp(..)) => Ok(DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))),
+            Some(DataType::Timestamp(..)) => Ok(utc_micros()),
             other => plan_err!("tumble(ts, INTERVAL …): first argument must be a timestamp, found {other:?}"),
         }
     }
@@ -130,7 +135,7 @@ impl ScalarUDFImpl for Hop {
 
     fn return_type(&self, args: &[DataType]) -> datafusion::error::Result<DataType> {
         match args.first() {
-            Some(DataType::Timestamp(..)) => Ok(DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))),
+            Some(DataType::Timestamp(..)) => Ok(utc_micros()),
             other => {
                 plan_err!("hop(ts, INTERVAL slide, INTERVAL size): first argument must be a timestamp, found {other:?}")
             }
@@ -156,7 +161,7 @@ impl Default for HopStarts {
 }
 
 fn hop_item() -> Arc<arrow::datatypes::Field> {
-    Arc::new(arrow::datatypes::Field::new("item", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), true))
+    Arc::new(arrow::datatypes::Field::new("item", utc_micros(), true))
 }
 
 impl ScalarUDFImpl for HopStarts {
@@ -218,6 +223,62 @@ pub fn hop_udfs() -> [ScalarUDF; 2] {
     [ScalarUDF::from(Hop::default()), ScalarUDF::from(HopStarts::default())]
 }
 
+/// `session(ts, INTERVAL gap)`: marks session windows in GROUP BY. A session of a key is a
+/// run of its events in which consecutive events are less than `gap` apart; it spans
+/// `[first event, last event + gap)`. Rewritten by the compiler ([`expand_sessions`]); never
+/// evaluated itself.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct Session {
+    signature: Signature,
+}
+
+impl Default for Session {
+    fn default() -> Self {
+        Self { signature: Signature::any(2, Volatility::Immutable) }
+    }
+}
+
+impl ScalarUDFImpl for Session {
+    fn name(&self) -> &str {
+        "session"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, args: &[DataType]) -> datafusion::error::Result<DataType> {
+        match args.first() {
+            Some(DataType::Timestamp(..)) => Ok(utc_micros()),
+            other => plan_err!("session(ts, INTERVAL gap): first argument must be a timestamp, found {other:?}"),
+        }
+    }
+
+    fn invoke_with_args(&self, _args: ScalarFunctionArgs) -> datafusion::error::Result<ColumnarValue> {
+        exec_err!("session(…) is only valid as a GROUP BY key of a windowed rule")
+    }
+}
+
+/// The `session` UDF.
+pub fn session_udf() -> ScalarUDF {
+    ScalarUDF::from(Session::default())
+}
+
+fn utc_micros() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+/// The kind of event-time window of a rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowKind {
+    /// `tumble(ts, size)`: fixed, epoch-aligned, non-overlapping.
+    Tumble,
+    /// `hop(ts, slide, size)`: fixed length, a new one every `slide`.
+    Hop,
+    /// `session(ts, gap)`: per key, closed after `gap` without events.
+    Session,
+}
+
 /// Where the window is in a windowed rule's aggregate.
 #[derive(Debug, Clone, Copy)]
 pub struct WindowSpec {
@@ -227,10 +288,19 @@ pub struct WindowSpec {
     pub size_us: i64,
     /// Distance between window starts, µs (= size for tumbling windows).
     pub slide_us: i64,
+    /// Tumbling, hopping or session window. For sessions `size_us` and `slide_us` hold the gap.
+    pub kind: WindowKind,
 }
 
-/// Finds `tumble(…)` or `hop(…)` among the GROUP BY expressions of the (single) aggregate of
-/// `plan`.
+impl WindowSpec {
+    /// Session gap, µs, for session windows.
+    pub fn session_gap(&self) -> Option<i64> {
+        (self.kind == WindowKind::Session).then_some(self.size_us)
+    }
+}
+
+/// Finds `tumble(…)`, `hop(…)` or `session(…)` among the GROUP BY expressions of the
+/// (single) aggregate of `plan`. Windows are on event time: their first argument is `ts`.
 pub fn find_window(plan: &LogicalPlan) -> datafusion::error::Result<Option<WindowSpec>> {
     let mut found = None;
     plan.apply(|node| {
@@ -241,17 +311,35 @@ pub fn find_window(plan: &LogicalPlan) -> datafusion::error::Result<Option<Windo
                     Some(Expr::Literal(v, _)) => interval_micros(v),
                     _ => plan_err!("{}(…): the {what} must be an INTERVAL literal", f.name()),
                 };
-                match f.name() {
-                    "tumble" => {
-                        let size = interval(1, "size")?;
-                        found = Some(WindowSpec { group_index: i, size_us: size, slide_us: size });
-                    }
-                    "hop" => {
-                        let (slide, size) = hop_params(interval(1, "slide")?, interval(2, "size")?)?;
-                        found = Some(WindowSpec { group_index: i, size_us: size, slide_us: slide });
-                    }
-                    _ => {}
+                let kind = match f.name() {
+                    "tumble" => WindowKind::Tumble,
+                    "hop" => WindowKind::Hop,
+                    "session" => WindowKind::Session,
+                    _ => continue,
+                };
+                if found.is_some() {
+                    return plan_err!("a windowed rule groups by exactly one window");
                 }
+                if !matches!(f.args.first(), Some(Expr::Column(c)) if c.name == vedette_schemas::tables::TS) {
+                    return plan_err!(
+                        "{}(…): windows are on event time, the first argument must be the `ts` column",
+                        f.name()
+                    );
+                }
+                found = Some(match kind {
+                    WindowKind::Tumble => {
+                        let size = interval(1, "size")?;
+                        WindowSpec { group_index: i, size_us: size, slide_us: size, kind }
+                    }
+                    WindowKind::Hop => {
+                        let (slide, size) = hop_params(interval(1, "slide")?, interval(2, "size")?)?;
+                        WindowSpec { group_index: i, size_us: size, slide_us: slide, kind }
+                    }
+                    WindowKind::Session => {
+                        let gap = interval(1, "gap")?;
+                        WindowSpec { group_index: i, size_us: gap, slide_us: gap, kind }
+                    }
+                });
             }
         }
         Ok(TreeNodeRecursion::Continue)
@@ -299,11 +387,45 @@ pub fn expand_hops(plan: LogicalPlan) -> datafusion::error::Result<LogicalPlan> 
     .map(|t| t.data)
 }
 
+/// Name of the hidden aggregate holding the newest event time of a session.
+pub const SESSION_LAST: &str = "__session_last";
+
+/// Rewrites `GROUP BY session(ts, gap), …` into a grouping by the event time itself (under the
+/// original expression's name) plus a hidden `max(ts)` aggregate: each partial state row is
+/// then a session of one instant, which [`WindowPlans::advance`] merges into sessions by
+/// rewriting the group column to the session start before the states are reduced.
+pub fn expand_sessions(plan: LogicalPlan) -> datafusion::error::Result<LogicalPlan> {
+    use datafusion::logical_expr::{Aggregate, cast};
+    plan.transform_up(|node| match node {
+        LogicalPlan::Aggregate(a) => {
+            let Some((i, f)) = a.group_expr.iter().enumerate().find_map(|(i, e)| match e {
+                Expr::ScalarFunction(f) if f.name() == "session" => Some((i, f.clone())),
+                _ => None,
+            }) else {
+                return Ok(Transformed::no(LogicalPlan::Aggregate(a)));
+            };
+            let name = a.group_expr[i].schema_name().to_string();
+            let ts = cast(f.args[0].clone(), utc_micros());
+            let mut group = a.group_expr.clone();
+            group[i] = ts.clone().alias(name);
+            let mut aggs = a.aggr_expr.clone();
+            aggs.push(datafusion::functions_aggregate::expr_fn::max(ts).alias(SESSION_LAST));
+            Ok(Transformed::yes(LogicalPlan::Aggregate(Aggregate::try_new(Arc::clone(&a.input), group, aggs)?)))
+        }
+        other => Ok(Transformed::yes(other.recompute_schema()?)),
+    })
+    .map(|t| t.data)
+}
+
 /// The four physical stages of a windowed rule.
 #[derive(Debug)]
 pub struct WindowPlans {
     /// Window position and size.
     pub spec: WindowSpec,
+    /// GROUP BY columns at the front of a state row (the window's among them).
+    group_count: usize,
+    /// For session windows: the state column holding the session's newest event time.
+    session_last: Option<usize>,
     partial: Arc<dyn ExecutionPlan>,
     reduce: Arc<dyn ExecutionPlan>,
     final_: Arc<dyn ExecutionPlan>,
@@ -343,6 +465,17 @@ impl WindowPlans {
             Arc::clone(&input_schema),
         )?;
         let state_schema = partial.schema();
+        let group_count = partial.group_expr().expr().len();
+        let session_last = match spec.kind {
+            WindowKind::Session => {
+                let prefix = format!("{SESSION_LAST}[");
+                match state_schema.fields().iter().position(|f| f.name().starts_with(&prefix)) {
+                    Some(i) => Some(i),
+                    None => return plan_err!("session window plan without its `{SESSION_LAST}` state"),
+                }
+            }
+            _ => None,
+        };
         let aggs = partial.aggr_expr().to_vec();
         let final_groups = partial.group_expr().as_final();
         let reduce = AggregateExec::try_new(
@@ -371,7 +504,15 @@ impl WindowPlans {
                 }
             })?
             .data;
-        Ok(Self { spec, partial: Arc::new(partial), reduce: Arc::new(reduce), final_: Arc::new(final_), upper })
+        Ok(Self {
+            spec,
+            group_count,
+            session_last,
+            partial: Arc::new(partial),
+            reduce: Arc::new(reduce),
+            final_: Arc::new(final_),
+            upper,
+        })
     }
 }
 
@@ -386,6 +527,9 @@ pub struct WindowState {
     pub closed_upto: i64,
     /// Rows that arrived for already closed windows.
     pub late_rows: u64,
+    /// Session windows: the first `merged` batches of `states` hold merged sessions (per key,
+    /// non-overlapping); the rest are partial states not merged yet.
+    pub merged: usize,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -393,6 +537,8 @@ struct Header {
     sensors: HashMap<String, (i64, i64)>,
     closed_upto: i64,
     late_rows: u64,
+    #[serde(default)]
+    merged: usize,
 }
 
 impl WindowState {
@@ -413,6 +559,7 @@ impl WindowState {
             sensors: self.sensors.clone(),
             closed_upto: self.closed_upto,
             late_rows: self.late_rows,
+            merged: self.merged,
         })
         .map_err(|e| DataFusionError::Internal(e.to_string()))?;
         let mut out = (header.len() as u32).to_be_bytes().to_vec();
@@ -441,7 +588,8 @@ impl WindowState {
             arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(rest), None)?
                 .collect::<Result<Vec<_>, _>>()?
         };
-        Ok(Self { states, sensors: h.sensors, closed_upto: h.closed_upto, late_rows: h.late_rows })
+        let merged = h.merged.min(states.len());
+        Ok(Self { states, sensors: h.sensors, closed_upto: h.closed_upto, late_rows: h.late_rows, merged })
     }
 }
 
@@ -482,38 +630,43 @@ impl WindowPlans {
             note_sensors(&batch, now_us, &mut next.sensors);
             if batch.num_rows() > 0 {
                 let task = task_with(base, Injected([(table.to_string(), vec![batch])].into_iter().collect()));
-                let states = collect(Arc::clone(&self.partial), task).await?;
+                let mut states = collect(Arc::clone(&self.partial), task).await?;
+                if let Some(last) = self.session_last {
+                    // One partial row per (event time, key): merge the batch's own rows into
+                    // sessions first, so pending state grows with the keys, not the events.
+                    let merged = sessionize(states, self.spec.group_index, self.group_count, last, self.spec.size_us)?;
+                    let task = task_with(base, Injected([(STATE.to_string(), merged)].into_iter().collect()));
+                    states = collect(Arc::clone(&self.reduce), task).await?;
+                }
                 // With hopping windows a kept row may still belong to some closed windows:
                 // those contributions are dropped so a closed window is never emitted twice.
                 next.states.extend(self.drop_closed_windows(states, state.closed_upto)?);
             }
         }
         let watermark = if flush_all { i64::MAX } else { watermark(&next.sensors, now_us, lateness_us) };
-        let size = self.spec.size_us;
-        // Windows [start, start + size) with start + size <= watermark close now.
-        let close_before =
-            if watermark == i64::MAX { i64::MAX } else { watermark.saturating_sub(size).saturating_add(1) };
-        let must_close = next.states.iter().any(|b| min_window_start(b, self.spec.group_index) < Some(close_before));
-        if next.states.len() > MERGE_EVERY || must_close {
-            let task = task_with(
-                base,
-                Injected([(STATE.to_string(), std::mem::take(&mut next.states))].into_iter().collect()),
-            );
+        let closing = self.closing(watermark);
+        let must_close = next.states.iter().any(|b| closing.any_in(b));
+        let mut closed_states = Vec::new();
+        if let Some(last) = self.session_last {
+            if next.states.len() - next.merged.min(next.states.len()) > MERGE_EVERY || must_close {
+                closed_states = self.merge_sessions(base, &mut next, last, closing).await?;
+            }
+        } else if next.states.len() > MERGE_EVERY || must_close {
+            let states = std::mem::take(&mut next.states);
+            let task = task_with(base, Injected([(STATE.to_string(), states)].into_iter().collect()));
             next.states = collect(Arc::clone(&self.reduce), task).await?;
         }
-        let mut closed_states = Vec::new();
-        if must_close {
+        if must_close && self.session_last.is_none() {
             let mut open = Vec::new();
             for b in &next.states {
-                let starts = b.column(self.spec.group_index).as_primitive::<TimestampMicrosecondType>();
-                let mask: BooleanArray = starts.iter().map(|s| Some(s.is_some_and(|s| s < close_before))).collect();
+                let mask = closing.mask(b);
                 closed_states.push(filter_record_batch(b, &mask)?);
                 open.push(filter_record_batch(b, &arrow::compute::not(&mask)?)?);
             }
             next.states = open.into_iter().filter(|b| b.num_rows() > 0).collect();
-            if watermark != i64::MAX {
-                next.closed_upto = next.closed_upto.max(watermark);
-            }
+        }
+        if must_close && watermark != i64::MAX {
+            next.closed_upto = next.closed_upto.max(watermark);
         }
         let mut closed = Closed::default();
         closed_states.retain(|b| b.num_rows() > 0);
@@ -531,7 +684,7 @@ impl WindowPlans {
         states: Vec<RecordBatch>,
         closed_upto: i64,
     ) -> datafusion::error::Result<Vec<RecordBatch>> {
-        if closed_upto == 0 || self.spec.slide_us == self.spec.size_us {
+        if closed_upto == 0 || self.spec.kind != WindowKind::Hop {
             return Ok(states);
         }
         let size = self.spec.size_us;
@@ -546,18 +699,103 @@ impl WindowPlans {
             .collect()
     }
 
+    /// Merges pending session states into sessions and splits off those that close. Only the
+    /// keys with new rows, and sessions that may close, are re-merged: a merged session of a
+    /// key without new rows cannot change, so the work per batch follows the batch, not the
+    /// number of open sessions.
+    async fn merge_sessions(
+        &self,
+        base: &TaskContext,
+        next: &mut WindowState,
+        last: usize,
+        closing: Closing,
+    ) -> datafusion::error::Result<Vec<RecordBatch>> {
+        use arrow::row::{RowConverter, SortField};
+        let pending = next.states.split_off(next.merged.min(next.states.len()));
+        let merged = std::mem::take(&mut next.states);
+        let Some(schema) = pending.first().or(merged.first()).map(|b| b.schema()) else { return Ok(Vec::new()) };
+        let keys: Vec<usize> = (0..self.group_count).filter(|i| *i != self.spec.group_index).collect();
+        let converter =
+            RowConverter::new(keys.iter().map(|&i| SortField::new(schema.field(i).data_type().clone())).collect())?;
+        let key_rows = |b: &RecordBatch| {
+            converter.convert_columns(&keys.iter().map(|&i| Arc::clone(b.column(i))).collect::<Vec<_>>())
+        };
+        let mut touched_keys: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
+        for b in &pending {
+            let rows = key_rows(b)?;
+            touched_keys.extend(rows.iter().map(|r| r.as_ref().to_vec()));
+        }
+        let (mut work, mut keep) = (pending, Vec::new());
+        for b in merged {
+            let rows = key_rows(&b)?;
+            let lasts = b.column(last).as_primitive::<TimestampMicrosecondType>();
+            let mask: BooleanArray = (0..b.num_rows())
+                .map(|r| Some(lasts.value(r) < closing.below || touched_keys.contains(rows.row(r).as_ref())))
+                .collect();
+            match mask.true_count() {
+                0 => keep.push(b),
+                n if n == b.num_rows() => work.push(b),
+                _ => {
+                    work.push(filter_record_batch(&b, &mask)?);
+                    keep.push(filter_record_batch(&b, &arrow::compute::not(&mask)?)?);
+                }
+            }
+        }
+        let work = sessionize(work, self.spec.group_index, self.group_count, last, self.spec.size_us)?;
+        let task = task_with(base, Injected([(STATE.to_string(), work)].into_iter().collect()));
+        let mut closed = Vec::new();
+        for b in collect(Arc::clone(&self.reduce), task).await? {
+            let mask = closing.mask(&b);
+            closed.push(filter_record_batch(&b, &mask)?);
+            let open = filter_record_batch(&b, &arrow::compute::not(&mask)?)?;
+            if open.num_rows() > 0 {
+                keep.push(open);
+            }
+        }
+        // Merged sessions are final per key: fragments are concatenated, never reduced again.
+        if keep.len() > MERGE_EVERY {
+            keep = vec![arrow::compute::concat_batches(&schema, &keep)?];
+        }
+        next.merged = keep.len();
+        next.states = keep;
+        Ok(closed)
+    }
+
+    /// Which state rows close at `watermark`.
+    fn closing(&self, watermark: i64) -> Closing {
+        match self.session_last {
+            // A session [start, last + gap) closes once the watermark reaches its end.
+            Some(last) => {
+                Closing { column: last, below: watermark.saturating_sub(self.spec.size_us).saturating_add(1) }
+            }
+            // Windows [start, start + size) with start + size <= watermark close now.
+            None => Closing {
+                column: self.spec.group_index,
+                below: if watermark == i64::MAX {
+                    i64::MAX
+                } else {
+                    watermark.saturating_sub(self.spec.size_us).saturating_add(1)
+                },
+            },
+        }
+    }
+
     /// Removes (and counts) rows whose window already closed.
     fn drop_late(&self, batch: &RecordBatch, state: &mut WindowState) -> datafusion::error::Result<RecordBatch> {
         if state.closed_upto == 0 {
             return Ok(batch.clone());
         }
-        let (size, slide) = (self.spec.size_us, self.spec.slide_us);
-        // A row is late when even its last window (the newest start <= ts) has closed.
+        let (size, slide, closed_upto) = (self.spec.size_us, self.spec.slide_us, state.closed_upto);
         let ts = ts_column(batch)?;
-        let mask: BooleanArray = ts
-            .iter()
-            .map(|t| Some(t.is_some_and(|t| t.div_euclid(slide) * slide + size > state.closed_upto)))
-            .collect();
+        let mask: BooleanArray = match self.spec.kind {
+            // A row older than the last closing watermark could belong to a session already
+            // emitted (one ending after the row's time): late.
+            WindowKind::Session => ts.iter().map(|t| Some(t.is_some_and(|t| t >= closed_upto))).collect(),
+            // A row is late when even its last window (the newest start <= ts) has closed.
+            WindowKind::Tumble | WindowKind::Hop => {
+                ts.iter().map(|t| Some(t.is_some_and(|t| t.div_euclid(slide) * slide + size > closed_upto))).collect()
+            }
+        };
         let kept = mask.true_count();
         state.late_rows += (batch.num_rows() - kept) as u64;
         Ok(if kept == batch.num_rows() { batch.clone() } else { filter_record_batch(batch, &mask)? })
@@ -611,6 +849,85 @@ fn watermark(sensors: &HashMap<String, (i64, i64)>, now_us: i64, lateness_us: i6
     min.saturating_sub(lateness_us)
 }
 
-fn min_window_start(b: &RecordBatch, idx: usize) -> Option<i64> {
-    arrow::compute::min(b.column(idx).as_primitive::<TimestampMicrosecondType>())
+/// State rows whose timestamp in `column` (window start, or a session's newest event) is
+/// below `below` close.
+#[derive(Debug, Clone, Copy)]
+struct Closing {
+    column: usize,
+    below: i64,
+}
+
+impl Closing {
+    fn any_in(&self, b: &RecordBatch) -> bool {
+        arrow::compute::min(b.column(self.column).as_primitive::<TimestampMicrosecondType>())
+            .is_some_and(|m| m < self.below)
+    }
+
+    fn mask(&self, b: &RecordBatch) -> BooleanArray {
+        let times = b.column(self.column).as_primitive::<TimestampMicrosecondType>();
+        times.iter().map(|t| Some(t.is_some_and(|t| t < self.below))).collect()
+    }
+}
+
+/// Merges session state rows: per key (the GROUP BY columns other than the window), rows
+/// whose spans `[start, last + gap)` overlap form one session, and each row's window column
+/// is set to its session's start, so the reduce step merges their accumulator states.
+fn sessionize(
+    states: Vec<RecordBatch>,
+    window: usize,
+    group_count: usize,
+    last: usize,
+    gap: i64,
+) -> datafusion::error::Result<Vec<RecordBatch>> {
+    use arrow::row::{RowConverter, SortField};
+    let Some(first) = states.first() else { return Ok(states) };
+    let schema = first.schema();
+    let keys: Vec<usize> = (0..group_count).filter(|i| *i != window).collect();
+    let converter =
+        RowConverter::new(keys.iter().map(|&i| SortField::new(schema.field(i).data_type().clone())).collect())?;
+    let rows = states
+        .iter()
+        .map(|b| converter.convert_columns(&keys.iter().map(|&i| Arc::clone(b.column(i))).collect::<Vec<_>>()))
+        .collect::<Result<Vec<_>, _>>()?;
+    // (key, start, last, batch, row) for every state row, then each key's rows by start.
+    let mut key_ids: HashMap<arrow::row::Row<'_>, u32> = HashMap::new();
+    let mut entries: Vec<(u32, i64, i64, u32, u32)> = Vec::with_capacity(states.iter().map(|b| b.num_rows()).sum());
+    for (bi, b) in states.iter().enumerate() {
+        let starts = b.column(window).as_primitive::<TimestampMicrosecondType>();
+        let lasts = b.column(last).as_primitive::<TimestampMicrosecondType>();
+        for r in 0..b.num_rows() {
+            if starts.is_null(r) || lasts.is_null(r) {
+                continue;
+            }
+            let next_id = key_ids.len() as u32;
+            let key = *key_ids.entry(rows[bi].row(r)).or_insert(next_id);
+            entries.push((key, starts.value(r), lasts.value(r), bi as u32, r as u32));
+        }
+    }
+    entries.sort_unstable_by_key(|e| (e.0, e.1));
+    let mut new_starts: Vec<Vec<i64>> =
+        states.iter().map(|b| b.column(window).as_primitive::<TimestampMicrosecondType>().values().to_vec()).collect();
+    let mut current: Option<(u32, i64, i64)> = None; // (key, session start, session end)
+    for &(key, start, last, bi, r) in &entries {
+        let end = last.saturating_add(gap);
+        current = match current {
+            Some((k, s, e)) if k == key && start < e => Some((k, s, e.max(end))),
+            _ => Some((key, start, end)),
+        };
+        if let Some((_, s, _)) = current {
+            new_starts[bi as usize][r as usize] = s;
+        }
+    }
+    states
+        .iter()
+        .zip(new_starts)
+        .map(|(b, starts)| {
+            let old = b.column(window).as_primitive::<TimestampMicrosecondType>();
+            let col = TimestampMicrosecondArray::new(starts.into(), old.nulls().cloned())
+                .with_data_type(old.data_type().clone());
+            let mut columns = b.columns().to_vec();
+            columns[window] = Arc::new(col);
+            Ok(RecordBatch::try_new(b.schema(), columns)?)
+        })
+        .collect()
 }

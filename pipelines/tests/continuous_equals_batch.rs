@@ -47,6 +47,30 @@ const RULES: &[(&str, &str, &str)] = &[
         "SELECT w, user, count(*) AS n FROM (SELECT unnest(hop_starts(ts, INTERVAL '20 seconds', INTERVAL '1 minute')) AS w, \
          user FROM auth_events WHERE outcome = 'failure') GROUP BY w, user HAVING count(*) >= 2",
     ),
+    // Session windows, batch form: a new session starts where the gap to the key's previous
+    // event is at least the gap (ties share a session: RANGE frame over peers).
+    (
+        "session",
+        "SELECT user, count(*) AS n, max(ts) AS last FROM auth_events WHERE outcome = 'failure' \
+         GROUP BY session(ts, INTERVAL '30 seconds'), user HAVING count(*) >= 3",
+        "SELECT min(ts) AS w, user, count(*) AS n, max(ts) AS last FROM ( \
+           SELECT ts, user, tenant, sum(brk) OVER (PARTITION BY tenant, user ORDER BY ts) AS sid FROM ( \
+             SELECT ts, user, tenant, CASE WHEN arrow_cast(ts, 'Int64') - arrow_cast(lag(ts) OVER \
+               (PARTITION BY tenant, user ORDER BY ts), 'Int64') < 30000000 THEN 0 ELSE 1 END AS brk \
+             FROM auth_events WHERE outcome = 'failure')) \
+         GROUP BY tenant, user, sid HAVING count(*) >= 3",
+    ),
+    (
+        "session_spray",
+        "SELECT src_ip, count(DISTINCT user) AS users FROM auth_events \
+         GROUP BY session(ts, INTERVAL '20 seconds'), src_ip HAVING count(DISTINCT user) > 2",
+        "SELECT min(ts) AS w, src_ip, count(DISTINCT user) AS users FROM ( \
+           SELECT ts, user, src_ip, tenant, sum(brk) OVER (PARTITION BY tenant, src_ip ORDER BY ts) AS sid FROM ( \
+             SELECT ts, user, src_ip, tenant, CASE WHEN arrow_cast(ts, 'Int64') - arrow_cast(lag(ts) OVER \
+               (PARTITION BY tenant, src_ip ORDER BY ts), 'Int64') < 20000000 THEN 0 ELSE 1 END AS brk \
+             FROM auth_events)) \
+         GROUP BY tenant, src_ip, sid HAVING count(DISTINCT user) > 2",
+    ),
 ];
 
 #[derive(Debug, Clone)]
@@ -202,11 +226,12 @@ async fn oracle_sees_alerts_of_every_rule() {
         ev(20, 0, 1, 0, true),
         ev(15, 0, 1, 1, false),
         ev(40, 0, 1, 0, true),
+        ev(14, 1, 3, 0, false),
         ev(200, 1, 3, 2, false),
     ];
     let c = continuous(&evs, &[2, 1, 3]).await;
     let b = batch(&evs).await;
     assert_eq!(c, b);
     let rules: BTreeSet<&str> = c.iter().map(|(r, _, _)| r.as_str()).collect();
-    assert_eq!(rules, ["brute", "hopping", "spray", "stateless"].into_iter().collect());
+    assert_eq!(rules, ["brute", "hopping", "session", "session_spray", "spray", "stateless"].into_iter().collect());
 }

@@ -122,6 +122,35 @@ async fn feed(rules: &TableRules, seq: u64, rows: &str) -> Vec<Alert> {
 }
 
 #[tokio::test]
+async fn session_window_spans_first_event_to_last_event_plus_gap() {
+    let sql = "SELECT user, count(*) AS failures FROM auth_events WHERE outcome = 'failure' \
+               GROUP BY session(ts, INTERVAL '30 seconds'), user HAVING count(*) >= 2";
+    let (_c, rules) = windowed(sql).await;
+    // alice: 100, 120, 140 s (gaps < 30 s) then 200 s (a new session); bob once.
+    let rows = auth(100, "alice", "failure") + &auth(120, "alice", "failure") + &auth(101, "bob", "failure");
+    assert!(feed(&rules, 1, &rows).await.is_empty());
+    assert!(feed(&rules, 2, &auth(140, "alice", "failure")).await.is_empty());
+    // Watermark 195 s (lateness 5 s): alice's session ends at 170 s, bob's at 131 s (one event).
+    let a = feed(&rules, 3, &auth(200, "alice", "failure")).await;
+    assert_eq!(a.len(), 1, "{a:#?}");
+    assert_eq!(a[0].row["failures"], 3);
+    assert_eq!((a[0].window_start.unwrap().timestamp(), a[0].window_end.unwrap().timestamp()), (100, 170));
+    assert_eq!(a[0].ts.timestamp(), 170, "a window alert's ts is its end");
+    assert!(a[0].row.keys().all(|k| !k.starts_with("__")), "{:?}", a[0].row);
+    // The new session [200, 230) is still open; the state survives a checkpoint round trip.
+    let keys: Vec<String> = rules.rules().iter().map(|r| r.state_key()).collect();
+    let saved = rules.checkpoint(&keys).unwrap();
+    let (_c2, restored) = windowed(sql).await;
+    restored.restore(|k| saved.iter().find(|(key, _)| key == k).map(|(_, b)| b.clone())).unwrap();
+    assert!(feed(&restored, 4, &auth(210, "alice", "failure")).await.is_empty());
+    let rest = restored.tick(Utc::now(), true).await;
+    assert_eq!(rest.alerts.len(), 1, "{:#?}", rest.alerts);
+    let a = &rest.alerts[0];
+    assert_eq!((a.window_start.unwrap().timestamp(), a.window_end.unwrap().timestamp()), (200, 240));
+    assert_eq!(a.row["failures"], 2);
+}
+
+#[tokio::test]
 async fn tumbling_window_emits_once_when_the_watermark_passes_its_end() {
     let (_c, rules) = windowed(BRUTE).await;
     // Window [60 s, 120 s): alice fails 3 times across two batches, bob twice.
