@@ -1,4 +1,5 @@
-//! HTTP API: health, metrics, and the rule set (list, apply, enable/disable).
+//! HTTP API: health, metrics, the rule set (list, apply, enable/disable) and reference tables
+//! (list, reload, upload).
 
 use std::sync::Arc;
 
@@ -12,6 +13,9 @@ use vedette_actors::metrics::Metrics;
 
 use crate::error::EngineError;
 use crate::ruleset::RuleManager;
+
+/// Largest reference table upload accepted (`PUT /api/v1/reference/{name}`).
+pub const MAX_UPLOAD_BYTES: usize = 256 << 20;
 
 /// Reports each component's readiness.
 pub type Readiness = Arc<dyn Fn() -> Vec<(String, bool)> + Send + Sync>;
@@ -35,6 +39,10 @@ pub fn router(metrics: Metrics, readiness: Readiness, rules: Arc<tokio::sync::Mu
         .route("/api/v1/rules/{id}/disable", post(|s, p| rule_enable(s, p, false)))
         .route("/api/v1/reference", get(reference_list))
         .route("/api/v1/reference/{name}/reload", post(reference_reload))
+        .route(
+            "/api/v1/reference/{name}",
+            axum::routing::put(reference_upload).layer(axum::extract::DefaultBodyLimit::max(MAX_UPLOAD_BYTES)),
+        )
         .with_state(ApiState { metrics, readiness, rules })
 }
 
@@ -85,6 +93,13 @@ async fn reference_list(State(s): State<ApiState>) -> impl IntoResponse {
 
 async fn reference_reload(State(s): State<ApiState>, Path(name): Path<String>) -> Response {
     match s.rules.lock().await.reload_reference(&name) {
+        Ok(status) => axum::Json(status).into_response(),
+        Err(e) => error_response(&e),
+    }
+}
+
+async fn reference_upload(State(s): State<ApiState>, Path(name): Path<String>, body: axum::body::Bytes) -> Response {
+    match s.rules.lock().await.upload_reference(&name, &body) {
         Ok(status) => axum::Json(status).into_response(),
         Err(e) => error_response(&e),
     }

@@ -198,6 +198,17 @@ enum ReferenceCommand {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Replace a table's rows with FILE (in the table's configured format, CSV or JSON). The
+    /// engine checks it, writes it over the table's file (a restart keeps it) and swaps the
+    /// rows in; on error nothing changes.
+    Upload {
+        /// Table name.
+        name: String,
+        /// New contents.
+        file: PathBuf,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
 }
 
 #[derive(clap::Args)]
@@ -208,14 +219,19 @@ struct ApiArgs {
 }
 
 /// Calls the engine API; prints the JSON answer, or the error and exits 1.
-async fn api_call(api: &ApiArgs, method: reqwest::Method, path: &str) -> anyhow::Result<serde_json::Value> {
+async fn api_call(
+    api: &ApiArgs,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Vec<u8>>,
+) -> anyhow::Result<serde_json::Value> {
     let url = format!("{}{path}", api.api.trim_end_matches('/'));
-    let resp = reqwest::Client::new()
-        .request(method, &url)
-        .timeout(Duration::from_secs(120))
-        .send()
-        .await
-        .with_context(|| format!("calling {url} (is the engine running? --api / VEDETTE_API)"))?;
+    let mut request = reqwest::Client::new().request(method, &url).timeout(Duration::from_secs(120));
+    if let Some(body) = body {
+        request = request.body(body);
+    }
+    let resp =
+        request.send().await.with_context(|| format!("calling {url} (is the engine running? --api / VEDETTE_API)"))?;
     let status = resp.status();
     let body: serde_json::Value = resp.json().await.with_context(|| format!("reading the answer of {url}"))?;
     if !status.is_success() {
@@ -342,7 +358,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Rules { command } => return rules_command(command).await,
         Command::Reference { command: ReferenceCommand::List { api } } => {
             let tables: Vec<RefStatus> =
-                serde_json::from_value(api_call(&api, reqwest::Method::GET, "/api/v1/reference").await?)?;
+                serde_json::from_value(api_call(&api, reqwest::Method::GET, "/api/v1/reference", None).await?)?;
             println!("{:<24} {:>9}  {:<26} FILE", "TABLE", "ROWS", "LOADED");
             for t in tables {
                 println!("{:<24} {:>9}  {:<26} {}", t.name, t.rows, t.loaded_at.as_deref().unwrap_or("-"), t.path);
@@ -353,8 +369,14 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Reference { command: ReferenceCommand::Reload { name, api } } => {
             let path = format!("/api/v1/reference/{name}/reload");
-            let t: RefStatus = serde_json::from_value(api_call(&api, reqwest::Method::POST, &path).await?)?;
+            let t: RefStatus = serde_json::from_value(api_call(&api, reqwest::Method::POST, &path, None).await?)?;
             println!("{}: {} rows loaded from {}", t.name, t.rows, t.path);
+        }
+        Command::Reference { command: ReferenceCommand::Upload { name, file, api } } => {
+            let body = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let path = format!("/api/v1/reference/{name}");
+            let t: RefStatus = serde_json::from_value(api_call(&api, reqwest::Method::PUT, &path, Some(body)).await?)?;
+            println!("{}: {} rows uploaded (written to {})", t.name, t.rows, t.path);
         }
         Command::Ca { command: CaCommand::Init { data_dir } } => {
             let created = pki::ensure_dev_pki(&data_dir)?;
@@ -409,7 +431,7 @@ async fn rules_command(command: RulesCommand) -> anyhow::Result<()> {
         }
         RulesCommand::Apply { api } => {
             let report: ApplyReport =
-                serde_json::from_value(api_call(&api, reqwest::Method::POST, "/api/v1/rules/apply").await?)?;
+                serde_json::from_value(api_call(&api, reqwest::Method::POST, "/api/v1/rules/apply", None).await?)?;
             let packs: Vec<String> = report.packs.iter().map(|(n, v)| format!("{n} v{v}")).collect();
             println!(
                 "applied: {} ({} rules running, {} planned)",
@@ -420,7 +442,7 @@ async fn rules_command(command: RulesCommand) -> anyhow::Result<()> {
         }
         RulesCommand::List { api } => {
             let status: RulesStatus =
-                serde_json::from_value(api_call(&api, reqwest::Method::GET, "/api/v1/rules").await?)?;
+                serde_json::from_value(api_call(&api, reqwest::Method::GET, "/api/v1/rules", None).await?)?;
             println!(
                 "{:<32} {:<20} {:>4} {:<16} {:<8} {:<9} {:>9} {:>12}",
                 "RULE", "PACK", "VER", "TABLE", "SEVERITY", "STATE", "LATE_ROWS", "OPEN_WINDOWS"
@@ -445,11 +467,11 @@ async fn rules_command(command: RulesCommand) -> anyhow::Result<()> {
             }
         }
         RulesCommand::Enable { id, api } => {
-            api_call(&api, reqwest::Method::POST, &format!("/api/v1/rules/{id}/enable")).await?;
+            api_call(&api, reqwest::Method::POST, &format!("/api/v1/rules/{id}/enable"), None).await?;
             println!("{id}: enabled");
         }
         RulesCommand::Disable { id, api } => {
-            api_call(&api, reqwest::Method::POST, &format!("/api/v1/rules/{id}/disable")).await?;
+            api_call(&api, reqwest::Method::POST, &format!("/api/v1/rules/{id}/disable"), None).await?;
             println!("{id}: disabled");
         }
         RulesCommand::Verify { pack, pubkey } => match rules_cli::verify_pack(&pack, &pubkey) {

@@ -1,5 +1,6 @@
 //! Reference tables: loading their files into the compiler's registry, at start and on
-//! reload (`vedette reference reload`, `POST /api/v1/reference/{name}/reload`, SIGHUP).
+//! reload (`vedette reference reload`, `POST /api/v1/reference/{name}/reload`, SIGHUP), and
+//! replacing them through the API (`vedette reference upload`, `PUT /api/v1/reference/{name}`).
 
 use std::sync::Arc;
 
@@ -52,13 +53,36 @@ pub fn load(config: &Config, refs: &RefTables, def: &ReferenceTableConfig) -> Re
         def.name,
         path.display()
     )))?;
+    let batches = parse_for(refs, def, &bytes)?;
+    refs.replace(&def.name, batches)?;
+    Ok(refs.row_count(&def.name))
+}
+
+/// Replaces a table's contents with `bytes` (in the table's configured format): parsed and
+/// checked first, then written over the table's file (temp file + rename, so a restart loads
+/// the same rows), then swapped in. On error neither the file nor the rows in use change.
+pub fn upload(config: &Config, refs: &RefTables, def: &ReferenceTableConfig, bytes: &[u8]) -> Result<usize> {
+    let batches = parse_for(refs, def, bytes)?;
+    let path = resolve(&config.data_dir, &def.path);
+    let io = |what: &str| EngineError::io(format!("reference table `{}`: {what} {}", def.name, path.display()));
+    let tmp = path.with_extension("upload.tmp");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp).map_err(io("creating a temporary file beside"))?;
+        f.write_all(bytes).map_err(io("writing a temporary file beside"))?;
+        f.sync_all().map_err(io("syncing a temporary file beside"))?;
+    }
+    std::fs::rename(&tmp, &path).map_err(io("replacing"))?;
+    refs.replace(&def.name, batches)?;
+    Ok(refs.row_count(&def.name))
+}
+
+fn parse_for(refs: &RefTables, def: &ReferenceTableConfig, bytes: &[u8]) -> Result<Vec<arrow::array::RecordBatch>> {
     let format = match def.effective_format() {
         Some("csv") => Format::Csv,
         _ => Format::Json,
     };
-    let batches = parse(&def.name, refs.schema(&def.name)?, format, &bytes, def.max_rows)?;
-    refs.replace(&def.name, batches)?;
-    Ok(refs.row_count(&def.name))
+    Ok(parse(&def.name, refs.schema(&def.name)?, format, bytes, def.max_rows)?)
 }
 
 /// Status of every declared table, in config order.

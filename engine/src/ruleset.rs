@@ -427,6 +427,16 @@ impl RuleManager {
     /// Reloads one reference table from its file; the next batch on sees the new rows, and
     /// nothing is re-evaluated. On error the rows in use stay.
     pub fn reload_reference(&mut self, name: &str) -> Result<RefStatus> {
+        self.replace_reference(name, None)
+    }
+
+    /// Replaces one reference table with uploaded contents (in its configured format), also
+    /// written over its file so a restart keeps them. On error nothing changes.
+    pub fn upload_reference(&mut self, name: &str, bytes: &[u8]) -> Result<RefStatus> {
+        self.replace_reference(name, Some(bytes))
+    }
+
+    fn replace_reference(&mut self, name: &str, upload: Option<&[u8]>) -> Result<RefStatus> {
         let Some(i) = self.config.reference_tables.iter().position(|r| r.name == name) else {
             // The registry declares the config's tables; its error names them.
             let err = self.compiler.references().schema(name).err().unwrap_or_else(|| RuleError::Reference {
@@ -436,20 +446,25 @@ impl RuleManager {
             return Err(err.into());
         };
         let def = &self.config.reference_tables[i];
-        match crate::reference::load(&self.config, self.compiler.references(), def) {
+        let refs = self.compiler.references();
+        let (how, result) = match upload {
+            None => ("reload", crate::reference::load(&self.config, refs, def)),
+            Some(bytes) => ("upload", crate::reference::upload(&self.config, refs, def, bytes)),
+        };
+        match result {
             Ok(rows) => {
                 let s = &mut self.references[i];
                 s.rows = rows;
                 s.loaded_at = Some(chrono::Utc::now().to_rfc3339());
                 s.last_error = None;
                 self.metrics.reference_reloads.with_label_values(&[name, "loaded"]).inc();
-                info!(table = name, rows, "Reference table reloaded.");
+                info!(table = name, rows, how, "Reference table replaced.");
                 Ok(s.clone())
             }
             Err(e) => {
                 self.references[i].last_error = Some(e.to_string());
                 self.metrics.reference_reloads.with_label_values(&[name, "refused"]).inc();
-                error!(table = name, error = %e, "Reference table reload refused; the previous rows stay in use.");
+                error!(table = name, how, error = %e, "Reference table change refused; the previous rows stay in use.");
                 Err(e)
             }
         }

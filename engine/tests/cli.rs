@@ -34,12 +34,20 @@ fn free_tcp_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// `vedette serve` on loopback ports with extra env overrides; returns once the API answers.
-/// `capture`: keep stdout and stderr for the test to read.
-fn serve(dir: &std::path::Path, quic: u16, http: u16, env: &[(&str, &str)], capture: bool) -> std::process::Child {
+/// `vedette serve ARGS` on loopback ports with extra env overrides; returns once the API
+/// answers. `capture`: keep stdout and stderr for the test to read.
+fn serve(
+    dir: &std::path::Path,
+    quic: u16,
+    http: u16,
+    env: &[(&str, &str)],
+    args: &[&str],
+    capture: bool,
+) -> std::process::Child {
     let out = || if capture { Stdio::piped() } else { Stdio::null() };
     let child = Command::new(BIN)
         .arg("serve")
+        .args(args)
         .arg("--data-dir")
         .arg(dir)
         .env("VEDETTE__INGEST__LISTEN", format!("\"127.0.0.1:{quic}\""))
@@ -61,7 +69,7 @@ fn serve(dir: &std::path::Path, quic: u16, http: u16, env: &[(&str, &str)], capt
 fn serve_with_no_config_runs_the_demo_and_shuts_down_gracefully_on_sigint() {
     let dir = tempfile::tempdir().unwrap();
     let (quic, http) = (free_udp_port(), free_tcp_port());
-    let mut serve = serve(dir.path(), quic, http, &[], true);
+    let mut serve = serve(dir.path(), quic, http, &[], &[], true);
     let sensor = Command::new(BIN)
         .args(["sensor", "--demo", "--no-proc", "--server", &format!("127.0.0.1:{quic}"), "--data-dir"])
         .arg(dir.path())
@@ -82,8 +90,13 @@ fn serve_with_no_config_runs_the_demo_and_shuts_down_gracefully_on_sigint() {
 }
 
 fn vedette_api(http: u16, args: &[&str]) -> (bool, String) {
+    vedette_cmd(http, "rules", args)
+}
+
+/// `vedette COMMAND ARGS --api …` against the engine on `http`: (success, stdout + stderr).
+fn vedette_cmd(http: u16, command: &str, args: &[&str]) -> (bool, String) {
     let api = format!("http://127.0.0.1:{http}");
-    let out = Command::new(BIN).args(["rules"]).args(args).args(["--api", &api]).output().unwrap();
+    let out = Command::new(BIN).arg(command).args(args).args(["--api", &api]).output().unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     (out.status.success(), text)
 }
@@ -104,7 +117,7 @@ fn rules_apply_list_enable_disable_and_sighup_against_a_running_engine() {
     write(1, "");
     let (quic, http) = (free_udp_port(), free_tcp_port());
     let rules = [("VEDETTE__RULES__PACKS_DIR", "\"packs\""), ("VEDETTE__RULES__ALLOW_UNSIGNED", "true")];
-    let mut serve = serve(dir.path(), quic, http, &rules, false);
+    let mut serve = serve(dir.path(), quic, http, &rules, &[], false);
     let (ok, list) = vedette_api(http, &["list"]);
     assert!(ok, "{list}");
     assert!(list.lines().any(|l| l.starts_with("acme.shadow") && l.contains(" enabled")), "{list}");
@@ -139,6 +152,51 @@ fn rules_apply_list_enable_disable_and_sighup_against_a_running_engine() {
         assert!(Instant::now() < deadline, "SIGHUP did not apply acme v4: {list}");
         std::thread::sleep(Duration::from_millis(100));
     }
+    assert!(Command::new("kill").args(["-INT", &serve.id().to_string()]).status().unwrap().success());
+    assert!(serve.wait().unwrap().success());
+}
+
+#[test]
+fn reference_list_upload_and_reload_against_a_running_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ioc.csv"), "sha256,family\naaa,emotet\n").unwrap();
+    let config = dir.path().join("vedette.toml");
+    std::fs::write(
+        &config,
+        "[rules]\nbuiltin = true\n[[reference_tables]]\nname = \"ioc_hashes\"\npath = \"ioc.csv\"\n\
+         columns = { sha256 = \"string\", family = \"string\" }\n",
+    )
+    .unwrap();
+    let (quic, http) = (free_udp_port(), free_tcp_port());
+    let mut serve = serve(dir.path(), quic, http, &[], &["--config", config.to_str().unwrap()], false);
+    let (ok, out) = vedette_cmd(http, "reference", &["list"]);
+    assert!(ok, "{out}");
+    assert!(out.lines().any(|l| l.starts_with("ioc_hashes") && l.split_whitespace().nth(1) == Some("1")), "{out}");
+
+    // A bad upload names the line; the file and the rows in use are unchanged.
+    let bad = dir.path().join("bad.csv");
+    std::fs::write(&bad, "sha256,family\nbbb,qakbot\nccc\n").unwrap();
+    let (ok, out) = vedette_cmd(http, "reference", &["upload", "ioc_hashes", bad.to_str().unwrap()]);
+    assert!(!ok && out.contains("ioc_hashes") && out.contains("line 3"), "{out}");
+    assert_eq!(std::fs::read_to_string(dir.path().join("ioc.csv")).unwrap(), "sha256,family\naaa,emotet\n");
+    let (_, out) = vedette_cmd(http, "reference", &["list"]);
+    assert!(out.contains("last reload refused"), "{out}");
+
+    let good = dir.path().join("good.csv");
+    std::fs::write(&good, "sha256,family\nbbb,qakbot\nccc,lockbit\n").unwrap();
+    let (ok, out) = vedette_cmd(http, "reference", &["upload", "ioc_hashes", good.to_str().unwrap()]);
+    assert!(ok && out.contains("2 rows uploaded"), "{out}");
+    assert_eq!(
+        std::fs::read(dir.path().join("ioc.csv")).unwrap(),
+        std::fs::read(&good).unwrap(),
+        "written over the file"
+    );
+
+    std::fs::write(dir.path().join("ioc.csv"), "sha256,family\nddd,x\neee,y\nfff,z\n").unwrap();
+    let (ok, out) = vedette_cmd(http, "reference", &["reload", "ioc_hashes"]);
+    assert!(ok && out.contains("3 rows loaded"), "{out}");
+    let (ok, out) = vedette_cmd(http, "reference", &["reload", "nope"]);
+    assert!(!ok && out.contains("nope"), "{out}");
     assert!(Command::new("kill").args(["-INT", &serve.id().to_string()]).status().unwrap().success());
     assert!(serve.wait().unwrap().success());
 }
