@@ -24,7 +24,7 @@ async fn demo_scenario_fires_every_builtin_rule_with_the_certificate_identity() 
         .expect("sensor finishes")
         .expect("sensor succeeds");
 
-    let alerts = t.alerts();
+    let alerts = t.alerts().await;
     let fired: BTreeSet<String> = alerts.iter().map(|a| a["rule_id"].as_str().unwrap().to_string()).collect();
     let builtin: BTreeSet<String> = Pack::builtin().rules.iter().map(|r| r.id.clone()).collect();
     assert_eq!(fired, builtin, "every built-in rule fires");

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use vedette_engine::EngineHandle;
 use vedette_schemas::frame::Control;
-use vedette_tests::{RawClient, eventually, ndjson_frame, read_alerts, sensor_config, test_config};
+use vedette_tests::{RawClient, delivered_alerts, eventually, ndjson_frame, sensor_config, test_config};
 
 const ALPHA: &str = "  - id: t.alpha\n    name: alpha\n    severity: low\n    sql: SELECT pid, cmdline FROM process_events WHERE cmdline LIKE '%alpha%'\n";
 const BETA: &str = "  - id: t.beta\n    name: beta\n    severity: low\n    sql: SELECT pid FROM process_events WHERE cmdline LIKE '%beta%'\n";
@@ -96,7 +96,7 @@ async fn swaps_refusals_and_disables_take_effect_between_batches() {
 
     let _stream = sender.await.unwrap();
     client.until(|m| matches!(m, Control::Ack(a) if a.through >= FRAMES)).await;
-    let alerts = read_alerts(&dir.path().join("alerts.jsonl"));
+    let alerts = delivered_alerts(&engine, &dir.path().join("alerts.jsonl")).await;
     let ids: HashSet<&str> = alerts.iter().map(|a| a["alert_id"].as_str().unwrap()).collect();
     assert_eq!(ids.len(), alerts.len(), "no alert twice");
     let all: Vec<u64> = (ROWS..(FRAMES + 1) * ROWS).collect();

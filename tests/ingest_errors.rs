@@ -27,7 +27,7 @@ async fn garbage_bytes_reset_only_their_stream() {
     let mut g = good.data_stream().await;
     g.write_all(&ndjson_frame(1, "process_events", &[shadow_cat(2)])).await.unwrap();
     good.until(|m| matches!(m, Control::Ack(a) if a.seq == 1)).await;
-    assert_eq!(t.alerts().len(), 2);
+    assert_eq!(t.alerts().await.len(), 2);
     t.engine.shutdown().await;
 }
 
@@ -45,7 +45,7 @@ async fn oversized_frame_is_refused_before_it_is_read() {
     let mut s2 = c.data_stream().await;
     s2.write_all(&ndjson_frame(2, "process_events", &rows[..5])).await.unwrap();
     c.until(|m| matches!(m, Control::Ack(a) if a.seq == 2)).await;
-    assert_eq!(t.alerts().len(), 5);
+    assert_eq!(t.alerts().await.len(), 5);
     t.engine.shutdown().await;
 }
 
@@ -62,7 +62,7 @@ async fn unknown_table_is_an_error_that_consumes_the_frame() {
     c.until(|m| matches!(m, Control::Ack(a) if a.seq == 1 && a.through == 1)).await;
     s.write_all(&ndjson_frame(2, "process_events", &[shadow_cat(2)])).await.unwrap();
     c.until(|m| matches!(m, Control::Ack(a) if a.seq == 2)).await;
-    assert_eq!(t.alerts().len(), 1);
+    assert_eq!(t.alerts().await.len(), 1);
     t.engine.shutdown().await;
 }
 
@@ -86,7 +86,7 @@ async fn bad_rows_are_reported_with_reasons_and_good_rows_flow() {
     );
     assert!(r.errors[0].reason.contains("expected int64"));
     c.until(|m| matches!(m, Control::Ack(a) if a.seq == 1)).await;
-    assert_eq!(t.alerts().len(), 2);
+    assert_eq!(t.alerts().await.len(), 2);
     assert_eq!(t.engine.metrics().ingest_rows_rejected.with_label_values(&["process_events"]).get(), 2);
     t.engine.shutdown().await;
 }
@@ -128,7 +128,7 @@ async fn arrow_ipc_frames_are_accepted_and_bad_arrow_is_an_error() {
     let Control::Error(e) = c.until(is_error("bad_payload")).await else { unreachable!() };
     assert_eq!(e.seq, Some(2));
     c.until(|m| matches!(m, Control::Ack(a) if a.through == 2)).await;
-    let alerts = t.alerts();
+    let alerts = t.alerts().await;
     assert_eq!(alerts.len(), 1);
     assert_eq!(alerts[0]["row"]["cmdline"], "cat /etc/shadow");
     t.engine.shutdown().await;

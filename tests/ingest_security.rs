@@ -95,7 +95,7 @@ async fn rows_claiming_another_sensor_id_are_rejected_and_batch_mates_kept() {
     assert_eq!(r.errors[0].column.as_deref(), Some("sensor_id"));
     assert!(r.errors[0].reason.contains("`victim`"), "{:?}", r.errors[0]);
     c.until(|m| matches!(m, Control::Ack(a) if a.seq == 1)).await;
-    let alerts = t.alerts();
+    let alerts = t.alerts().await;
     assert_eq!(alerts.len(), 2);
     assert!(alerts.iter().all(|a| a["sensor_id"] == "s1" && a["tenant"] == "t1"));
     t.engine.shutdown().await;

@@ -31,7 +31,7 @@ async fn resent_frames_are_acked_again_but_not_applied_twice() {
         s.write_all(&ndjson_frame(seq, "process_events", &[shadow_cat(seq as i64)])).await.unwrap();
     }
     c.until(|m| matches!(m, Control::Ack(a) if a.seq == 4 && a.through == 4)).await;
-    let alerts = t.alerts();
+    let alerts = t.alerts().await;
     let ids: BTreeSet<_> = alerts.iter().map(|a| a["alert_id"].as_str().unwrap().to_string()).collect();
     assert_eq!((alerts.len(), ids.len()), (4, 4), "one alert per event, none twice");
     let m = t.engine.metrics();
@@ -66,7 +66,7 @@ async fn reference_sensor_survives_an_engine_restart_without_loss_or_duplicates(
     producer.await.unwrap();
     tokio::time::timeout(Duration::from_secs(60), run).await.expect("sensor finishes").unwrap().unwrap();
     assert!(stats.connections.load(Ordering::Relaxed) >= 2, "the sensor reconnected");
-    let alerts = vedette_tests::read_alerts(&dir.path().join("alerts.jsonl"));
+    let alerts = vedette_tests::delivered_alerts(&engine, &dir.path().join("alerts.jsonl")).await;
     let cmds: BTreeSet<_> = alerts.iter().map(|a| a["row"]["cmdline"].as_str().unwrap().to_string()).collect();
     assert_eq!(cmds.len() as i64, N, "every event was detected");
     assert_eq!(alerts.len() as i64, N, "and none twice");

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 use vedette_engine::EngineHandle;
 use vedette_schemas::frame::Control;
-use vedette_tests::{RawClient, ndjson_frame, read_alerts, sensor_config, test_config};
+use vedette_tests::{RawClient, delivered_alerts, ndjson_frame, sensor_config, test_config};
 
 const PACK: &str = r#"name: ioc
 version: 1
@@ -56,7 +56,7 @@ async fn rules_see_reloaded_rows_from_the_next_batch_on() {
         c.until(|m| matches!(m, Control::Ack(a) if a.seq == seq)).await;
     };
     send(1, &[ev(1, "aaa"), ev(2, "bbb"), ev(3, "zzz")]).await;
-    let alerts = read_alerts(&dir.path().join("alerts.jsonl"));
+    let alerts = delivered_alerts(&engine, &dir.path().join("alerts.jsonl")).await;
     let hits = |alerts: &[Value]| -> Vec<(String, String)> {
         let mut v: Vec<(String, String)> = alerts
             .iter()
@@ -74,7 +74,7 @@ async fn rules_see_reloaded_rows_from_the_next_batch_on() {
     let status = engine.reload_reference("ioc_hashes").await.unwrap();
     assert_eq!(status.rows, 1);
     send(2, &[ev(4, "aaa"), ev(5, "bbb")]).await;
-    let alerts = read_alerts(&dir.path().join("alerts.jsonl"));
+    let alerts = delivered_alerts(&engine, &dir.path().join("alerts.jsonl")).await;
     assert_eq!(alerts.len(), 4, "the first batch is not re-evaluated: {alerts:#?}");
     assert_eq!(hits(&alerts[2..]), [("ioc.in".into(), "bbb".into()), ("ioc.join".into(), "bbb".into())]);
 
@@ -85,7 +85,7 @@ async fn rules_see_reloaded_rows_from_the_next_batch_on() {
     let err = engine.reload_reference("nope").await.unwrap_err().to_string();
     assert!(err.contains("no such reference table"), "{err}");
     send(3, &[ev(6, "bbb"), ev(7, "ddd")]).await;
-    let alerts = read_alerts(&dir.path().join("alerts.jsonl"));
+    let alerts = delivered_alerts(&engine, &dir.path().join("alerts.jsonl")).await;
     assert_eq!(hits(&alerts[4..]), [("ioc.in".into(), "bbb".into()), ("ioc.join".into(), "bbb".into())]);
     engine.shutdown().await;
 }

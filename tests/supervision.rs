@@ -39,7 +39,7 @@ async fn killed_rule_worker_is_restarted_and_no_batch_is_lost() {
     let restarts = t.engine.metrics().actor_restarts.with_label_values(&["rules:process_events"]).get();
     assert_eq!(restarts, 3);
     // Every acknowledged event produced its alert (retries may repeat an id, never lose one).
-    let alerts = t.alerts();
+    let alerts = t.alerts().await;
     let cmds: BTreeSet<_> = alerts.iter().map(|a| a["row"]["cmdline"].as_str().unwrap().to_string()).collect();
     assert_eq!(cmds.len() as i64, N);
     let ids: BTreeSet<_> = alerts.iter().map(|a| a["alert_id"].as_str().unwrap().to_string()).collect();

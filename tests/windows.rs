@@ -5,7 +5,7 @@ use std::sync::Arc;
 use serde_json::json;
 use vedette_engine::EngineHandle;
 use vedette_schemas::frame::Control;
-use vedette_tests::{RawClient, ndjson_frame, read_alerts, sensor_config, test_config};
+use vedette_tests::{RawClient, delivered_alerts, ndjson_frame, sensor_config, test_config};
 
 fn failure(ts_s: i64) -> serde_json::Value {
     json!({"ts": ts_s * 1_000_000, "user": "admin", "host": "db-1", "service": "ssh", "outcome": "failure", "src_ip": "203.0.113.9"})
@@ -34,7 +34,8 @@ async fn open_window_survives_an_engine_restart() {
         json!({"ts": (base + 90) * 1_000_000, "user": "admin", "host": "db-1", "service": "ssh", "outcome": "success"});
     s.write_all(&ndjson_frame(2, "auth_events", &[failure(base + 40), failure(base + 41), later])).await.unwrap();
     c.until(|m| matches!(m, Control::Ack(a) if a.seq == 2)).await;
-    let alerts: Vec<_> = read_alerts(&dir.path().join("alerts.jsonl"))
+    let alerts: Vec<_> = delivered_alerts(&engine, &dir.path().join("alerts.jsonl"))
+        .await
         .into_iter()
         .filter(|a| a["rule_id"] == "linux.ssh_bruteforce")
         .collect();

@@ -23,6 +23,14 @@ pub enum ActorError {
         /// Why.
         reason: String,
     },
+    /// A sink cannot run as configured; fix its `[[sinks]]` entry.
+    #[error("sink `{sink}`: {reason}")]
+    Sink {
+        /// Sink name.
+        sink: String,
+        /// Why.
+        reason: String,
+    },
     /// A socket or file could not be opened.
     #[error("{what}: {source}")]
     Io {

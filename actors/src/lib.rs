@@ -10,7 +10,7 @@ pub mod ledger;
 pub mod metrics;
 pub mod rules;
 pub mod sessions;
-pub mod sink;
+pub mod sinks;
 pub mod supervisor;
 pub mod tls;
 

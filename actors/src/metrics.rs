@@ -41,8 +41,22 @@ pub struct Metrics {
     pub alerts: IntCounterVec,
     /// Alerts delivered, by sink.
     pub sink_delivered: IntCounterVec,
-    /// Delivery failures, by sink.
+    /// Delivery failures (attempts that will be retried), by sink.
     pub sink_errors: IntCounterVec,
+    /// Alerts sent again after a failed attempt, by sink.
+    pub sink_retried: IntCounterVec,
+    /// Alerts the destination refused permanently (moved to the dead-letter queue), by sink.
+    pub sink_dead_lettered: IntCounterVec,
+    /// Alerts dropped by a full spool with `drop_oldest`, by sink.
+    pub sink_dropped: IntCounterVec,
+    /// Alerts in the spool, by sink.
+    pub sink_spool_records: IntGaugeVec,
+    /// Bytes in the spool, by sink.
+    pub sink_spool_bytes: IntGaugeVec,
+    /// Circuit breaker state (0 closed, 1 open, 2 half-open), by sink.
+    pub sink_breaker_state: IntGaugeVec,
+    /// Time from detection to the destination's confirmation, by sink.
+    pub sink_delivery_latency: HistogramVec,
     /// Actor restarts by supervisors, by child.
     pub actor_restarts: IntCounterVec,
 }
@@ -93,8 +107,33 @@ impl Metrics {
                 &["rule"],
             ),
         );
+        let gauge_vec = |name: &str, help: &str| register(&r, IntGaugeVec::new(Opts::new(name, help), &["sink"]));
+        let sink_spool_records = gauge_vec("vedette_sink_spool_records", "Alerts in the spool");
+        let sink_spool_bytes = gauge_vec("vedette_sink_spool_bytes", "Bytes in the spool");
+        let sink_breaker_state =
+            gauge_vec("vedette_sink_breaker_state", "Circuit breaker state (0 closed, 1 open, 2 half-open)");
+        let sink_delivery_latency = register(
+            &r,
+            HistogramVec::new(
+                HistogramOpts::new("vedette_sink_delivery_latency_seconds", "Detection to confirmed delivery")
+                    .buckets(prometheus::exponential_buckets(0.001, 4.0, 12).expect("valid buckets")),
+                &["sink"],
+            ),
+        );
         Self {
             late_rows,
+            sink_spool_records,
+            sink_spool_bytes,
+            sink_breaker_state,
+            sink_delivery_latency,
+            sink_retried: counter_vec(&r, "vedette_sink_retried_total", "Alerts sent again after a failure", &["sink"]),
+            sink_dead_lettered: counter_vec(
+                &r,
+                "vedette_sink_dead_lettered_total",
+                "Alerts refused permanently (dead-letter queue)",
+                &["sink"],
+            ),
+            sink_dropped: counter_vec(&r, "vedette_sink_dropped_total", "Alerts dropped by a full spool", &["sink"]),
             ingest_events: counter_vec(&r, "vedette_ingest_events_total", "Rows accepted", &["table"]),
             ingest_rows_rejected: counter_vec(&r, "vedette_ingest_rows_rejected_total", "Rows rejected", &["table"]),
             ingest_frames: counter_vec(&r, "vedette_ingest_frames_total", "Data frames by outcome", &["outcome"]),

@@ -8,7 +8,7 @@ use tracing::warn;
 use vedette_pipelines::compile::TableRules;
 
 use crate::metrics::Metrics;
-use crate::sink::SinkSet;
+use crate::sinks::Router;
 
 /// Rule worker messages.
 pub enum RuleWorkerMsg {
@@ -33,8 +33,8 @@ pub type SharedRules = Arc<RwLock<TableRules>>;
 pub struct RuleWorker {
     /// Compiled rules of the table (plans are shared, never re-planned on restart or apply).
     pub rules: SharedRules,
-    /// Where alerts go.
-    pub sinks: SinkSet,
+    /// Where alerts go (every sink's spool).
+    pub sinks: Router,
     /// Metrics.
     pub metrics: Metrics,
     /// Where window state is checkpointed (the sled tree `windows`). The ledger's flush before
@@ -64,7 +64,7 @@ impl RuleWorker {
             self.metrics.alerts.with_label_values(&[&a.rule_id, a.severity.as_str()]).inc();
         }
         let n = eval.alerts.len();
-        self.sinks.deliver(Arc::new(eval.alerts)).await?;
+        self.sinks.route(&eval.alerts).await?;
         let updated: Vec<String> = eval.window_updates.iter().map(|(key, _)| key.clone()).collect();
         rules.commit(eval.window_updates);
         if let Some(tree) = &self.checkpoints {
@@ -107,9 +107,16 @@ impl Actor for RuleWorker {
                     return Ok(());
                 }
                 let eval = rules.tick(chrono::Utc::now(), false).await;
+                let closed = !eval.alerts.is_empty() || !eval.window_updates.is_empty();
                 if let Err(e) = self.deliver(rules, eval).await {
                     // The window state was not committed: the next tick or batch retries.
                     warn!(table = %rules.table(), error = %e, "Delivering window alerts failed; will retry.");
+                } else if closed && let Some(tree) = &self.checkpoints {
+                    // No frame ack follows a tick: make its spooled alerts and window state
+                    // durable together now.
+                    if let Err(e) = tree.flush_async().await {
+                        warn!(table = %rules.table(), error = %e, "Flushing window alerts failed.");
+                    }
                 }
             }
             RuleWorkerMsg::Swap(reply) => {

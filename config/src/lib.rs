@@ -4,7 +4,11 @@
 //! named by its key path (`sinks[1].path`), so an operator fixes them in one pass.
 #![warn(missing_docs)]
 
+pub mod bytes;
 pub mod duration;
+pub mod sinks;
+
+pub use sinks::{Connector, Format, OverflowPolicy, SinkCommon, SinkConfig};
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -286,33 +290,6 @@ impl ReferenceTableConfig {
     }
 }
 
-/// Where alerts go.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum SinkConfig {
-    /// One readable line per alert on standard output.
-    Stdout {
-        /// Unique sink name.
-        name: String,
-    },
-    /// One JSON object per line appended to a file (fsync'd before alerts count as delivered).
-    File {
-        /// Unique sink name.
-        name: String,
-        /// File path; relative paths are inside `data_dir`.
-        path: PathBuf,
-    },
-}
-
-impl SinkConfig {
-    /// The sink's unique name.
-    pub fn name(&self) -> &str {
-        match self {
-            Self::Stdout { name } | Self::File { name, .. } => name,
-        }
-    }
-}
-
 /// Log output.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -405,6 +382,9 @@ impl Config {
             } else if let Some(first) = names.insert(sink.name().to_string(), i) {
                 push(format!("sinks[{i}].name"), format!("`{}` is already used by sinks[{first}]", sink.name()));
             }
+            for (key, message) in sink.problems() {
+                push(format!("sinks[{i}].{key}"), message);
+            }
         }
         let column_types = |base: String, columns: &BTreeMap<String, String>, push: &mut dyn FnMut(String, String)| {
             for (col, ty) in columns {
@@ -453,14 +433,45 @@ impl Config {
     /// Sinks to use: the configured ones, or stdout + `alerts.jsonl` when none are configured.
     pub fn effective_sinks(&self) -> Vec<SinkConfig> {
         if self.sinks.is_empty() {
-            vec![
-                SinkConfig::Stdout { name: "stdout".into() },
-                SinkConfig::File { name: "alerts_file".into(), path: PathBuf::from("alerts.jsonl") },
-            ]
+            vec![SinkConfig::stdout("stdout"), SinkConfig::file("alerts_file", PathBuf::from("alerts.jsonl"))]
         } else {
             self.sinks.clone()
         }
     }
+}
+
+/// `[[sinks]]`: each table's shared keys and connector keys are read separately (serde cannot
+/// combine a tagged enum, flattening and unknown-key errors), both reported under `sinks[i]`.
+fn sinks(table: &mut toml::Table, problems: &mut Vec<Problem>, ok: &mut bool) -> Vec<SinkConfig> {
+    let items = match table.remove("sinks") {
+        None => return Vec::new(),
+        Some(toml::Value::Array(items)) => items,
+        Some(other) => {
+            *ok = false;
+            problems.push(Problem {
+                path: "sinks".into(),
+                message: format!("expected an array of tables (`[[sinks]]`), found {}", other.type_str()),
+            });
+            return Vec::new();
+        }
+    };
+    let mut out = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        let base = format!("sinks[{i}]");
+        let toml::Value::Table(t) = item else {
+            *ok = false;
+            problems.push(Problem { path: base, message: "expected a table".into() });
+            continue;
+        };
+        let (common, connector) = SinkConfig::split(t);
+        let common = de_value(toml::Value::Table(common), &base, problems);
+        let connector = de_value(toml::Value::Table(connector), &base, problems);
+        match (common, connector) {
+            (Some(common), Some(connector)) => out.push(SinkConfig { common, connector }),
+            _ => *ok = false,
+        }
+    }
+    out
 }
 
 /// Deserializes each top-level key (and each array element) on its own so that one bad
@@ -521,7 +532,7 @@ fn deserialize_sections(mut table: toml::Table, problems: &mut Vec<Problem>) -> 
         rules: section(&mut table, "rules", problems, &mut ok),
         tables: list(&mut table, "tables", problems, &mut ok),
         reference_tables: list(&mut table, "reference_tables", problems, &mut ok),
-        sinks: list(&mut table, "sinks", problems, &mut ok),
+        sinks: sinks(&mut table, problems, &mut ok),
         log: section(&mut table, "log", problems, &mut ok),
     };
     for key in table.keys() {

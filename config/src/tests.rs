@@ -138,3 +138,114 @@ fn reference_tables_are_checked() {
     assert_eq!(ok.reference_tables[0].effective_format(), Some("csv"));
     assert_eq!(ok.reference_tables[0].max_rows, 1_000_000);
 }
+
+#[test]
+fn every_sink_kind_parses_with_shared_and_own_settings() {
+    let text = r#"
+        [[sinks]]
+        name = "out"
+        type = "stdout"
+        [[sinks]]
+        name = "archive"
+        type = "file"
+        path = "alerts/all.jsonl"
+        format = "ocsf"
+        rotate_bytes = "100MiB"
+        spool = { max_bytes = "1GiB", policy = "drop_oldest" }
+        [[sinks]]
+        name = "hook"
+        type = "webhook"
+        url = "http://127.0.0.1:9000/in"
+        secret = "s3cret"
+        headers = { "X-Team" = "soc" }
+        batch = { max_events = 50, linger = "1s" }
+        rate_limit = { per_second = 10.5, burst = 20 }
+        [[sinks]]
+        name = "splunk"
+        type = "splunk_hec"
+        url = "https://splunk:8088"
+        token = "t"
+        ack = true
+        channel = "0f8a6c1e-4b2d-4c3e-9f00-112233445566"
+        retry = { base = "100ms", cap = "10s" }
+        breaker = { failures = 3, open_for = "5s" }
+        [[sinks]]
+        name = "es"
+        type = "elasticsearch"
+        url = "http://127.0.0.1:9200"
+        api_key = "k"
+        [[sinks]]
+        name = "kafka"
+        type = "kafka"
+        brokers = "127.0.0.1:9092"
+        topic = "alerts-{severity}"
+        format = "cef"
+        sasl_mechanism = "SCRAM-SHA-512"
+        sasl_username = "u"
+        sasl_password = "p"
+        properties = { "linger.ms" = "5" }
+    "#;
+    let c = Config::from_toml_str(text).unwrap();
+    let kinds: Vec<&str> = c.sinks.iter().map(|s| s.connector.kind()).collect();
+    assert_eq!(kinds, ["stdout", "file", "webhook", "splunk_hec", "elasticsearch", "kafka"]);
+    assert_eq!(c.sinks[0].format(), Format::Text);
+    assert_eq!(c.sinks[1].format(), Format::Ocsf);
+    assert_eq!(c.sinks[1].common.spool.max_bytes, 1 << 30);
+    assert_eq!(c.sinks[1].common.spool.policy, OverflowPolicy::DropOldest);
+    let Connector::File(f) = &c.sinks[1].connector else { unreachable!() };
+    assert_eq!(f.rotate_bytes, Some(100 << 20));
+    assert_eq!(c.sinks[2].common.batch.max_events, 50);
+    assert_eq!(c.sinks[2].common.batch.max_bytes, 1 << 20, "unset keys of a section keep their default");
+    assert_eq!(c.sinks[3].common.breaker.failures, 3);
+    assert_eq!(c.sinks[5].format(), Format::Cef);
+    // The same config through serde (e.g. an API reading JSON) gives the same sinks.
+    let again: Vec<SinkConfig> =
+        c.sinks.iter().map(|s| toml::Value::try_from(s).unwrap().try_into::<SinkConfig>().unwrap()).collect();
+    assert_eq!(again, c.sinks);
+}
+
+#[test]
+fn sink_problems_name_the_sink_and_key() {
+    let text = r#"
+        [[sinks]]
+        name = "hook"
+        type = "webhook"
+        url = "ftp://x"
+        format = "text"
+        colour = "red"
+        [[sinks]]
+        name = "k"
+        type = "kafka"
+        brokers = "b:9092"
+        topic = "t"
+        key = "host"
+        spool = { max_bytes = "1KiB", policy = "sometimes" }
+    "#;
+    let err = Config::from_toml_str(text).unwrap_err();
+    let paths: Vec<_> = err.problems().iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(paths, ["sinks[0]", "sinks[1].spool.policy"], "{err}");
+    assert!(err.to_string().contains("colour"), "{err}");
+
+    let text = r#"
+        [[sinks]]
+        name = "hook"
+        type = "webhook"
+        url = "ftp://x"
+        format = "text"
+        [[sinks]]
+        name = "k"
+        type = "kafka"
+        brokers = "b:9092"
+        topic = "t"
+        key = "host"
+        spool = { max_bytes = "1KiB" }
+        sasl_mechanism = "PLAIN"
+    "#;
+    let err = Config::from_toml_str(text).unwrap_err();
+    let paths: Vec<_> = err.problems().iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["sinks[0].format", "sinks[0].url", "sinks[1].spool.max_bytes", "sinks[1].key", "sinks[1].sasl_username"],
+        "{err}"
+    );
+}

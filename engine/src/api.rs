@@ -17,8 +17,8 @@ use crate::ruleset::RuleManager;
 /// Largest reference table upload accepted (`PUT /api/v1/reference/{name}`).
 pub const MAX_UPLOAD_BYTES: usize = 256 << 20;
 
-/// Reports each component's readiness.
-pub type Readiness = Arc<dyn Fn() -> Vec<(String, bool)> + Send + Sync>;
+/// Reports each component's readiness, and each sink's delivery state (breaker, spool).
+pub type Readiness = Arc<dyn Fn() -> (Vec<(String, bool)>, serde_json::Map<String, serde_json::Value>) + Send + Sync>;
 
 #[derive(Clone)]
 struct ApiState {
@@ -47,11 +47,12 @@ pub fn router(metrics: Metrics, readiness: Readiness, rules: Arc<tokio::sync::Mu
 }
 
 async fn ready(State(s): State<ApiState>) -> impl IntoResponse {
-    let components = (s.readiness)();
+    let (components, sinks) = (s.readiness)();
     let all = components.iter().all(|(_, ok)| *ok);
     let body = json!({
         "status": if all { "ready" } else { "not_ready" },
         "components": components.iter().map(|(n, ok)| (n.clone(), json!(if *ok { "up" } else { "down" }))).collect::<serde_json::Map<_, _>>(),
+        "sinks": sinks,
     });
     (if all { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, axum::Json(body))
 }

@@ -16,10 +16,10 @@ use vedette_actors::ledger::SeqLedger;
 use vedette_actors::metrics::Metrics;
 use vedette_actors::rules::{RuleWorker, RuleWorkerMsg};
 use vedette_actors::sessions::{Acker, Sessions};
-use vedette_actors::sink::{Output, SinkActor, SinkMsg, SinkSet};
+use vedette_actors::sinks::{Router, SinkActor, SinkMsg, open_sink};
 use vedette_actors::supervisor::{Budget, Child, Slot, Supervisor, SupervisorMsg, add_child};
 use vedette_actors::{ActorError, tls};
-use vedette_config::{Config, SinkConfig};
+use vedette_config::Config;
 use vedette_pipelines::compile::Compiler;
 use vedette_schemas::frame::close_code;
 use vedette_schemas::tables::{Catalog, ColumnType, TableDef};
@@ -47,7 +47,12 @@ pub struct EngineHandle {
     db: sled::Db,
     metrics: Metrics,
     manager: Arc<tokio::sync::Mutex<RuleManager>>,
+    sinks: Router,
 }
+
+/// How long a graceful shutdown waits for sinks to deliver what is spooled (the rest stays
+/// spooled and is delivered after the next start).
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
 
 /// Opens the sled state store. A handle dropped a moment ago (an engine in this process that
 /// stopped or refused to start) keeps the file lock until sled's flusher lets go: wait for it
@@ -118,20 +123,22 @@ impl EngineHandle {
             .await
             .map_err(|e| ActorError::Spawn { name: "supervisor".into(), reason: e.to_string() })?;
 
-        let mut sinks = SinkSet::default();
+        let mut handles = Vec::new();
+        let mut sink_slots = Vec::new();
         for sink in config.effective_sinks() {
+            // Fail at start, naming the sink, if its connector cannot be built.
+            vedette_actors::sinks::connector(&sink, &data_dir)?;
+            let handle = open_sink(&db, sink)?;
             let slot = Slot::<SinkMsg>::default();
-            let output = match &sink {
-                SinkConfig::Stdout { .. } => Output::Stdout,
-                SinkConfig::File { path, .. } => Output::File(resolve(&data_dir, path)),
-            };
-            let (name, m) = (sink.name().to_string(), metrics.clone());
-            let spec = Child::new(format!("sink:{name}"), slot.clone(), move || {
-                (SinkActor { name: name.clone(), output: output.clone(), metrics: m.clone() }, ())
+            let (h, m, dir) = (Arc::clone(&handle), metrics.clone(), data_dir.clone());
+            let spec = Child::new(format!("sink:{}", handle.name), slot.clone(), move || {
+                (SinkActor { handle: Arc::clone(&h), data_dir: dir.clone(), metrics: m.clone() }, ())
             });
             add_child(&supervisor, Arc::new(spec)).await?;
-            sinks.push(sink.name().to_string(), slot);
+            sink_slots.push((handle.name.clone(), slot));
+            handles.push(handle);
         }
+        let sinks = Router::new(handles, metrics.clone());
 
         let limits = BatchLimits { rows: config.pipeline.batch_rows, linger: config.pipeline.batch_linger };
         let windows_tree =
@@ -208,7 +215,7 @@ impl EngineHandle {
         });
         add_child(&supervisor, Arc::new(spec)).await?;
 
-        let readiness = readiness(listener_slot, &sinks, &workers, &batchers);
+        let readiness = readiness(listener_slot, &sinks, sink_slots, &workers, &batchers);
         let tcp = tokio::net::TcpListener::bind(config.api.listen)
             .await
             .map_err(EngineError::io(format!("binding HTTP API api.listen={}", config.api.listen)))?;
@@ -240,7 +247,23 @@ impl EngineHandle {
             db,
             metrics,
             manager,
+            sinks,
         })
+    }
+
+    /// Waits until every sink has delivered everything spooled (or `timeout` passes);
+    /// returns whether all spools are empty.
+    pub async fn wait_delivered(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if self.sinks.sinks().iter().all(|s| s.spool.depth().0 == 0) {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Re-reads the packs directory and swaps the new rule set in (SIGHUP, `vedette rules
@@ -305,6 +328,10 @@ impl EngineHandle {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_DRAIN;
+        while self.sinks.sinks().iter().any(|s| s.spool.depth().0 > 0) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         self.ingest.sessions.close_all(close_code::SHUTTING_DOWN, "engine shutting down");
         self.endpoint.close(close_code::SHUTTING_DOWN.into(), b"engine shutting down");
         let _ = self.supervisor.call(SupervisorMsg::StopChildren, Some(Duration::from_secs(60))).await;
@@ -320,20 +347,38 @@ impl EngineHandle {
 
 fn readiness(
     listener: Slot<()>,
-    sinks: &SinkSet,
+    sinks: &Router,
+    sink_slots: Vec<(String, Slot<SinkMsg>)>,
     workers: &HashMap<String, Slot<RuleWorkerMsg>>,
     batchers: &[(String, Slot<BatcherMsg>)],
 ) -> crate::api::Readiness {
     let workers: Vec<(String, Slot<RuleWorkerMsg>)> = workers.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     let batchers = batchers.to_vec();
-    let sinks = sinks.slots().to_vec();
+    let handles = sinks.sinks().to_vec();
     Arc::new(move || {
         let mut out = vec![("ingest".to_string(), listener.get().is_some())];
-        out.extend(sinks.iter().map(|(n, s)| (format!("sink:{n}"), s.get().is_some())));
+        out.extend(sink_slots.iter().map(|(n, s)| (format!("sink:{n}"), s.get().is_some())));
         out.extend(workers.iter().map(|(t, s)| (format!("rules:{t}"), s.get().is_some())));
         out.extend(batchers.iter().map(|(t, s)| (format!("batcher:{t}"), s.get().is_some())));
         out.sort();
-        out
+        // A sink whose destination is down keeps spooling: the engine stays ready, and the
+        // breaker state says what is happening.
+        let sinks = handles
+            .iter()
+            .map(|h| {
+                let status = h.status.lock().expect("status lock is never poisoned").clone();
+                let (records, bytes) = h.spool.depth();
+                let v = serde_json::json!({
+                    "breaker": status.breaker.as_str(),
+                    "spooled": records,
+                    "spool_bytes": bytes,
+                    "dead_letters": h.dead_letters.len(),
+                    "last_error": status.last_error,
+                });
+                (h.name.clone(), v)
+            })
+            .collect();
+        (out, sinks)
     })
 }
 

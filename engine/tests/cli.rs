@@ -76,7 +76,15 @@ fn serve_with_no_config_runs_the_demo_and_shuts_down_gracefully_on_sigint() {
         .output()
         .unwrap();
     assert!(sensor.status.success(), "{}", String::from_utf8_lossy(&sensor.stderr));
-    let alerts = std::fs::read_to_string(dir.path().join("alerts.jsonl")).unwrap();
+    // Sinks deliver from their spools, a moment after the frames were acknowledged.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let alerts = loop {
+        let alerts = std::fs::read_to_string(dir.path().join("alerts.jsonl")).unwrap_or_default();
+        if alerts.lines().count() >= 10 || Instant::now() > deadline {
+            break alerts;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert_eq!(alerts.lines().count(), 10, "{alerts}");
     assert!(Command::new("kill").args(["-INT", &serve.id().to_string()]).status().unwrap().success());
     let status = serve.wait().unwrap();

@@ -9,6 +9,7 @@
 pub mod alert;
 pub mod compile;
 pub mod error;
+pub mod formats;
 pub mod prefilter;
 pub mod reference;
 pub mod rule;

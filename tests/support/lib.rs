@@ -28,6 +28,7 @@ pub fn test_config(dir: &std::path::Path) -> Config {
         name = "file"
         type = "file"
         path = "alerts.jsonl"
+        batch = {{ linger = "1ms" }}
         "#,
         dir.display()
     );
@@ -62,9 +63,9 @@ impl TestEngine {
         self.dir.path().to_path_buf()
     }
 
-    /// Alerts written to the file sink so far.
-    pub fn alerts(&self) -> Vec<Value> {
-        read_alerts(&self.dir.path().join("alerts.jsonl"))
+    /// Alerts in the file sink once every spooled alert is delivered.
+    pub async fn alerts(&self) -> Vec<Value> {
+        delivered_alerts(&self.engine, &self.dir.path().join("alerts.jsonl")).await
     }
 
     /// Sensor config for `sensor_id` (issuing its certificate if needed).
@@ -103,6 +104,12 @@ pub fn read_alerts(path: &std::path::Path) -> Vec<Value> {
         .lines()
         .map(|l| serde_json::from_str(l).expect("alert lines are JSON"))
         .collect()
+}
+
+/// Waits until `engine` delivered everything spooled, then reads the alerts at `path`.
+pub async fn delivered_alerts(engine: &EngineHandle, path: &std::path::Path) -> Vec<Value> {
+    assert!(engine.wait_delivered(Duration::from_secs(20)).await, "sinks did not deliver within 20 s");
+    read_alerts(path)
 }
 
 /// Polls `f` until it returns true or `timeout` passes.

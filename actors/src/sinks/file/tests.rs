@@ -1,0 +1,40 @@
+use super::service::rotated;
+use super::*;
+use crate::sinks::delivery::{Connector, Outcome, Outgoing};
+
+fn outgoing(seq: u64, body: &str) -> Outgoing {
+    let alert: vedette_pipelines::alert::Alert = serde_json::from_value(serde_json::json!({
+        "alert_id": "7a1c6b0e-2f3b-5c57-9e21-7a4bd0c3e812", "rule_id": "r", "rule_name": "n", "rule_version": 1,
+        "pack": "p", "severity": "low", "tags": [], "description": "", "sensor_id": null, "tenant": null,
+        "host": null, "table": "t", "ts": "2026-01-01T00:00:00Z", "detected_at": "2026-01-01T00:00:00Z", "row": {}
+    }))
+    .unwrap();
+    Outgoing { seq, alert, body: body.as_bytes().to_vec() }
+}
+
+#[tokio::test]
+async fn appends_lines_and_rotates_by_size_keeping_n_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("out/alerts.jsonl");
+    let mut sink = FileSink::new(path.clone(), Some(25), 2);
+    for i in 0..7u64 {
+        let batch = [outgoing(i, &format!("line-{i:04}"))];
+        assert_eq!(sink.send(&batch).await, [Outcome::Delivered]);
+    }
+    // 10 bytes per line, at most 25 per file: two lines per file; the oldest files are gone.
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "line-0006\n");
+    assert_eq!(std::fs::read_to_string(rotated(&path, 1)).unwrap(), "line-0004\nline-0005\n");
+    assert_eq!(std::fs::read_to_string(rotated(&path, 2)).unwrap(), "line-0002\nline-0003\n");
+    assert!(!rotated(&path, 3).exists());
+}
+
+#[tokio::test]
+async fn a_write_error_is_retryable() {
+    let dir = tempfile::tempdir().unwrap();
+    // A directory where the file should be: opening fails.
+    let path = dir.path().join("taken");
+    std::fs::create_dir(&path).unwrap();
+    let mut sink = FileSink::new(path, None, 1);
+    let out = sink.send(&[outgoing(1, "x")]).await;
+    assert!(matches!(&out[0], Outcome::Retry(e) if e.contains("taken")), "{out:?}");
+}

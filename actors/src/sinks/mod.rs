@@ -1,0 +1,232 @@
+//! Alert delivery: the router appends each alert to every sink's durable spool; each sink's
+//! supervised actor runs a delivery loop from its spool to its destination.
+//!
+//! * [`spool`]: sled spool and dead-letter queue per sink.
+//! * [`policy`]: backoff with jitter, circuit breaker, token bucket.
+//! * [`delivery`]: the loop and the [`delivery::Connector`] trait.
+//! * one folder per connector: [`file`], [`stdout`].
+
+pub mod delivery;
+pub mod file;
+pub mod policy;
+pub mod spool;
+pub mod stdout;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::sync::watch;
+use tracing::{error, warn};
+use vedette_config::{Connector as ConnectorConfig, SinkConfig};
+use vedette_pipelines::alert::Alert;
+
+use crate::error::{ActorError, Result};
+use crate::metrics::Metrics;
+use delivery::{Connector, Delivery, SinkHandle, SinkStatus};
+use policy::BreakerState;
+use spool::{DeadLetters, Spool};
+
+/// Opens a sink's spool and dead-letter queue.
+pub fn open_sink(db: &sled::Db, config: SinkConfig) -> Result<Arc<SinkHandle>> {
+    let name = config.name().to_string();
+    let spool = Spool::open(db, &name, config.common.spool.max_bytes, config.common.spool.policy)?;
+    Ok(Arc::new(SinkHandle {
+        dead_letters: Arc::new(DeadLetters::open(db, &name)?),
+        spool: Arc::new(spool),
+        status: Arc::new(Mutex::new(SinkStatus { breaker: BreakerState::Closed, last_error: None })),
+        config,
+        name,
+    }))
+}
+
+/// Builds the connector of a sink; relative file paths are inside `data_dir`.
+pub fn connector(config: &SinkConfig, data_dir: &Path) -> Result<Box<dyn Connector>> {
+    match &config.connector {
+        ConnectorConfig::Stdout {} => Ok(Box::new(stdout::Stdout::new())),
+        ConnectorConfig::File(f) => {
+            let path = if f.path.is_absolute() { f.path.clone() } else { data_dir.join(&f.path) };
+            Ok(Box::new(file::FileSink::new(path, f.rotate_bytes, f.keep)))
+        }
+        other => Err(ActorError::Sink {
+            sink: config.name().to_string(),
+            reason: format!("the `{}` connector is not available in this build yet", other.kind()),
+        }),
+    }
+}
+
+/// Internal alerts about a sink dropping alerts are raised at most this often per sink.
+const OVERFLOW_ALERT_EVERY: Duration = Duration::from_secs(60);
+
+/// Per sink: when the last overflow alert was raised, and drops since.
+type OverflowLog = HashMap<String, (Option<Instant>, u64)>;
+
+/// Appends alerts to every sink's spool.
+#[derive(Clone, Default)]
+pub struct Router {
+    sinks: Vec<Arc<SinkHandle>>,
+    overflow: Arc<Mutex<OverflowLog>>,
+    metrics: Option<Metrics>,
+}
+
+impl Router {
+    /// A router over `sinks`.
+    pub fn new(sinks: Vec<Arc<SinkHandle>>, metrics: Metrics) -> Self {
+        Self { sinks, overflow: Arc::default(), metrics: Some(metrics) }
+    }
+
+    /// The sinks.
+    pub fn sinks(&self) -> &[Arc<SinkHandle>] {
+        &self.sinks
+    }
+
+    /// Spools `alerts` for every sink. With `block`, waits while a spool is full (this is the
+    /// back-pressure toward the sensors). Durable once the state store is flushed.
+    pub async fn route(&self, alerts: &[Alert]) -> std::result::Result<(), String> {
+        if alerts.is_empty() {
+            return Ok(());
+        }
+        let records: Vec<Vec<u8>> = alerts.iter().map(|a| serde_json::to_vec(a).expect("alerts serialize")).collect();
+        let mut overflowed = Vec::new();
+        for sink in &self.sinks {
+            let out = sink.spool.append(&records).await.map_err(|e| format!("sink `{}`: {e}", sink.name))?;
+            if out.dropped > 0 {
+                if let Some(m) = &self.metrics {
+                    m.sink_dropped.with_label_values(&[sink.name.as_str()]).inc_by(out.dropped);
+                }
+                warn!(sink = %sink.name, dropped = out.dropped, "Spool full: dropped the oldest alerts (policy drop_oldest).");
+                overflowed.push((sink.name.clone(), out.dropped));
+            }
+        }
+        for (name, dropped) in overflowed {
+            if let Some(alert) = self.overflow_alert(&name, dropped) {
+                let bytes = vec![serde_json::to_vec(&alert).expect("alerts serialize")];
+                for sink in self.sinks.iter().filter(|s| s.name != name) {
+                    if let Err(e) = sink.spool.append(&bytes).await {
+                        error!(sink = %sink.name, error = %e, "Spooling an internal alert failed.");
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts drops of a sink; every [`OVERFLOW_ALERT_EVERY`] returns an internal alert
+    /// reporting the drops since the last one.
+    fn overflow_alert(&self, sink: &str, dropped: u64) -> Option<Alert> {
+        let mut map = self.overflow.lock().expect("overflow lock is never poisoned");
+        let entry = map.entry(sink.to_string()).or_insert((None, 0));
+        entry.1 += dropped;
+        if entry.0.is_some_and(|t| t.elapsed() < OVERFLOW_ALERT_EVERY) {
+            return None;
+        }
+        let count = std::mem::take(&mut entry.1);
+        entry.0 = Some(Instant::now());
+        Some(internal_alert(sink, count))
+    }
+}
+
+/// The internal alert `vedette.sink_overflow`.
+pub fn internal_alert(sink: &str, dropped: u64) -> Alert {
+    let now = chrono::Utc::now();
+    let mut row = serde_json::Map::new();
+    row.insert("sink".into(), sink.into());
+    row.insert("dropped".into(), dropped.into());
+    let id_name = format!("vedette.sink_overflow/{sink}/{}", now.timestamp_micros());
+    Alert {
+        alert_id: uuid_v5(&id_name),
+        rule_id: "vedette.sink_overflow".into(),
+        rule_name: "Sink spool full: alerts dropped".into(),
+        rule_version: 1,
+        pack: "vedette".into(),
+        severity: vedette_pipelines::rule::Severity::High,
+        tags: vec!["vedette.internal".into()],
+        description: format!(
+            "Sink `{sink}` dropped {dropped} of its oldest alerts because its spool was full (policy drop_oldest)."
+        ),
+        sensor_id: None,
+        tenant: None,
+        host: None,
+        table: "internal".into(),
+        ts: now,
+        window_start: None,
+        window_end: None,
+        detected_at: now,
+        row,
+    }
+}
+
+fn uuid_v5(name: &str) -> uuid::Uuid {
+    uuid::Uuid::new_v5(&vedette_pipelines::alert::ALERT_NAMESPACE, name.as_bytes())
+}
+
+/// Messages of a sink actor.
+pub enum SinkMsg {
+    /// The delivery loop ended unexpectedly (the actor fails and is restarted).
+    LoopEnded(String),
+}
+
+/// A sink actor: owns its delivery loop; a restart starts a new loop on the same spool.
+pub struct SinkActor {
+    /// The sink.
+    pub handle: Arc<SinkHandle>,
+    /// Base for relative file paths.
+    pub data_dir: std::path::PathBuf,
+    /// Metrics.
+    pub metrics: Metrics,
+}
+
+/// Stops the delivery loop when the actor stops.
+pub struct SinkState {
+    stop: watch::Sender<bool>,
+}
+
+impl Actor for SinkActor {
+    type Msg = SinkMsg;
+    type State = SinkState;
+    type Arguments = ();
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<SinkMsg>,
+        _args: (),
+    ) -> std::result::Result<SinkState, ActorProcessingErr> {
+        let connector = connector(&self.handle.config, &self.data_dir)?;
+        let (stop, stop_rx) = watch::channel(false);
+        let delivery = Delivery::new(Arc::clone(&self.handle), self.metrics.clone(), connector);
+        let task = tokio::spawn(delivery.run(stop_rx));
+        tokio::spawn(async move {
+            let reason = match task.await {
+                Ok(()) => "delivery loop returned".to_string(),
+                Err(e) => format!("delivery loop crashed: {e}"),
+            };
+            // Delivered to a stopped actor, this is a no-op.
+            let _ = myself.cast(SinkMsg::LoopEnded(reason));
+        });
+        Ok(SinkState { stop })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<SinkMsg>,
+        msg: SinkMsg,
+        state: &mut SinkState,
+    ) -> std::result::Result<(), ActorProcessingErr> {
+        let SinkMsg::LoopEnded(reason) = msg;
+        if *state.stop.borrow() {
+            return Ok(());
+        }
+        Err(format!("sink `{}`: {reason}", self.handle.name).into())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<SinkMsg>,
+        state: &mut SinkState,
+    ) -> std::result::Result<(), ActorProcessingErr> {
+        let _ = state.stop.send(true);
+        Ok(())
+    }
+}
