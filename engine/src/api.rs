@@ -25,10 +25,40 @@ struct ApiState {
     metrics: Metrics,
     readiness: Readiness,
     rules: Arc<tokio::sync::Mutex<RuleManager>>,
+    sinks: vedette_actors::sinks::Router,
+}
+
+/// A sink as `GET /api/v1/sinks` shows it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct SinkView {
+    /// Sink name.
+    pub name: String,
+    /// Connector type.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Encoding.
+    pub format: String,
+    /// Circuit breaker: closed, open or half_open.
+    pub breaker: String,
+    /// Alerts waiting in the spool.
+    pub spooled: u64,
+    /// Bytes in the spool.
+    pub spool_bytes: u64,
+    /// The spool's bound.
+    pub spool_max_bytes: u64,
+    /// Alerts in the dead-letter queue.
+    pub dead_letters: usize,
+    /// Last delivery error, while failing.
+    pub last_error: Option<String>,
 }
 
 /// The router.
-pub fn router(metrics: Metrics, readiness: Readiness, rules: Arc<tokio::sync::Mutex<RuleManager>>) -> Router {
+pub fn router(
+    metrics: Metrics,
+    readiness: Readiness,
+    rules: Arc<tokio::sync::Mutex<RuleManager>>,
+    sinks: vedette_actors::sinks::Router,
+) -> Router {
     Router::new()
         .route("/health/live", get(|| async { axum::Json(json!({"status": "live"})) }))
         .route("/health/ready", get(ready))
@@ -43,7 +73,10 @@ pub fn router(metrics: Metrics, readiness: Readiness, rules: Arc<tokio::sync::Mu
             "/api/v1/reference/{name}",
             axum::routing::put(reference_upload).layer(axum::extract::DefaultBodyLimit::max(MAX_UPLOAD_BYTES)),
         )
-        .with_state(ApiState { metrics, readiness, rules })
+        .route("/api/v1/sinks", get(sinks_list))
+        .route("/api/v1/sinks/{name}/dlq", get(dlq_list).delete(dlq_purge))
+        .route("/api/v1/sinks/{name}/dlq/replay", post(dlq_replay))
+        .with_state(ApiState { metrics, readiness, rules, sinks })
 }
 
 async fn ready(State(s): State<ApiState>) -> impl IntoResponse {
@@ -103,5 +136,81 @@ async fn reference_upload(State(s): State<ApiState>, Path(name): Path<String>, b
     match s.rules.lock().await.upload_reference(&name, &body) {
         Ok(status) => axum::Json(status).into_response(),
         Err(e) => error_response(&e),
+    }
+}
+
+async fn sinks_list(State(s): State<ApiState>) -> impl IntoResponse {
+    let views: Vec<SinkView> = s
+        .sinks
+        .sinks()
+        .iter()
+        .map(|h| {
+            let status = h.status.lock().expect("status lock is never poisoned").clone();
+            let (spooled, spool_bytes) = h.spool.depth();
+            SinkView {
+                name: h.name.clone(),
+                kind: h.config.connector.kind().into(),
+                format: format!("{:?}", h.config.format()).to_lowercase(),
+                breaker: status.breaker.as_str().into(),
+                spooled,
+                spool_bytes,
+                spool_max_bytes: h.config.common.spool.max_bytes,
+                dead_letters: h.dead_letters.len(),
+                last_error: status.last_error,
+            }
+        })
+        .collect();
+    axum::Json(views)
+}
+
+fn sink(s: &ApiState, name: &str) -> Result<Arc<vedette_actors::sinks::delivery::SinkHandle>, Box<Response>> {
+    s.sinks.sinks().iter().find(|h| h.name == name).cloned().ok_or_else(|| {
+        let known: Vec<&str> = s.sinks.sinks().iter().map(|h| h.name.as_str()).collect();
+        let msg = format!("no sink named `{name}` (sinks: {})", known.join(", "));
+        Box::new((StatusCode::NOT_FOUND, axum::Json(json!({"error": msg}))).into_response())
+    })
+}
+
+#[derive(serde::Deserialize)]
+struct Limit {
+    limit: Option<usize>,
+}
+
+async fn dlq_list(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<Limit>,
+) -> Response {
+    let h = match sink(&s, &name) {
+        Ok(h) => h,
+        Err(r) => return *r,
+    };
+    match h.dead_letters.list(q.limit.unwrap_or(100)) {
+        Ok(entries) => {
+            axum::Json(json!({"sink": name, "total": h.dead_letters.len(), "entries": entries})).into_response()
+        }
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(json!({"error": e.to_string()}))).into_response(),
+    }
+}
+
+async fn dlq_replay(State(s): State<ApiState>, Path(name): Path<String>) -> Response {
+    let h = match sink(&s, &name) {
+        Ok(h) => h,
+        Err(r) => return *r,
+    };
+    match h.dead_letters.replay(&h.spool).await {
+        Ok(n) => axum::Json(json!({"sink": name, "replayed": n})).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(json!({"error": e.to_string()}))).into_response(),
+    }
+}
+
+async fn dlq_purge(State(s): State<ApiState>, Path(name): Path<String>) -> Response {
+    let h = match sink(&s, &name) {
+        Ok(h) => h,
+        Err(r) => return *r,
+    };
+    match h.dead_letters.purge() {
+        Ok(n) => axum::Json(json!({"sink": name, "purged": n})).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(json!({"error": e.to_string()}))).into_response(),
     }
 }

@@ -74,6 +74,16 @@ enum Command {
         #[command(subcommand)]
         command: RulesCommand,
     },
+    /// Sinks of a running engine: delivery state, spool, breaker.
+    Sinks {
+        #[command(subcommand)]
+        command: SinksCommand,
+    },
+    /// Dead-letter queues of a running engine's sinks (alerts a destination refused).
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
     /// Reference tables of a running engine (IOC lists …).
     Reference {
         #[command(subcommand)]
@@ -178,6 +188,43 @@ enum RulesCommand {
     Disable {
         /// Rule id.
         id: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum SinksCommand {
+    /// Every sink: type, format, breaker, spooled alerts and bytes, dead letters, last error.
+    List {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// Show a sink's dead letters (oldest first) with the destination's reason, as JSON lines.
+    List {
+        /// Sink name.
+        sink: String,
+        /// Most entries shown.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Put a sink's dead letters back into its spool for another delivery attempt.
+    Replay {
+        /// Sink name.
+        sink: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Delete a sink's dead letters.
+    Purge {
+        /// Sink name.
+        sink: String,
         #[command(flatten)]
         api: ApiArgs,
     },
@@ -356,6 +403,41 @@ async fn main() -> anyhow::Result<()> {
             println!("key id {id}: {0}.key (secret), {0}.pub", out.display());
         }
         Command::Rules { command } => return rules_command(command).await,
+        Command::Sinks { command: SinksCommand::List { api } } => {
+            let sinks: Vec<vedette_engine::api::SinkView> =
+                serde_json::from_value(api_call(&api, reqwest::Method::GET, "/api/v1/sinks", None).await?)?;
+            println!(
+                "{:<20} {:<14} {:<6} {:<10} {:>9} {:>12} {:>6}",
+                "SINK", "TYPE", "FORMAT", "BREAKER", "SPOOLED", "SPOOL_BYTES", "DLQ"
+            );
+            for s in sinks {
+                println!(
+                    "{:<20} {:<14} {:<6} {:<10} {:>9} {:>12} {:>6}",
+                    s.name, s.kind, s.format, s.breaker, s.spooled, s.spool_bytes, s.dead_letters
+                );
+                if let Some(e) = s.last_error {
+                    println!("  failing: {e}");
+                }
+            }
+        }
+        Command::Dlq { command: DlqCommand::List { sink, limit, api } } => {
+            let path = format!("/api/v1/sinks/{sink}/dlq?limit={limit}");
+            let body = api_call(&api, reqwest::Method::GET, &path, None).await?;
+            for e in body["entries"].as_array().into_iter().flatten() {
+                println!("{e}");
+            }
+            eprintln!("{} dead letter(s) in `{sink}`", body["total"]);
+        }
+        Command::Dlq { command: DlqCommand::Replay { sink, api } } => {
+            let path = format!("/api/v1/sinks/{sink}/dlq/replay");
+            let body = api_call(&api, reqwest::Method::POST, &path, None).await?;
+            println!("{} alert(s) of `{sink}` back in its spool", body["replayed"]);
+        }
+        Command::Dlq { command: DlqCommand::Purge { sink, api } } => {
+            let path = format!("/api/v1/sinks/{sink}/dlq");
+            let body = api_call(&api, reqwest::Method::DELETE, &path, None).await?;
+            println!("{} dead letter(s) of `{sink}` deleted", body["purged"]);
+        }
         Command::Reference { command: ReferenceCommand::List { api } } => {
             let tables: Vec<RefStatus> =
                 serde_json::from_value(api_call(&api, reqwest::Method::GET, "/api/v1/reference", None).await?)?;

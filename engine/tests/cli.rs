@@ -208,3 +208,63 @@ fn reference_list_upload_and_reload_against_a_running_engine() {
     assert!(Command::new("kill").args(["-INT", &serve.id().to_string()]).status().unwrap().success());
     assert!(serve.wait().unwrap().success());
 }
+
+/// The `SPOOLED` column of `vedette sinks list` for `sink`.
+fn spooled(http: u16, sink: &str) -> Option<u64> {
+    let (ok, out) = vedette_cmd(http, "sinks", &["list"]);
+    assert!(ok, "{out}");
+    out.lines().find(|l| l.starts_with(sink))?.split_whitespace().nth(4)?.parse().ok()
+}
+
+#[test]
+fn spooled_alerts_survive_kill_9_and_are_delivered_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    // The destination is down: its directory is a regular file, so every write fails.
+    std::fs::write(dir.path().join("siem"), "not a directory").unwrap();
+    let config = dir.path().join("vedette.toml");
+    std::fs::write(
+        &config,
+        "[[sinks]]\nname = \"siem\"\ntype = \"file\"\npath = \"siem/alerts.jsonl\"\nretry = { base = \"10ms\", cap = \"100ms\" }\n",
+    )
+    .unwrap();
+    let args = ["--config", config.to_str().unwrap()];
+    let (quic, http) = (free_udp_port(), free_tcp_port());
+    let mut serve1 = serve(dir.path(), quic, http, &[], &args, false);
+    let sensor = Command::new(BIN)
+        .args(["sensor", "--demo", "--no-proc", "--server", &format!("127.0.0.1:{quic}"), "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    // Every frame was acknowledged although the destination is down: the alerts are spooled.
+    assert!(sensor.status.success(), "{}", String::from_utf8_lossy(&sensor.stderr));
+    assert_eq!(spooled(http, "siem"), Some(10));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, out) = vedette_cmd(http, "sinks", &["list"]);
+        if out.contains("failing:") {
+            assert!(out.contains("siem/alerts.jsonl"), "the error names the file: {out}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no delivery failure reported: {out}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(Command::new("kill").args(["-9", &serve1.id().to_string()]).status().unwrap().success());
+    serve1.wait().unwrap();
+
+    // The destination comes back; a new engine delivers what the killed one spooled.
+    std::fs::remove_file(dir.path().join("siem")).unwrap();
+    let mut serve2 = serve(dir.path(), quic, http, &[], &args, false);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while spooled(http, "siem") != Some(0) {
+        assert!(Instant::now() < deadline, "spool not drained after restart");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let text = std::fs::read_to_string(dir.path().join("siem/alerts.jsonl")).unwrap();
+    let ids: std::collections::BTreeSet<String> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["alert_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!((text.lines().count(), ids.len()), (10, 10), "every alert once: {text}");
+    assert!(Command::new("kill").args(["-INT", &serve2.id().to_string()]).status().unwrap().success());
+    assert!(serve2.wait().unwrap().success());
+}

@@ -267,3 +267,144 @@ async fn sleep_or_stop(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
         r = stop.changed() => r.is_err() || *stop.borrow(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use super::*;
+    use crate::sinks::open_sink;
+
+    type Answer = Box<dyn Fn(&[Outgoing]) -> Vec<Outcome> + Send>;
+
+    /// A destination that answers from a script (one answer per call; then delivers), and
+    /// records what it was sent.
+    struct Scripted {
+        script: VecDeque<Answer>,
+        sent: Arc<Mutex<Vec<Vec<String>>>>,
+    }
+
+    impl Connector for Scripted {
+        fn send<'a>(&'a mut self, batch: &'a [Outgoing]) -> BoxFuture<'a, Vec<Outcome>> {
+            let ids: Vec<String> = batch.iter().map(|o| o.alert.rule_id.clone()).collect();
+            self.sent.lock().unwrap().push(ids);
+            let out = match self.script.pop_front() {
+                Some(f) => f(batch),
+                None => all(batch, Outcome::Delivered),
+            };
+            Box::pin(async move { out })
+        }
+    }
+
+    fn alert(i: usize) -> Alert {
+        let mut a = vedette_pipelines::formats::sample_alert();
+        a.rule_id = format!("r{i:02}");
+        a
+    }
+
+    fn config(extra: &str) -> SinkConfig {
+        let text = format!(
+            "[[sinks]]\nname = \"t\"\ntype = \"stdout\"\nformat = \"json\"\nbatch = {{ max_events = 4, linger = \"1ms\" }}\n\
+             retry = {{ base = \"1ms\", cap = \"5ms\" }}\nbreaker = {{ failures = 2, open_for = \"30ms\" }}\n{extra}"
+        );
+        vedette_config::Config::from_toml_str(&text).unwrap().sinks.remove(0)
+    }
+
+    type Script = Vec<Answer>;
+
+    async fn run(alerts: usize, script: Script) -> (Arc<SinkHandle>, Vec<Vec<String>>, Metrics) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path().join("s")).unwrap();
+        let handle = open_sink(&db, config("")).unwrap();
+        let records: Vec<Vec<u8>> = (0..alerts).map(|i| serde_json::to_vec(&alert(i)).unwrap()).collect();
+        handle.spool.append(&records).await.unwrap();
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let metrics = Metrics::new();
+        let connector = Scripted { script: script.into(), sent: Arc::clone(&sent) };
+        let (stop, rx) = watch::channel(false);
+        let task = tokio::spawn(Delivery::new(Arc::clone(&handle), metrics.clone(), Box::new(connector)).run(rx));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while handle.spool.depth().0 > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        stop.send(true).unwrap();
+        task.await.unwrap();
+        let sent = sent.lock().unwrap().clone();
+        (handle, sent, metrics)
+    }
+
+    fn ids(r: std::ops::Range<usize>) -> Vec<String> {
+        r.map(|i| format!("r{i:02}")).collect()
+    }
+
+    #[tokio::test]
+    async fn failed_batches_are_retried_in_order_until_confirmed() {
+        let down: Script =
+            (0..3).map(|_| Box::new(|b: &[Outgoing]| all(b, Outcome::Retry("503".into()))) as _).collect();
+        let (handle, sent, metrics) = run(10, down).await;
+        assert_eq!(handle.spool.depth().0, 0);
+        // Three failed attempts of the first batch, then every batch once, in spool order.
+        assert_eq!(sent[..4], [ids(0..4), ids(0..4), ids(0..4), ids(0..4)]);
+        assert_eq!(sent[4..], [ids(4..8), ids(8..10)]);
+        assert_eq!(metrics.sink_retried.with_label_values(&["t"]).get(), 12);
+        assert_eq!(metrics.sink_delivered.with_label_values(&["t"]).get(), 10);
+        assert_eq!(handle.status.lock().unwrap().breaker, BreakerState::Closed);
+        assert!(handle.status.lock().unwrap().last_error.is_none());
+    }
+
+    #[tokio::test]
+    async fn per_record_outcomes_retry_only_what_failed_and_dead_letter_rejections() {
+        // First call: r00 delivered, r01 rejected, r02 retried, r03 delivered.
+        let mixed: Script = vec![Box::new(|b: &[Outgoing]| {
+            b.iter()
+                .map(|o| match o.alert.rule_id.as_str() {
+                    "r01" => Outcome::Reject("mapper_parsing_exception: field [n]".into()),
+                    "r02" => Outcome::Retry("429".into()),
+                    _ => Outcome::Delivered,
+                })
+                .collect()
+        })];
+        let (handle, sent, metrics) = run(6, mixed).await;
+        assert_eq!(sent, [ids(0..4), vec!["r02".into(), "r04".into(), "r05".into()]]);
+        let dlq = handle.dead_letters.list(10).unwrap();
+        assert_eq!(dlq.len(), 1);
+        assert_eq!(dlq[0].record["rule_id"], "r01");
+        assert!(dlq[0].reason.contains("mapper_parsing_exception"));
+        assert_eq!(metrics.sink_dead_lettered.with_label_values(&["t"]).get(), 1);
+        assert_eq!(metrics.sink_delivered.with_label_values(&["t"]).get(), 5);
+    }
+
+    #[tokio::test]
+    async fn the_breaker_opens_after_consecutive_failures_and_holds_calls_back() {
+        let down: Script =
+            (0..4).map(|_| Box::new(|b: &[Outgoing]| all(b, Outcome::Retry("refused".into()))) as _).collect();
+        let started = Instant::now();
+        let (_handle, sent, _metrics) = run(2, down).await;
+        assert_eq!(sent.len(), 5);
+        // failures = 2 opens the breaker for 30 ms; a failed half-open trial opens it again:
+        // attempts 3 and 4 each waited for the open period.
+        assert!(started.elapsed() >= Duration::from_millis(60), "{:?}", started.elapsed());
+    }
+
+    #[tokio::test]
+    async fn records_that_are_not_alerts_go_to_the_dead_letter_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path().join("s")).unwrap();
+        let handle = open_sink(&db, config("")).unwrap();
+        handle.spool.append(&[b"{\"not\":\"an alert\"}".to_vec()]).await.unwrap();
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let (stop, rx) = watch::channel(false);
+        let connector = Scripted { script: VecDeque::new(), sent: Arc::clone(&sent) };
+        let task = tokio::spawn(Delivery::new(Arc::clone(&handle), Metrics::new(), Box::new(connector)).run(rx));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while handle.dead_letters.is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        stop.send(true).unwrap();
+        task.await.unwrap();
+        let dlq = handle.dead_letters.list(10).unwrap();
+        assert!(dlq[0].reason.contains("not an alert"), "{dlq:?}");
+        assert_eq!(dlq[0].record["not"], "an alert");
+        assert_eq!(handle.spool.depth().0, 0);
+    }
+}

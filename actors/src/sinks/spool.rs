@@ -111,6 +111,8 @@ impl Spool {
                         break;
                     }
                 }
+                // Wake the delivery loop before waiting: it frees the room this append needs.
+                self.data.notify_one();
                 room.await;
             }
             out.added += 1;
