@@ -94,7 +94,9 @@ fn env_overrides_apply_typed_values() {
 fn example_config_in_the_repo_parses() {
     let c = Config::from_toml_str(include_str!("../vedette.example.toml")).unwrap();
     assert_eq!(c.tables[0].name, "dns_events");
-    assert_eq!(c.sinks.len(), 2);
+    assert_eq!(c.sinks.len(), 3);
+    assert_eq!(c.sinks[2].format(), Format::Cef);
+    assert_eq!(c.sinks[1].common.spool.max_bytes, 512 << 20);
     assert_eq!(c.rules.packs_dir.as_deref(), Some(std::path::Path::new("packs")));
 }
 
