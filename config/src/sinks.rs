@@ -420,6 +420,9 @@ pub struct WebhookSinkConfig {
     /// Request timeout.
     #[serde(default = "default_http_timeout", with = "crate::duration")]
     pub timeout: Duration,
+    /// Extra CA certificate (PEM) trusted for `https://` (system roots are always trusted).
+    #[serde(default)]
+    pub tls_ca: Option<PathBuf>,
 }
 
 fn default_http_timeout() -> Duration {

@@ -26,6 +26,7 @@ struct ApiState {
     readiness: Readiness,
     rules: Arc<tokio::sync::Mutex<RuleManager>>,
     sinks: vedette_actors::sinks::Router,
+    data_dir: std::path::PathBuf,
 }
 
 /// A sink as `GET /api/v1/sinks` shows it.
@@ -58,6 +59,7 @@ pub fn router(
     readiness: Readiness,
     rules: Arc<tokio::sync::Mutex<RuleManager>>,
     sinks: vedette_actors::sinks::Router,
+    data_dir: std::path::PathBuf,
 ) -> Router {
     Router::new()
         .route("/health/live", get(|| async { axum::Json(json!({"status": "live"})) }))
@@ -76,7 +78,8 @@ pub fn router(
         .route("/api/v1/sinks", get(sinks_list))
         .route("/api/v1/sinks/{name}/dlq", get(dlq_list).delete(dlq_purge))
         .route("/api/v1/sinks/{name}/dlq/replay", post(dlq_replay))
-        .with_state(ApiState { metrics, readiness, rules, sinks })
+        .route("/api/v1/sinks/{name}/test", post(sink_test))
+        .with_state(ApiState { metrics, readiness, rules, sinks, data_dir })
 }
 
 async fn ready(State(s): State<ApiState>) -> impl IntoResponse {
@@ -213,4 +216,37 @@ async fn dlq_purge(State(s): State<ApiState>, Path(name): Path<String>) -> Respo
         Ok(n) => axum::Json(json!({"sink": name, "purged": n})).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(json!({"error": e.to_string()}))).into_response(),
     }
+}
+
+/// Sends one sample alert (rule `vedette.test`) straight to the sink's destination, bypassing
+/// its spool, and reports what the destination said.
+async fn sink_test(State(s): State<ApiState>, Path(name): Path<String>) -> Response {
+    use vedette_actors::sinks::delivery::{Outcome, Outgoing};
+    let h = match sink(&s, &name) {
+        Ok(h) => h,
+        Err(r) => return *r,
+    };
+    let mut connector = match vedette_actors::sinks::connector(&h.config, &s.data_dir) {
+        Ok(c) => c,
+        Err(e) => {
+            return (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(json!({"error": e.to_string()}))).into_response();
+        }
+    };
+    let mut alert = vedette_pipelines::formats::sample_alert();
+    alert.rule_id = "vedette.test".into();
+    alert.rule_name = "vedette test alert".into();
+    alert.description = "Sent by `vedette sinks test`; not a detection.".into();
+    alert.detected_at = chrono::Utc::now();
+    alert.alert_id = uuid::Uuid::new_v4();
+    let body = vedette_pipelines::formats::encode(h.config.format(), &alert);
+    let batch = [Outgoing { seq: 0, alert, body }];
+    let outcome = connector.send(&batch).await.pop().unwrap_or(Outcome::Retry("no answer".into()));
+    let (ok, detail) = match outcome {
+        Outcome::Delivered => (true, "delivered".to_string()),
+        Outcome::Retry(e) => (false, format!("failed (would be retried): {e}")),
+        Outcome::Reject(e) => (false, format!("refused (would be dead-lettered): {e}")),
+    };
+    let status = if ok { StatusCode::OK } else { StatusCode::BAD_GATEWAY };
+    (status, axum::Json(json!({"sink": name, "delivered": ok, "detail": detail, "error": (!ok).then_some(&detail)})))
+        .into_response()
 }

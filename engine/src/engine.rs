@@ -222,7 +222,7 @@ impl EngineHandle {
         let api_addr = tcp.local_addr().map_err(EngineError::io("HTTP API address"))?;
         let (api_stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let manager = Arc::new(tokio::sync::Mutex::new(manager));
-        let app = crate::api::router(metrics.clone(), readiness, Arc::clone(&manager), sinks.clone());
+        let app = crate::api::router(metrics.clone(), readiness, Arc::clone(&manager), sinks.clone(), data_dir.clone());
         let api = tokio::spawn(async move {
             let serve = axum::serve(tcp, app).with_graceful_shutdown(async {
                 let _ = stop_rx.await;

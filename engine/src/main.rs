@@ -200,6 +200,14 @@ enum SinksCommand {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Send one sample alert (rule `vedette.test`) straight to a sink's destination and show
+    /// its answer; exit 1 if it was not delivered.
+    Test {
+        /// Sink name.
+        sink: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -419,6 +427,10 @@ async fn main() -> anyhow::Result<()> {
                     println!("  failing: {e}");
                 }
             }
+        }
+        Command::Sinks { command: SinksCommand::Test { sink, api } } => {
+            let body = api_call(&api, reqwest::Method::POST, &format!("/api/v1/sinks/{sink}/test"), None).await?;
+            println!("{sink}: {}", body["detail"].as_str().unwrap_or_default());
         }
         Command::Dlq { command: DlqCommand::List { sink, limit, api } } => {
             let path = format!("/api/v1/sinks/{sink}/dlq?limit={limit}");

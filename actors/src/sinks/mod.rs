@@ -4,13 +4,16 @@
 //! * [`spool`]: sled spool and dead-letter queue per sink.
 //! * [`policy`]: backoff with jitter, circuit breaker, token bucket.
 //! * [`delivery`]: the loop and the [`delivery::Connector`] trait.
-//! * one folder per connector: [`file`], [`stdout`].
+//! * one folder per connector: [`file`], [`stdout`], [`webhook`]; [`http`] holds what HTTP
+//!   connectors share.
 
 pub mod delivery;
 pub mod file;
+pub mod http;
 pub mod policy;
 pub mod spool;
 pub mod stdout;
+pub mod webhook;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -50,6 +53,7 @@ pub fn connector(config: &SinkConfig, data_dir: &Path) -> Result<Box<dyn Connect
             let path = if f.path.is_absolute() { f.path.clone() } else { data_dir.join(&f.path) };
             Ok(Box::new(file::FileSink::new(path, f.rotate_bytes, f.keep)))
         }
+        ConnectorConfig::Webhook(w) => Ok(Box::new(webhook::Webhook::new(config.name(), w, config.format())?)),
         other => Err(ActorError::Sink {
             sink: config.name().to_string(),
             reason: format!("the `{}` connector is not available in this build yet", other.kind()),
