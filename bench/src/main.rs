@@ -132,7 +132,9 @@ async fn spine(events: u64, match_every: u64, batch_rows: usize) -> anyhow::Resu
     });
     sensor::run(cfg, rx, Arc::clone(&stats)).await?;
     producer.await?;
+    // Acknowledged means spooled; delivery to the file follows (not part of the timing).
     let took = started.elapsed();
+    anyhow::ensure!(engine.wait_delivered(Duration::from_secs(30)).await, "sink did not deliver");
     let alerts = std::fs::read_to_string(dir.path().join("alerts.jsonl"))?.lines().count();
     let m = engine.metrics();
     let ingested = m.ingest_events.with_label_values(&["process_events"]).get();
@@ -140,7 +142,7 @@ async fn spine(events: u64, match_every: u64, batch_rows: usize) -> anyhow::Resu
         vedette_pipelines::rule::Pack::builtin().rules.iter().filter(|r| r.sql.contains("process_events")).count();
     println!("spine: {events} events, {ingested} ingested, {alerts} alerts in {:.2}s", took.as_secs_f64());
     println!(
-        "spine: {:.0} events/s end to end (sensor JSON encode + QUIC + decode + {rules} process rules + file sink + acks)",
+        "spine: {:.0} events/s end to end (sensor JSON encode + QUIC + decode + {rules} process rules + spool + acks)",
         events as f64 / took.as_secs_f64()
     );
     println!(
