@@ -335,6 +335,7 @@ async fn shutdown_signal() {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    vedette_actors::sinks::http::ensure_crypto_provider();
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config, data_dir } => {

@@ -7,11 +7,15 @@ use std::time::Duration;
 use super::delivery::Outcome;
 use crate::error::{ActorError, Result};
 
+/// Installs ring as the process-wide rustls provider, which reqwest's TLS uses (an error
+/// means one is installed already). Call before building any `reqwest::Client`.
+pub fn ensure_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// A client with `timeout` per request, trusting the system roots and `extra_ca` (PEM).
 pub fn client(sink: &str, timeout: Duration, extra_ca: Option<&Path>) -> Result<reqwest::Client> {
-    // reqwest's rustls uses the process-wide provider; install ring's once (an error means
-    // one is already installed).
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    ensure_crypto_provider();
     let err = |reason: String| ActorError::Sink { sink: sink.to_string(), reason };
     let mut b = reqwest::Client::builder().timeout(timeout).user_agent(concat!("vedette/", env!("CARGO_PKG_VERSION")));
     if let Some(path) = extra_ca {

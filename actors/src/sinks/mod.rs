@@ -4,13 +4,16 @@
 //! * [`spool`]: sled spool and dead-letter queue per sink.
 //! * [`policy`]: backoff with jitter, circuit breaker, token bucket.
 //! * [`delivery`]: the loop and the [`delivery::Connector`] trait.
-//! * one folder per connector: [`file`], [`stdout`], [`webhook`]; [`http`] holds what HTTP
+//! * one folder per connector: [`file`], [`stdout`], [`webhook`], [`splunk_hec`],
+//!   [`elasticsearch`]; [`http`] holds what HTTP
 //!   connectors share.
 
 pub mod delivery;
+pub mod elasticsearch;
 pub mod file;
 pub mod http;
 pub mod policy;
+pub mod splunk_hec;
 pub mod spool;
 pub mod stdout;
 pub mod webhook;
@@ -54,6 +57,10 @@ pub fn connector(config: &SinkConfig, data_dir: &Path) -> Result<Box<dyn Connect
             Ok(Box::new(file::FileSink::new(path, f.rotate_bytes, f.keep)))
         }
         ConnectorConfig::Webhook(w) => Ok(Box::new(webhook::Webhook::new(config.name(), w, config.format())?)),
+        ConnectorConfig::SplunkHec(h) => Ok(Box::new(splunk_hec::SplunkHec::new(config.name(), h, config.format())?)),
+        ConnectorConfig::Elasticsearch(e) => {
+            Ok(Box::new(elasticsearch::Elasticsearch::new(config.name(), e, config.format())?))
+        }
         other => Err(ActorError::Sink {
             sink: config.name().to_string(),
             reason: format!("the `{}` connector is not available in this build yet", other.kind()),
