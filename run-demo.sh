@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/vedette-target}"
+.ci/system-deps
 cargo build -p vedette-engine --bin vedette
 bin="$CARGO_TARGET_DIR/debug/vedette"
 "$bin" serve &

@@ -128,3 +128,34 @@ async fn drop_oldest_keeps_the_sensor_going_counts_drops_and_raises_an_internal_
     assert!(internal[0]["row"]["dropped"].as_u64().unwrap() > 0);
     t.engine.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_storm_is_capped_per_rule_and_summarised() {
+    let t = TestEngine::start_with(|c| {
+        c.alerts.storm_max_per_rule = 5;
+        c.alerts.storm_interval = Duration::from_millis(300);
+    })
+    .await;
+    let mut c = RawClient::connect(&t.sensor("s", "default"), 0).await.unwrap();
+    let rows: Vec<Value> = (0..40).map(shadow_cat).collect();
+    let mut s = c.data_stream().await;
+    s.write_all(&ndjson_frame(1, "process_events", &rows)).await.unwrap();
+    s.finish().unwrap();
+    c.until(|m| matches!(m, Control::Ack(a) if a.seq == 1)).await;
+    let path = t.data_dir().join("alerts.jsonl");
+    // The summary follows once the interval is over (the rule workers' periodic tick).
+    assert!(
+        eventually(Duration::from_secs(10), || read_alerts(&path).len() == 6).await,
+        "{:?}",
+        read_alerts(&path).len()
+    );
+    let alerts = read_alerts(&path);
+    assert_eq!(alerts.iter().filter(|a| a["rule_id"] == "linux.shadow_in_cmdline").count(), 5);
+    let summary = alerts.iter().find(|a| a["rule_id"] == "vedette.alert_storm").expect("summary alert");
+    assert_eq!(summary["row"]["rule_id"], "linux.shadow_in_cmdline");
+    assert_eq!(summary["row"]["suppressed"], 35);
+    assert_eq!(summary["tenant"], "default");
+    let (_, metrics) = http_get(t.engine.api_addr, "/metrics").await;
+    assert!(metrics.contains("vedette_alerts_suppressed_total 35"), "metric");
+    t.engine.shutdown().await;
+}

@@ -39,6 +39,8 @@ pub struct Metrics {
     pub reference_reloads: IntCounterVec,
     /// Alerts produced, by rule and severity.
     pub alerts: IntCounterVec,
+    /// Alerts held back by the alert-storm guard (reported in summary alerts).
+    pub alerts_suppressed: IntCounter,
     /// Alerts delivered, by sink.
     pub sink_delivered: IntCounterVec,
     /// Delivery failures (attempts that will be retried), by sink.
@@ -158,6 +160,10 @@ impl Metrics {
                 &["table", "outcome"],
             ),
             alerts: counter_vec(&r, "vedette_alerts_total", "Alerts produced", &["rule", "severity"]),
+            alerts_suppressed: register(
+                &r,
+                IntCounter::new("vedette_alerts_suppressed_total", "Alerts held back by the alert-storm guard"),
+            ),
             sink_delivered: counter_vec(&r, "vedette_sink_delivered_total", "Alerts delivered", &["sink"]),
             sink_errors: counter_vec(&r, "vedette_sink_errors_total", "Delivery failures", &["sink"]),
             actor_restarts: counter_vec(&r, "vedette_actor_restarts_total", "Supervisor restarts", &["actor"]),

@@ -64,7 +64,7 @@ impl RuleWorker {
             self.metrics.alerts.with_label_values(&[&a.rule_id, a.severity.as_str()]).inc();
         }
         let n = eval.alerts.len();
-        self.sinks.route(&eval.alerts).await?;
+        self.sinks.route(eval.alerts).await?;
         let updated: Vec<String> = eval.window_updates.iter().map(|(key, _)| key.clone()).collect();
         rules.commit(eval.window_updates);
         if let Some(tree) = &self.checkpoints {
@@ -103,6 +103,9 @@ impl Actor for RuleWorker {
                 let _ = reply.send(self.deliver(rules, eval).await);
             }
             RuleWorkerMsg::Tick => {
+                if let Err(e) = self.sinks.tick().await {
+                    warn!(error = %e, "Spooling alert-storm summaries failed.");
+                }
                 if !rules.rules().iter().any(|r| r.is_windowed()) {
                     return Ok(());
                 }

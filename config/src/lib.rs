@@ -84,6 +84,9 @@ pub struct Config {
     /// Where alerts go. Empty means: stdout plus `<data_dir>/alerts.jsonl`.
     #[serde(default)]
     pub sinks: Vec<SinkConfig>,
+    /// What happens to alerts between the rules and the sinks.
+    #[serde(default)]
+    pub alerts: AlertsConfig,
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
@@ -288,6 +291,34 @@ impl ReferenceTableConfig {
             },
         }
     }
+}
+
+/// Alert handling between the rules and the sinks.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// Alert-storm guard: at most this many alerts per rule and tenant per `storm_interval`;
+    /// the excess is folded into one summary alert (`vedette.alert_storm`) with the count.
+    /// 0 turns the guard off.
+    #[serde(default = "default_storm_max")]
+    pub storm_max_per_rule: u32,
+    /// The guard's interval.
+    #[serde(default = "default_storm_interval", with = "crate::duration")]
+    pub storm_interval: Duration,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        Self { storm_max_per_rule: default_storm_max(), storm_interval: default_storm_interval() }
+    }
+}
+
+fn default_storm_max() -> u32 {
+    1000
+}
+
+fn default_storm_interval() -> Duration {
+    Duration::from_secs(60)
 }
 
 /// Log output.
@@ -533,13 +564,14 @@ fn deserialize_sections(mut table: toml::Table, problems: &mut Vec<Problem>) -> 
         tables: list(&mut table, "tables", problems, &mut ok),
         reference_tables: list(&mut table, "reference_tables", problems, &mut ok),
         sinks: sinks(&mut table, problems, &mut ok),
+        alerts: section(&mut table, "alerts", problems, &mut ok),
         log: section(&mut table, "log", problems, &mut ok),
     };
     for key in table.keys() {
         ok = false;
         problems.push(Problem {
             path: key.clone(),
-            message: "unknown key (expected one of: data_dir, ingest, api, pipeline, rules, tables, reference_tables, sinks, log)".into(),
+            message: "unknown key (expected one of: data_dir, ingest, api, pipeline, rules, tables, reference_tables, sinks, alerts, log)".into(),
         });
     }
     ok.then_some(config)

@@ -138,7 +138,9 @@ impl EngineHandle {
             sink_slots.push((handle.name.clone(), slot));
             handles.push(handle);
         }
-        let sinks = Router::new(handles, metrics.clone());
+        let storm =
+            vedette_pipelines::storm::StormGuard::new(config.alerts.storm_max_per_rule, config.alerts.storm_interval);
+        let sinks = Router::new(handles, Some(metrics.clone()), storm);
 
         let limits = BatchLimits { rows: config.pipeline.batch_rows, linger: config.pipeline.batch_linger };
         let windows_tree =

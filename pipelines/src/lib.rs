@@ -14,6 +14,7 @@ pub mod prefilter;
 pub mod reference;
 pub mod rule;
 pub mod signature;
+pub mod storm;
 pub mod validate;
 pub mod values;
 pub mod window;

@@ -5,13 +5,14 @@
 //! * [`policy`]: backoff with jitter, circuit breaker, token bucket.
 //! * [`delivery`]: the loop and the [`delivery::Connector`] trait.
 //! * one folder per connector: [`file`], [`stdout`], [`webhook`], [`splunk_hec`],
-//!   [`elasticsearch`]; [`http`] holds what HTTP
+//!   [`elasticsearch`], [`kafka`]; [`http`] holds what HTTP
 //!   connectors share.
 
 pub mod delivery;
 pub mod elasticsearch;
 pub mod file;
 pub mod http;
+pub mod kafka;
 pub mod policy;
 pub mod splunk_hec;
 pub mod spool;
@@ -28,8 +29,9 @@ use tokio::sync::watch;
 use tracing::{error, warn};
 use vedette_config::{Connector as ConnectorConfig, SinkConfig};
 use vedette_pipelines::alert::Alert;
+use vedette_pipelines::storm::{STORM_RULE, StormGuard};
 
-use crate::error::{ActorError, Result};
+use crate::error::Result;
 use crate::metrics::Metrics;
 use delivery::{Connector, Delivery, SinkHandle, SinkStatus};
 use policy::BreakerState;
@@ -61,10 +63,7 @@ pub fn connector(config: &SinkConfig, data_dir: &Path) -> Result<Box<dyn Connect
         ConnectorConfig::Elasticsearch(e) => {
             Ok(Box::new(elasticsearch::Elasticsearch::new(config.name(), e, config.format())?))
         }
-        other => Err(ActorError::Sink {
-            sink: config.name().to_string(),
-            reason: format!("the `{}` connector is not available in this build yet", other.kind()),
-        }),
+        ConnectorConfig::Kafka(k) => Ok(Box::new(kafka::Kafka::new(config.name(), k)?)),
     }
 }
 
@@ -74,18 +73,31 @@ const OVERFLOW_ALERT_EVERY: Duration = Duration::from_secs(60);
 /// Per sink: when the last overflow alert was raised, and drops since.
 type OverflowLog = HashMap<String, (Option<Instant>, u64)>;
 
-/// Appends alerts to every sink's spool.
-#[derive(Clone, Default)]
+/// Appends alerts to every sink's spool, after the alert-storm guard.
+#[derive(Clone)]
 pub struct Router {
     sinks: Vec<Arc<SinkHandle>>,
     overflow: Arc<Mutex<OverflowLog>>,
+    storm: Arc<Mutex<StormGuard>>,
     metrics: Option<Metrics>,
 }
 
+impl Default for Router {
+    fn default() -> Self {
+        Self::new(Vec::new(), None, StormGuard::new(0, Duration::from_secs(60)))
+    }
+}
+
 impl Router {
-    /// A router over `sinks`.
-    pub fn new(sinks: Vec<Arc<SinkHandle>>, metrics: Metrics) -> Self {
-        Self { sinks, overflow: Arc::default(), metrics: Some(metrics) }
+    /// A router over `sinks` with an alert-storm guard.
+    pub fn new(sinks: Vec<Arc<SinkHandle>>, metrics: Option<Metrics>, storm: StormGuard) -> Self {
+        Self { sinks, overflow: Arc::default(), storm: Arc::new(Mutex::new(storm)), metrics }
+    }
+
+    /// Spools the summaries of alert storms whose interval ended (call periodically).
+    pub async fn tick(&self) -> std::result::Result<(), String> {
+        let summaries = self.storm.lock().expect("storm lock is never poisoned").expired(chrono::Utc::now());
+        self.spool(summaries).await
     }
 
     /// The sinks.
@@ -93,9 +105,25 @@ impl Router {
         &self.sinks
     }
 
-    /// Spools `alerts` for every sink. With `block`, waits while a spool is full (this is the
-    /// back-pressure toward the sensors). Durable once the state store is flushed.
-    pub async fn route(&self, alerts: &[Alert]) -> std::result::Result<(), String> {
+    /// Spools `alerts` for every sink, minus what the storm guard holds back. With `block`,
+    /// waits while a spool is full (this is the back-pressure toward the sensors). Durable
+    /// once the state store is flushed.
+    pub async fn route(&self, alerts: Vec<Alert>) -> std::result::Result<(), String> {
+        if alerts.is_empty() {
+            return Ok(());
+        }
+        let n = alerts.len();
+        let passed = self.storm.lock().expect("storm lock is never poisoned").admit(alerts, chrono::Utc::now());
+        if let Some(m) = &self.metrics {
+            let held = n.saturating_sub(passed.iter().filter(|a| a.rule_id != STORM_RULE).count());
+            if held > 0 {
+                m.alerts_suppressed.inc_by(held as u64);
+            }
+        }
+        self.spool(passed).await
+    }
+
+    async fn spool(&self, alerts: Vec<Alert>) -> std::result::Result<(), String> {
         if alerts.is_empty() {
             return Ok(());
         }

@@ -1,0 +1,141 @@
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::mocking::MockCluster;
+use vedette_config::Format;
+
+use super::*;
+use crate::sinks::delivery::{Connector, Delivery, Outcome, Outgoing};
+
+fn sink_config(brokers: &str, extra: &str) -> vedette_config::SinkConfig {
+    let text = format!(
+        "[[sinks]]\nname = \"k\"\ntype = \"kafka\"\nbrokers = \"{brokers}\"\ntopic = \"alerts-{{severity}}\"\n\
+         message_timeout = \"1s\"\nbatch = {{ max_events = 50, linger = \"1ms\" }}\n\
+         retry = {{ base = \"50ms\", cap = \"200ms\" }}\nbreaker = {{ failures = 100 }}\n{extra}"
+    );
+    vedette_config::Config::from_toml_str(&text).unwrap().sinks.remove(0)
+}
+
+fn kafka_config(c: &vedette_config::SinkConfig) -> vedette_config::sinks::KafkaSinkConfig {
+    match &c.connector {
+        vedette_config::Connector::Kafka(k) => k.clone(),
+        _ => unreachable!(),
+    }
+}
+
+fn alert(i: usize) -> vedette_pipelines::alert::Alert {
+    let mut a = vedette_pipelines::formats::sample_alert();
+    a.alert_id = uuid::Uuid::from_u128(i as u128 + 1);
+    a.rule_id = format!("r{i}");
+    a
+}
+
+/// Every message of `topic`, read back by an independent consumer until `n` arrived.
+fn consume(brokers: &str, topic: &str, n: usize) -> Vec<(String, Vec<u8>, String)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("check-{}", uuid::Uuid::new_v4()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut out = Vec::new();
+    while out.len() < n && Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
+            let header = m
+                .headers()
+                .and_then(|h| h.iter().find(|h| h.key == "vedette-alert-id"))
+                .and_then(|h| h.value)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .unwrap_or_default();
+            out.push((key, m.payload().unwrap_or_default().to_vec(), header));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_reports_confirm_messages_keyed_by_alert_id_on_the_routed_topic() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("alerts-high", 3, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let mut k = Kafka::new("k", &kafka_config(&sink_config(&brokers, ""))).unwrap();
+    let batch: Vec<Outgoing> = (0..5)
+        .map(|i| {
+            let a = alert(i);
+            Outgoing { seq: i as u64 + 1, body: vedette_pipelines::formats::encode(Format::Json, &a), alert: a }
+        })
+        .collect();
+    assert_eq!(k.send(&batch).await, vec![Outcome::Delivered; 5]);
+    let got = tokio::task::spawn_blocking(move || consume(&brokers, "alerts-high", 5)).await.unwrap();
+    let mut keys: Vec<String> = got.iter().map(|(k, _, _)| k.clone()).collect();
+    keys.sort();
+    let mut expected: Vec<String> = (0..5).map(|i| alert(i).alert_id.to_string()).collect();
+    expected.sort();
+    assert_eq!(keys, expected);
+    assert!(got.iter().all(|(k, _, h)| k == h), "alert id header");
+    let doc: serde_json::Value = serde_json::from_slice(&got[0].1).unwrap();
+    assert_eq!(doc["severity"], "high");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_longer_than_the_message_timeout_loses_nothing() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("alerts-high", 1, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let dir = tempfile::tempdir().unwrap();
+    let db = sled::open(dir.path().join("s")).unwrap();
+    let config = sink_config(&brokers, "");
+    let handle = crate::sinks::open_sink(&db, config.clone()).unwrap();
+    let metrics = crate::metrics::Metrics::new();
+    let connector = Box::new(Kafka::new("k", &kafka_config(&config)).unwrap());
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(Delivery::new(Arc::clone(&handle), metrics.clone(), connector).run(rx));
+
+    let spool = |range: std::ops::Range<usize>| {
+        let records: Vec<Vec<u8>> = range.map(|i| serde_json::to_vec(&alert(i)).unwrap()).collect();
+        let handle = Arc::clone(&handle);
+        async move { handle.spool.append(&records).await.unwrap() }
+    };
+    spool(0..20).await;
+    assert!(wait_empty(&handle, Duration::from_secs(10)).await, "delivered while the broker is up");
+
+    // The broker goes down for 3 × message.timeout.ms while alerts keep coming.
+    cluster.broker_down(1).unwrap();
+    spool(20..60).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(handle.spool.depth().0 > 0, "nothing leaves the spool during the outage");
+    assert!(metrics.sink_retried.with_label_values(&["k"]).get() > 0, "librdkafka timed the messages out");
+    cluster.broker_up(1).unwrap();
+    assert!(wait_empty(&handle, Duration::from_secs(30)).await, "the spool drains after the outage");
+    stop.send(true).unwrap();
+    task.await.unwrap();
+
+    let got = tokio::task::spawn_blocking(move || consume(&brokers, "alerts-high", 60)).await.unwrap();
+    let mut seen = std::collections::HashSet::new();
+    let firsts: Vec<usize> = got
+        .iter()
+        .filter(|(k, _, _)| seen.insert(k.clone()))
+        .map(|(_, p, _)| {
+            serde_json::from_slice::<serde_json::Value>(p).unwrap()["rule_id"].as_str().unwrap()[1..].parse().unwrap()
+        })
+        .collect();
+    assert_eq!(firsts, (0..60).collect::<Vec<_>>(), "every alert arrives; first copies in spool order");
+}
+
+async fn wait_empty(h: &crate::sinks::delivery::SinkHandle, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while h.spool.depth().0 > 0 {
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    true
+}
