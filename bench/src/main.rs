@@ -69,6 +69,16 @@ enum Cmd {
         #[arg(long, default_value_t = 100)]
         per_append: usize,
     },
+    /// Kafka sink against librdkafka's MockCluster: steady alerts at `rate`/s, the broker down
+    /// for `outage` seconds, then the drain: throughput, drain/live ratio, RSS during the outage.
+    Kafka {
+        /// Live alert rate (alerts/s).
+        #[arg(long, default_value_t = 2000)]
+        rate: u64,
+        /// Outage length, seconds.
+        #[arg(long, default_value_t = 20)]
+        outage: u64,
+    },
     /// Windowed rules alone: 10 rules (windows, GROUP BY keys, HAVING) over auth_events in
     /// event-time order; prints events/s and window state per open key.
     Windows {
@@ -453,6 +463,7 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Spine { events, match_every, batch_rows } => spine(events, match_every, batch_rows).await,
         Cmd::Rules { rules, events, batch_rows, threads } => rules_bench(rules, events, batch_rows, threads).await,
         Cmd::Spool { alerts, per_append } => spool_bench(alerts, per_append).await,
+        Cmd::Kafka { rate, outage } => kafka_bench(rate, outage).await,
         Cmd::Windows { kind, events, users, batch_rows } => windows_bench(kind, events, users, batch_rows).await,
         Cmd::Reference { rows, events } => reference_bench(rows, events).await,
     }
@@ -514,4 +525,103 @@ async fn spool_bench(n: usize, per_append: usize) -> anyhow::Result<()> {
     );
     println!("spool: peak RSS {}", peak_rss());
     Ok(())
+}
+
+async fn kafka_bench(rate: u64, outage_s: u64) -> anyhow::Result<()> {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use vedette_actors::sinks::delivery::Delivery;
+    use vedette_actors::sinks::{connector, open_sink};
+
+    let cluster = rdkafka::mocking::MockCluster::new(1)?;
+    cluster.create_topic("alerts", 3, 1)?;
+    let dir = tempfile::tempdir()?;
+    let db = sled::open(dir.path().join("state"))?;
+    let text = format!(
+        "[[sinks]]\nname = \"kafka\"\ntype = \"kafka\"\nbrokers = \"{}\"\ntopic = \"alerts\"\nmessage_timeout = \"5s\"\n\
+         spool = {{ max_bytes = \"4GiB\" }}\nbatch = {{ max_events = 5000, max_bytes = \"8MiB\", linger = \"5ms\" }}\n\
+         retry = {{ base = \"100ms\", cap = \"1s\" }}\nbreaker = {{ open_for = \"1s\" }}\n",
+        cluster.bootstrap_servers()
+    );
+    let config = vedette_config::Config::from_toml_str(&text)?.sinks.remove(0);
+    let handle = open_sink(&db, config.clone())?;
+    let metrics = vedette_actors::metrics::Metrics::new();
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let task =
+        tokio::spawn(Delivery::new(Arc::clone(&handle), metrics.clone(), connector(&config, dir.path())?).run(rx));
+
+    // Steady producer: `rate` alerts/s in 10 ms chunks.
+    let produced = Arc::new(AtomicU64::new(0));
+    let running = Arc::new(AtomicBool::new(true));
+    let producer = {
+        let (h, produced, running) = (Arc::clone(&handle), Arc::clone(&produced), Arc::clone(&running));
+        tokio::spawn(async move {
+            let per_tick = (rate / 100).max(1);
+            let mut tick = tokio::time::interval(Duration::from_millis(10));
+            while running.load(Ordering::Relaxed) {
+                tick.tick().await;
+                let records: Vec<Vec<u8>> = (0..per_tick)
+                    .map(|_| {
+                        let mut a = vedette_pipelines::formats::sample_alert();
+                        a.alert_id = uuid::Uuid::new_v4();
+                        serde_json::to_vec(&a).expect("alerts serialize")
+                    })
+                    .collect();
+                h.spool.append(&records).await.expect("spool append");
+                produced.fetch_add(per_tick, Ordering::Relaxed);
+            }
+        })
+    };
+    let delivered = || metrics.sink_delivered.with_label_values(&["kafka"]).get();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let live_backlog = handle.spool.depth().0;
+    println!("kafka: live {rate} alerts/s for 3 s: backlog {live_backlog} (keeps up), delivered {}", delivered());
+
+    cluster.broker_down(1)?;
+    let down_at = Instant::now();
+    let mut peak_rss = 0u64;
+    while down_at.elapsed() < Duration::from_secs(outage_s) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        peak_rss = peak_rss.max(rss_kb());
+    }
+    let backlog = handle.spool.depth();
+    println!(
+        "kafka: broker down {outage_s} s: backlog {} alerts ({:.1} MB spooled), peak RSS during the outage {} kB",
+        backlog.0,
+        backlog.1 as f64 / 1e6,
+        peak_rss
+    );
+    cluster.broker_up(1)?;
+    let up_at = Instant::now();
+    let before = delivered();
+    while handle.spool.depth().0 > (rate / 10).max(10) {
+        anyhow::ensure!(up_at.elapsed() < Duration::from_secs(300), "backlog not drained in 5 min");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let took = up_at.elapsed().as_secs_f64();
+    let drain_rate = (delivered() - before) as f64 / took;
+    println!(
+        "kafka: drained {} alerts in {took:.2} s while live traffic continued: {drain_rate:.0} alerts/s = {:.1}× the live rate",
+        backlog.0,
+        drain_rate / rate as f64
+    );
+    running.store(false, Ordering::Relaxed);
+    producer.await?;
+    while handle.spool.depth().0 > 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.send(true)?;
+    task.await?;
+    let total = produced.load(Ordering::Relaxed);
+    anyhow::ensure!(delivered() >= total, "delivered {} of {total}", delivered());
+    println!("kafka: {total} produced, {} delivered (≥, at least once), 0 lost", delivered());
+    Ok(())
+}
+
+fn rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
 }
