@@ -474,7 +474,7 @@ async fn spool_bench(n: usize, per_append: usize) -> anyhow::Result<()> {
     use vedette_actors::sinks::{connector, open_sink};
 
     let dir = tempfile::tempdir()?;
-    let db = sled::open(dir.path().join("state"))?;
+    let db = vedette_engine::engine::state_config(&dir.path().join("state")).open()?;
     let text = format!(
         "[[sinks]]\nname = \"bench\"\ntype = \"file\"\npath = \"out.jsonl\"\n\
          spool = {{ max_bytes = \"8GiB\" }}\nbatch = {{ max_events = 1000, max_bytes = \"4MiB\", linger = \"1ms\" }}\n"
@@ -535,7 +535,7 @@ async fn kafka_bench(rate: u64, outage_s: u64) -> anyhow::Result<()> {
     let cluster = rdkafka::mocking::MockCluster::new(1)?;
     cluster.create_topic("alerts", 3, 1)?;
     let dir = tempfile::tempdir()?;
-    let db = sled::open(dir.path().join("state"))?;
+    let db = vedette_engine::engine::state_config(&dir.path().join("state")).open()?;
     let text = format!(
         "[[sinks]]\nname = \"kafka\"\ntype = \"kafka\"\nbrokers = \"{}\"\ntopic = \"alerts\"\nmessage_timeout = \"5s\"\n\
          spool = {{ max_bytes = \"4GiB\" }}\nbatch = {{ max_events = 5000, max_bytes = \"8MiB\", linger = \"5ms\" }}\n\

@@ -54,13 +54,22 @@ pub struct EngineHandle {
 /// spooled and is delivered after the next start).
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
 
+/// sled's page cache: bounds the memory a large spool (a long destination outage) takes; the
+/// rest stays on disk. sled's default (1 GiB) let RSS grow with the backlog.
+pub const STATE_CACHE_BYTES: u64 = 64 << 20;
+
+/// The state store at `path` with the engine's settings.
+pub fn state_config(path: &Path) -> sled::Config {
+    sled::Config::new().path(path).cache_capacity(STATE_CACHE_BYTES)
+}
+
 /// Opens the sled state store. A handle dropped a moment ago (an engine in this process that
 /// stopped or refused to start) keeps the file lock until sled's flusher lets go: wait for it
 /// briefly instead of failing.
 async fn open_state(path: &Path) -> Result<sled::Db> {
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
-        match sled::open(path) {
+        match state_config(path).open() {
             Ok(db) => return Ok(db),
             Err(sled::Error::Io(e)) if is_lock_busy(&e) && std::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(50)).await;
