@@ -44,6 +44,16 @@ pub trait Connector: Send + 'static {
     fn send<'a>(&'a mut self, batch: &'a [Outgoing]) -> BoxFuture<'a, Vec<Outcome>>;
 }
 
+/// The batch's bodies, one per line (file and stdout framing).
+pub fn lines(batch: &[Outgoing]) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(batch.iter().map(|o| o.body.len() + 1).sum());
+    for o in batch {
+        buf.extend_from_slice(&o.body);
+        buf.push(b'\n');
+    }
+    buf
+}
+
 /// Every record of a batch with the same outcome.
 pub fn all(batch: &[Outgoing], outcome: Outcome) -> Vec<Outcome> {
     vec![outcome; batch.len()]

@@ -17,6 +17,8 @@ pub mod policy;
 pub mod splunk_hec;
 pub mod spool;
 pub mod stdout;
+#[cfg(test)]
+mod test_support;
 pub mod webhook;
 
 use std::collections::HashMap;

@@ -9,7 +9,8 @@ use vedette_config::Format;
 use vedette_config::sinks::EsSinkConfig;
 
 use super::*;
-use crate::sinks::delivery::{Connector, Outcome, Outgoing};
+use crate::sinks::delivery::{Connector, Outcome};
+use crate::sinks::test_support::batch;
 
 /// A `_bulk` endpoint with Elasticsearch's behaviour: `create` of an existing `_id` is a 409,
 /// a document whose `row.pid` is a string fails mapping (400), selected ids are throttled once
@@ -77,10 +78,7 @@ async fn bulk(State(es): State<Es>, headers: HeaderMap, body: axum::body::Bytes)
 
 async fn serve(es: Es) -> String {
     let app = axum::Router::new().route("/_bulk", axum::routing::post(bulk)).with_state(es);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    format!("http://{addr}")
+    crate::sinks::test_support::serve(app).await
 }
 
 fn config(url: String) -> EsSinkConfig {
@@ -94,18 +92,6 @@ fn config(url: String) -> EsSinkConfig {
     }
 }
 
-fn batch(n: usize) -> Vec<Outgoing> {
-    (0..n)
-        .map(|i| {
-            let mut alert = vedette_pipelines::formats::sample_alert();
-            alert.rule_id = format!("r{i}");
-            alert.alert_id = uuid::Uuid::from_u128(i as u128 + 1);
-            let body = vedette_pipelines::formats::encode(Format::Json, &alert);
-            Outgoing { seq: i as u64 + 1, alert, body }
-        })
-        .collect()
-}
-
 fn id(n: u128) -> String {
     uuid::Uuid::from_u128(n).to_string()
 }
@@ -114,7 +100,7 @@ fn id(n: u128) -> String {
 async fn creates_with_the_alert_id_in_a_dated_index_and_a_resend_is_a_409_not_a_duplicate() {
     let es = Es::default();
     let mut sink = Elasticsearch::new("es", &config(serve(es.clone()).await), Format::Json).unwrap();
-    let b = batch(3);
+    let b = batch(Format::Json, 3);
     assert_eq!(sink.send(&b).await, vec![Outcome::Delivered; 3]);
     assert_eq!(sink.send(&b).await, vec![Outcome::Delivered; 3], "409 = already delivered");
     let docs = es.docs.lock().unwrap().clone();
@@ -131,7 +117,7 @@ async fn mixed_item_results_are_delivered_retried_or_refused_one_by_one() {
     let es = Es::default();
     let url = serve(es.clone()).await;
     let mut sink = Elasticsearch::new("es", &config(url), Format::Json).unwrap();
-    let mut b = batch(4);
+    let mut b = batch(Format::Json, 4);
     // Item 0 exists already (409), item 1 is throttled (429), item 2 fails mapping (400).
     assert_eq!(sink.send(&b[..1]).await, [Outcome::Delivered]);
     es.throttle_once.lock().unwrap().insert(id(2));
@@ -151,7 +137,7 @@ async fn mixed_item_results_are_delivered_retried_or_refused_one_by_one() {
 #[tokio::test]
 async fn a_413_splits_the_batch_until_it_fits() {
     let es = Es::default();
-    let b = batch(8);
+    let b = batch(Format::Json, 8);
     let one = bulk_body("vedette-alerts-%Y.%m.%d", Format::Json, &b[..1]).len();
     *es.max_body.lock().unwrap() = Some(one * 2 + 10);
     let mut sink = Elasticsearch::new("es", &config(serve(es.clone()).await), Format::Json).unwrap();
@@ -159,7 +145,7 @@ async fn a_413_splits_the_batch_until_it_fits() {
     assert_eq!(es.docs.lock().unwrap().len(), 8);
     assert!(es.requests.lock().unwrap().iter().all(|n| *n <= 2));
     *es.max_body.lock().unwrap() = Some(10);
-    assert!(matches!(&sink.send(&batch(1)).await[0], Outcome::Reject(e) if e.contains("413")));
+    assert!(matches!(&sink.send(&batch(Format::Json, 1)).await[0], Outcome::Reject(e) if e.contains("413")));
 }
 
 #[tokio::test]
@@ -168,11 +154,13 @@ async fn request_level_throttling_and_bad_credentials_are_retried() {
     *es.busy.lock().unwrap() = true;
     let url = serve(es.clone()).await;
     let mut sink = Elasticsearch::new("es", &config(url.clone()), Format::Json).unwrap();
-    assert!(sink.send(&batch(2)).await.iter().all(|o| matches!(o, Outcome::Retry(e) if e.contains("429"))));
+    assert!(
+        sink.send(&batch(Format::Json, 2)).await.iter().all(|o| matches!(o, Outcome::Retry(e) if e.contains("429")))
+    );
     let mut bad = config(url);
     bad.api_key = Some("wrong".into());
     let mut sink = Elasticsearch::new("es", &bad, Format::Json).unwrap();
-    assert!(matches!(&sink.send(&batch(1)).await[0], Outcome::Retry(e) if e.contains("credentials")));
+    assert!(matches!(&sink.send(&batch(Format::Json, 1)).await[0], Outcome::Retry(e) if e.contains("credentials")));
 }
 
 #[test]

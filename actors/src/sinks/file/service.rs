@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use futures::future::BoxFuture;
 use tokio::io::AsyncWriteExt;
 
-use crate::sinks::delivery::{Connector, Outcome, Outgoing, all};
+use crate::sinks::delivery::{Connector, Outcome, Outgoing, all, lines};
 
 /// Appends batches to a file.
 pub struct FileSink {
@@ -75,11 +75,7 @@ pub fn rotated(path: &Path, n: u32) -> PathBuf {
 impl Connector for FileSink {
     fn send<'a>(&'a mut self, batch: &'a [Outgoing]) -> BoxFuture<'a, Vec<Outcome>> {
         Box::pin(async move {
-            let mut buf = Vec::with_capacity(batch.iter().map(|o| o.body.len() + 1).sum());
-            for o in batch {
-                buf.extend_from_slice(&o.body);
-                buf.push(b'\n');
-            }
+            let buf = lines(batch);
             match self.write(&buf).await {
                 Ok(()) => all(batch, Outcome::Delivered),
                 Err(e) => {

@@ -9,7 +9,8 @@ use vedette_config::Format;
 use vedette_config::sinks::HecSinkConfig;
 
 use super::*;
-use crate::sinks::delivery::{Connector, Outcome, Outgoing};
+use crate::sinks::delivery::{Connector, Outcome};
+use crate::sinks::test_support::batch;
 
 /// An HEC endpoint with the collector's behaviour: token check, channel required with acks,
 /// concatenated JSON parsed event by event (events before a bad one are indexed and the error
@@ -86,10 +87,7 @@ async fn serve(h: Hec) -> String {
         .route("/services/collector/event", axum::routing::post(event))
         .route("/services/collector/ack", axum::routing::post(ack))
         .with_state(h);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    format!("http://{addr}")
+    crate::sinks::test_support::serve(app).await
 }
 
 fn config(url: String, ack: bool) -> HecSinkConfig {
@@ -106,22 +104,11 @@ fn config(url: String, ack: bool) -> HecSinkConfig {
     }
 }
 
-fn batch(n: usize) -> Vec<Outgoing> {
-    (0..n)
-        .map(|i| {
-            let mut alert = vedette_pipelines::formats::sample_alert();
-            alert.rule_id = format!("r{i}");
-            let body = vedette_pipelines::formats::encode(Format::Json, &alert);
-            Outgoing { seq: i as u64 + 1, alert, body }
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn concatenated_events_with_metadata_are_delivered_once_acknowledged() {
     let h = Hec::default();
     let mut hec = SplunkHec::new("s", &config(serve(h.clone()).await, true), Format::Json).unwrap();
-    assert_eq!(hec.send(&batch(3)).await, vec![Outcome::Delivered; 3]);
+    assert_eq!(hec.send(&batch(Format::Json, 3)).await, vec![Outcome::Delivered; 3]);
     let got = h.indexed.lock().unwrap().clone();
     assert_eq!(got.len(), 3);
     assert_eq!(got[0]["event"]["rule_id"], "r0");
@@ -136,7 +123,7 @@ async fn a_bad_event_is_refused_alone_earlier_ones_count_later_ones_are_resent()
     let h = Hec::default();
     *h.invalid_rule.lock().unwrap() = Some("r1".into());
     let mut hec = SplunkHec::new("s", &config(serve(h.clone()).await, false), Format::Json).unwrap();
-    let out = hec.send(&batch(3)).await;
+    let out = hec.send(&batch(Format::Json, 3)).await;
     assert_eq!(out[0], Outcome::Delivered);
     assert!(
         matches!(&out[1], Outcome::Reject(e) if e.contains("code 6") && e.contains("Invalid data format")),
@@ -152,11 +139,13 @@ async fn busy_collectors_and_bad_tokens_are_retried() {
     *h.busy.lock().unwrap() = true;
     let url = serve(h.clone()).await;
     let mut hec = SplunkHec::new("s", &config(url.clone(), false), Format::Json).unwrap();
-    assert!(matches!(&hec.send(&batch(1)).await[0], Outcome::Retry(e) if e.contains("code 9")));
+    assert!(matches!(&hec.send(&batch(Format::Json, 1)).await[0], Outcome::Retry(e) if e.contains("code 9")));
     let mut bad = config(url, false);
     bad.token = "wrong".into();
     let mut hec = SplunkHec::new("s", &bad, Format::Json).unwrap();
-    assert!(matches!(&hec.send(&batch(1)).await[0], Outcome::Retry(e) if e.contains("check the sink's token")));
+    assert!(
+        matches!(&hec.send(&batch(Format::Json, 1)).await[0], Outcome::Retry(e) if e.contains("check the sink's token"))
+    );
 }
 
 #[tokio::test]
@@ -164,10 +153,10 @@ async fn an_ack_that_never_comes_sends_the_batch_again() {
     let h = Hec::default();
     *h.lose_acks.lock().unwrap() = true;
     let mut hec = SplunkHec::new("s", &config(serve(h.clone()).await, true), Format::Json).unwrap();
-    let out = hec.send(&batch(2)).await;
+    let out = hec.send(&batch(Format::Json, 2)).await;
     assert!(matches!(&out[0], Outcome::Retry(e) if e.contains("did not acknowledge")), "{out:?}");
     *h.lose_acks.lock().unwrap() = false;
-    assert_eq!(hec.send(&batch(2)).await, vec![Outcome::Delivered; 2]);
+    assert_eq!(hec.send(&batch(Format::Json, 2)).await, vec![Outcome::Delivered; 2]);
     // At least once: the first, unacknowledged copy may have been indexed too.
     assert_eq!(h.indexed.lock().unwrap().len(), 4);
 }

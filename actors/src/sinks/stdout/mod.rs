@@ -3,7 +3,7 @@
 use futures::future::BoxFuture;
 use tokio::io::AsyncWriteExt;
 
-use super::delivery::{Connector, Outcome, Outgoing, all};
+use super::delivery::{Connector, Outcome, Outgoing, all, lines};
 
 /// Writes batches to stdout.
 pub struct Stdout {
@@ -26,11 +26,7 @@ impl Default for Stdout {
 impl Connector for Stdout {
     fn send<'a>(&'a mut self, batch: &'a [Outgoing]) -> BoxFuture<'a, Vec<Outcome>> {
         Box::pin(async move {
-            let mut buf = Vec::with_capacity(batch.iter().map(|o| o.body.len() + 1).sum());
-            for o in batch {
-                buf.extend_from_slice(&o.body);
-                buf.push(b'\n');
-            }
+            let buf = lines(batch);
             match async {
                 self.out.write_all(&buf).await?;
                 self.out.flush().await

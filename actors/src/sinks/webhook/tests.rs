@@ -6,7 +6,8 @@ use vedette_config::Format;
 use vedette_config::sinks::WebhookSinkConfig;
 
 use super::*;
-use crate::sinks::delivery::{Connector, Outcome, Outgoing};
+use crate::sinks::delivery::{Connector, Outcome};
+use crate::sinks::test_support::batch;
 
 /// (content type, body) of a request.
 type Request = (String, Vec<u8>);
@@ -23,6 +24,11 @@ const SECRET: &str = "s3cret";
 
 /// A receiver as docs/sinks.md tells one to write it: recompute the HMAC over
 /// "<timestamp>.<body>", compare, refuse timestamps older than 5 minutes.
+async fn serve(r: Receiver) -> String {
+    let app = axum::Router::new().route("/hook", axum::routing::post(receive)).with_state(r);
+    format!("{}/hook", crate::sinks::test_support::serve(app).await)
+}
+
 async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: axum::body::Bytes) -> (StatusCode, String) {
     let h = |k: &str| headers.get(k).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
     let ts: i64 = h(TIMESTAMP_HEADER).parse().unwrap_or(0);
@@ -42,14 +48,6 @@ async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: axum::body
     (StatusCode::from_u16(next).unwrap(), format!("answer {next}"))
 }
 
-async fn serve(r: Receiver) -> String {
-    let app = axum::Router::new().route("/hook", axum::routing::post(receive)).with_state(r);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    format!("http://{addr}/hook")
-}
-
 fn config(url: String, secret: Option<&str>) -> WebhookSinkConfig {
     WebhookSinkConfig {
         url,
@@ -58,17 +56,6 @@ fn config(url: String, secret: Option<&str>) -> WebhookSinkConfig {
         timeout: std::time::Duration::from_secs(5),
         tls_ca: None,
     }
-}
-
-fn batch(format: Format, n: usize) -> Vec<Outgoing> {
-    (0..n)
-        .map(|i| {
-            let mut alert = vedette_pipelines::formats::sample_alert();
-            alert.rule_id = format!("r{i}");
-            let body = vedette_pipelines::formats::encode(format, &alert);
-            Outgoing { seq: i as u64 + 1, alert, body }
-        })
-        .collect()
 }
 
 #[tokio::test]
