@@ -162,12 +162,13 @@ impl Delivery {
                     }
                 }
             }
-            let (batch, mut outcomes) = self.encode(records);
-            if !batch.is_empty() {
-                let sent = self.connector.send(&batch).await;
-                outcomes.extend(batch.iter().map(|o| o.seq).zip(sent));
-            }
-            let failed = self.settle(&batch, outcomes);
+            let (batch, undecodable) = self.encode(records);
+            let sent = if batch.is_empty() { Vec::new() } else { self.connector.send(&batch).await };
+            let outcomes = undecodable
+                .into_iter()
+                .map(|(seq, outcome)| (seq, None, outcome))
+                .chain(batch.iter().zip(sent).map(|(o, outcome)| (o.seq, Some(o), outcome)));
+            let failed = self.settle(outcomes);
             if let Some(reason) = failed {
                 breaker.failure(Instant::now());
                 let state = breaker.state(Instant::now());
@@ -208,24 +209,29 @@ impl Delivery {
         (batch, bad)
     }
 
-    /// Applies outcomes to the spool; returns the first retryable reason, if any.
-    fn settle(&self, batch: &[Outgoing], outcomes: Vec<(u64, Outcome)>) -> Option<String> {
+    /// Applies outcomes (sequence number, the record if it decoded, outcome) to the spool;
+    /// returns the first retryable reason, if any.
+    fn settle<'a>(&self, outcomes: impl Iterator<Item = (u64, Option<&'a Outgoing>, Outcome)>) -> Option<String> {
         let label = [self.handle.name.as_str()];
+        let (delivered, latency) = (
+            self.metrics.sink_delivered.with_label_values(&label),
+            self.metrics.sink_delivery_latency.with_label_values(&label),
+        );
         let mut done = Vec::new();
         let mut retry: Option<String> = None;
         let now = chrono::Utc::now();
-        for (seq, outcome) in outcomes {
+        for (seq, record, outcome) in outcomes {
             match outcome {
                 Outcome::Delivered => {
                     done.push(seq);
-                    self.metrics.sink_delivered.with_label_values(&label).inc();
-                    if let Some(o) = batch.iter().find(|o| o.seq == seq) {
-                        let latency = (now - o.alert.detected_at).num_microseconds().unwrap_or(0).max(0);
-                        self.metrics.sink_delivery_latency.with_label_values(&label).observe(latency as f64 / 1e6);
+                    delivered.inc();
+                    if let Some(o) = record {
+                        let us = (now - o.alert.detected_at).num_microseconds().unwrap_or(0).max(0);
+                        latency.observe(us as f64 / 1e6);
                     }
                 }
                 Outcome::Reject(reason) => {
-                    let bytes = match batch.iter().find(|o| o.seq == seq) {
+                    let bytes = match record {
                         Some(o) => serde_json::to_vec(&o.alert).expect("alerts serialize"),
                         None => self.handle.spool.get(seq).unwrap_or_default(),
                     };
