@@ -265,6 +265,11 @@ fn spooled_alerts_survive_kill_9_and_are_delivered_after_restart() {
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["alert_id"].as_str().unwrap().to_string())
         .collect();
     assert_eq!((text.lines().count(), ids.len()), (10, 10), "every alert once: {text}");
+    // Dead letters: none here; an unknown sink is named, with the sinks there are.
+    let (ok, out) = vedette_cmd(http, "dlq", &["list", "siem"]);
+    assert!(ok && out.contains("0 dead letter(s) in `siem`"), "{out}");
+    let (ok, out) = vedette_cmd(http, "dlq", &["purge", "nope"]);
+    assert!(!ok && out.contains("no sink named `nope` (sinks: siem)"), "{out}");
     assert!(Command::new("kill").args(["-INT", &serve2.id().to_string()]).status().unwrap().success());
     assert!(serve2.wait().unwrap().success());
 }
