@@ -579,9 +579,21 @@ async fn kafka_bench(rate: u64, outage_s: u64) -> anyhow::Result<()> {
     cluster.broker_down(1)?;
     let down_at = Instant::now();
     let mut peak_rss = 0u64;
+    let mut next_report = Duration::from_secs(60);
     while down_at.elapsed() < Duration::from_secs(outage_s) {
         tokio::time::sleep(Duration::from_millis(500)).await;
         peak_rss = peak_rss.max(rss_kb());
+        if down_at.elapsed() >= next_report {
+            let depth = handle.spool.depth();
+            println!(
+                "kafka:   down {:>4} s: backlog {} alerts ({:.1} MB), RSS {} kB",
+                next_report.as_secs(),
+                depth.0,
+                depth.1 as f64 / 1e6,
+                rss_kb()
+            );
+            next_report += Duration::from_secs(60);
+        }
     }
     let backlog = handle.spool.depth();
     println!(

@@ -153,7 +153,10 @@ impl AsyncDB for RuleDb {
 }
 
 fn main() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/slt");
+    // Read at run time (cargo sets it, and runs tests in the package dir): a compile-time path
+    // goes stale when a shared target dir is reused by a clone in another place.
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| ".".into(), std::path::PathBuf::from);
+    let dir = manifest.join("../tests/slt");
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .expect("tests/slt exists")
         .filter_map(|e| e.ok().map(|e| e.path()))

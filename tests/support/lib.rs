@@ -46,6 +46,10 @@ pub struct TestEngine {
 impl TestEngine {
     /// Starts an engine with [`test_config`], tweaked by `f`.
     pub async fn start_with(f: impl FnOnce(&mut Config)) -> Self {
+        // `VEDETTE_TEST_LOG=vedette_actors=debug,info` shows the engine's log while debugging a test.
+        if let Ok(filter) = std::env::var("VEDETTE_TEST_LOG") {
+            let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+        }
         let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
         let mut config = test_config(dir.path());
         f(&mut config);

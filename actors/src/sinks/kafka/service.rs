@@ -3,7 +3,7 @@
 use futures::future::BoxFuture;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use vedette_config::sinks::KafkaSinkConfig;
 
 use super::config::{client_config, key, topic};
@@ -12,19 +12,71 @@ use crate::sinks::delivery::{Connector, Outcome, Outgoing};
 
 /// Produces batches to Kafka.
 pub struct Kafka {
-    producer: FutureProducer,
+    name: String,
+    pub(super) producer: FutureProducer,
     config: KafkaSinkConfig,
+    /// Batches in a row of which nothing was delivered.
+    failed_batches: u32,
 }
+
+/// After this many batches in a row with nothing delivered, the producer is replaced.
+pub const REPLACE_AFTER_FAILED_BATCHES: u32 = 3;
 
 impl Kafka {
     /// A producer for sink `name` (connects lazily; an unreachable cluster is an outage, not
     /// a start failure).
     pub fn new(name: &str, config: &KafkaSinkConfig) -> Result<Self> {
-        let producer = client_config(name, config).create().map_err(|e| ActorError::Sink {
+        Ok(Self {
+            name: name.to_string(),
+            producer: Self::producer(name, config)?,
+            config: config.clone(),
+            failed_batches: 0,
+        })
+    }
+
+    fn producer(name: &str, config: &KafkaSinkConfig) -> Result<FutureProducer> {
+        client_config(name, config).create().map_err(|e| ActorError::Sink {
             sink: name.to_string(),
             reason: format!("creating the Kafka producer: {e}"),
-        })?;
-        Ok(Self { producer, config: config.clone() })
+        })
+    }
+
+    /// Replaces the producer (new connections, new producer id) when it cannot recover by
+    /// itself: at once after a fatal error (an idempotent producer whose sequence no longer
+    /// lines up with the broker's fails every later message), and after
+    /// [`REPLACE_AFTER_FAILED_BATCHES`] batches in a row with nothing delivered — a broker that
+    /// restarted without its state answers `UNKNOWN_PRODUCER_ID`, and librdkafka's own recovery
+    /// (bumping the epoch of the producer id the broker no longer knows) can loop until every
+    /// message times out. The failed batch is still spooled; the new producer sends it again.
+    fn after_batch(&mut self, outcomes: &[Outcome]) {
+        if outcomes.iter().any(|o| matches!(o, Outcome::Delivered)) {
+            self.failed_batches = 0;
+            return;
+        }
+        self.failed_batches += 1;
+        let fatal = self.producer.client().fatal_error();
+        if fatal.is_none() && self.failed_batches < REPLACE_AFTER_FAILED_BATCHES {
+            return;
+        }
+        match &fatal {
+            Some((code, reason)) => {
+                tracing::warn!(sink = %self.name, ?code, %reason, "Kafka producer hit a fatal error; replacing it")
+            }
+            None => tracing::warn!(
+                sink = %self.name,
+                batches = self.failed_batches,
+                "no Kafka delivery for several batches in a row; replacing the producer"
+            ),
+        }
+        match Self::producer(&self.name, &self.config) {
+            Ok(p) => {
+                let old = std::mem::replace(&mut self.producer, p);
+                // Dropping a producer flushes for up to 500 ms: not on the runtime's threads.
+                tokio::task::spawn_blocking(move || drop(old));
+                self.failed_batches = 0;
+            }
+            Err(e) => tracing::error!(sink = %self.name, error = %e, "replacing the Kafka producer"),
+        }
     }
 }
 
@@ -72,6 +124,7 @@ impl Connector for Kafka {
                     },
                 });
             }
+            self.after_batch(&out);
             out
         })
     }

@@ -5,6 +5,7 @@ use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::mocking::MockCluster;
+use rdkafka::producer::Producer;
 use vedette_config::Format;
 
 use super::*;
@@ -13,7 +14,7 @@ use crate::sinks::delivery::{Connector, Delivery, Outcome, Outgoing};
 fn sink_config(brokers: &str, extra: &str) -> vedette_config::SinkConfig {
     let text = format!(
         "[[sinks]]\nname = \"k\"\ntype = \"kafka\"\nbrokers = \"{brokers}\"\ntopic = \"alerts-{{severity}}\"\n\
-         message_timeout = \"1s\"\nbatch = {{ max_events = 50, linger = \"1ms\" }}\n\
+         batch = {{ max_events = 50, linger = \"1ms\" }}\n\
          retry = {{ base = \"50ms\", cap = \"200ms\" }}\nbreaker = {{ failures = 100 }}\n{extra}"
     );
     vedette_config::Config::from_toml_str(&text).unwrap().sinks.remove(0)
@@ -91,7 +92,7 @@ async fn an_outage_longer_than_the_message_timeout_loses_nothing() {
     let brokers = cluster.bootstrap_servers();
     let dir = tempfile::tempdir().unwrap();
     let db = sled::open(dir.path().join("s")).unwrap();
-    let config = sink_config(&brokers, "");
+    let config = sink_config(&brokers, "message_timeout = \"1s\"\n");
     let handle = crate::sinks::open_sink(&db, config.clone()).unwrap();
     let metrics = crate::metrics::Metrics::new();
     let connector = Box::new(Kafka::new("k", &kafka_config(&config)).unwrap());
@@ -138,4 +139,28 @@ async fn wait_empty(h: &crate::sinks::delivery::SinkHandle, timeout: Duration) -
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     true
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_with_a_fatal_error_is_replaced_and_the_batch_produced_again() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("alerts-high", 1, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let mut k = Kafka::new("k", &kafka_config(&sink_config(&brokers, ""))).unwrap();
+    let batch: Vec<Outgoing> = (0..3)
+        .map(|i| {
+            let a = alert(i);
+            Outgoing { seq: i as u64 + 1, body: vedette_pipelines::formats::encode(Format::Json, &a), alert: a }
+        })
+        .collect();
+    // What a broker that lost the producer's state answers: the idempotent producer's sequence
+    // no longer lines up, which librdkafka treats as fatal for this producer instance.
+    cluster.request_errors(RDKafkaApiKey::Produce, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER]);
+    let first = k.send(&batch).await;
+    assert!(first.iter().all(|o| matches!(o, Outcome::Retry(_))), "kept for a retry: {first:?}");
+    assert!(k.producer.client().fatal_error().is_none(), "the fatal producer was replaced");
+    assert_eq!(k.send(&batch).await, vec![Outcome::Delivered; 3]);
+    let got = tokio::task::spawn_blocking(move || consume(&brokers, "alerts-high", 3)).await.unwrap();
+    assert_eq!(got.len(), 3);
 }
