@@ -458,6 +458,15 @@ pub struct HecSinkConfig {
     /// Request timeout.
     #[serde(default = "default_http_timeout", with = "crate::duration")]
     pub timeout: Duration,
+    /// Largest request body (HEC's `max_content_length`; 1 MB on Splunk Cloud). A larger batch
+    /// goes out as several requests, one after another, whose acknowledgements are awaited
+    /// together.
+    #[serde(default = "default_hec_request_bytes", with = "crate::bytes")]
+    pub max_request_bytes: u64,
+}
+
+fn default_hec_request_bytes() -> u64 {
+    1_000_000
 }
 
 fn default_sourcetype() -> String {

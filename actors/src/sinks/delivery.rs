@@ -42,6 +42,14 @@ pub enum Outcome {
 pub trait Connector: Send + 'static {
     /// Sends one batch.
     fn send<'a>(&'a mut self, batch: &'a [Outgoing]) -> BoxFuture<'a, Vec<Outcome>>;
+
+    /// Whether the destination is ready for data (e.g. HEC's `/services/collector/health`).
+    /// Asked when the circuit breaker half-opens, before the trial batch: `Err` keeps the
+    /// breaker open without sending anything. Destinations without a health endpoint are
+    /// always ready (the trial batch is the probe).
+    fn health(&mut self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// The batch's bodies, one per line (file and stdout framing).
@@ -155,20 +163,30 @@ impl Delivery {
                     return;
                 }
             }
-            if let Some(b) = bucket.as_mut() {
-                while let Err(wait) = b.take(records.len(), Instant::now()) {
-                    if sleep_or_stop(wait, &mut stop).await {
-                        return;
+            let unhealthy = if breaker.state(Instant::now()) == BreakerState::HalfOpen {
+                self.connector.health().await.err().map(|e| format!("health check: {e}"))
+            } else {
+                None
+            };
+            let failed = match unhealthy {
+                Some(reason) => Some(reason),
+                None => {
+                    if let Some(b) = bucket.as_mut() {
+                        while let Err(wait) = b.take(records.len(), Instant::now()) {
+                            if sleep_or_stop(wait, &mut stop).await {
+                                return;
+                            }
+                        }
                     }
+                    let (batch, undecodable) = self.encode(records);
+                    let sent = if batch.is_empty() { Vec::new() } else { self.connector.send(&batch).await };
+                    let outcomes = undecodable
+                        .into_iter()
+                        .map(|(seq, outcome)| (seq, None, outcome))
+                        .chain(batch.iter().zip(sent).map(|(o, outcome)| (o.seq, Some(o), outcome)));
+                    self.settle(outcomes)
                 }
-            }
-            let (batch, undecodable) = self.encode(records);
-            let sent = if batch.is_empty() { Vec::new() } else { self.connector.send(&batch).await };
-            let outcomes = undecodable
-                .into_iter()
-                .map(|(seq, outcome)| (seq, None, outcome))
-                .chain(batch.iter().zip(sent).map(|(o, outcome)| (o.seq, Some(o), outcome)));
-            let failed = self.settle(outcomes);
+            };
             if let Some(reason) = failed {
                 breaker.failure(Instant::now());
                 let state = breaker.state(Instant::now());
@@ -298,6 +316,15 @@ mod tests {
     struct Scripted {
         script: VecDeque<Answer>,
         sent: Arc<Mutex<Vec<Vec<String>>>>,
+        /// Answers to health checks (then healthy), and how many were asked.
+        health: VecDeque<Result<(), String>>,
+        checks: Arc<Mutex<usize>>,
+    }
+
+    impl Scripted {
+        fn new(script: Script, sent: &Arc<Mutex<Vec<Vec<String>>>>) -> Self {
+            Self { script: script.into(), sent: Arc::clone(sent), health: VecDeque::new(), checks: Arc::default() }
+        }
     }
 
     impl Connector for Scripted {
@@ -309,6 +336,12 @@ mod tests {
                 None => all(batch, Outcome::Delivered),
             };
             Box::pin(async move { out })
+        }
+
+        fn health(&mut self) -> BoxFuture<'_, Result<(), String>> {
+            *self.checks.lock().unwrap() += 1;
+            let answer = self.health.pop_front().unwrap_or(Ok(()));
+            Box::pin(async move { answer })
         }
     }
 
@@ -329,6 +362,14 @@ mod tests {
     type Script = Vec<Answer>;
 
     async fn run(alerts: usize, script: Script) -> (Arc<SinkHandle>, Vec<Vec<String>>, Metrics) {
+        run_with(alerts, script, VecDeque::new()).await.0
+    }
+
+    type Run = ((Arc<SinkHandle>, Vec<Vec<String>>, Metrics), usize);
+
+    /// Delivers `alerts` through a scripted destination whose health checks answer `health`;
+    /// also returns how many health checks were made.
+    async fn run_with(alerts: usize, script: Script, health: VecDeque<Result<(), String>>) -> Run {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path().join("s")).unwrap();
         let handle = open_sink(&db, config("")).unwrap();
@@ -336,7 +377,9 @@ mod tests {
         handle.spool.append(&records).await.unwrap();
         let sent = Arc::new(Mutex::new(Vec::new()));
         let metrics = Metrics::new();
-        let connector = Scripted { script: script.into(), sent: Arc::clone(&sent) };
+        let mut connector = Scripted::new(script, &sent);
+        connector.health = health;
+        let checks = Arc::clone(&connector.checks);
         let (stop, rx) = watch::channel(false);
         let task = tokio::spawn(Delivery::new(Arc::clone(&handle), metrics.clone(), Box::new(connector)).run(rx));
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -346,7 +389,8 @@ mod tests {
         stop.send(true).unwrap();
         task.await.unwrap();
         let sent = sent.lock().unwrap().clone();
-        (handle, sent, metrics)
+        let checks = *checks.lock().unwrap();
+        ((handle, sent, metrics), checks)
     }
 
     fn ids(r: std::ops::Range<usize>) -> Vec<String> {
@@ -403,6 +447,22 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_half_open_breaker_sends_nothing_until_the_health_check_passes() {
+        let down: Script =
+            (0..2).map(|_| Box::new(|b: &[Outgoing]| all(b, Outcome::Retry("503".into()))) as _).collect();
+        let unhealthy = (0..3).map(|_| Err("HEC is unhealthy, queues are full".to_string())).collect();
+        let started = Instant::now();
+        let ((handle, sent, metrics), checks) = run_with(2, down, unhealthy).await;
+        // Two failures open the breaker; three failed health checks each keep it open for
+        // another 30 ms without a batch; the fourth passes and the trial batch delivers.
+        assert_eq!(sent, [ids(0..2), ids(0..2), ids(0..2)]);
+        assert_eq!(checks, 4);
+        assert!(started.elapsed() >= Duration::from_millis(120), "{:?}", started.elapsed());
+        assert_eq!(metrics.sink_errors.with_label_values(&["t"]).get(), 5);
+        assert_eq!(handle.spool.depth().0, 0);
+    }
+
+    #[tokio::test]
     async fn records_that_are_not_alerts_go_to_the_dead_letter_queue() {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path().join("s")).unwrap();
@@ -410,7 +470,7 @@ mod tests {
         handle.spool.append(&[b"{\"not\":\"an alert\"}".to_vec()]).await.unwrap();
         let sent = Arc::new(Mutex::new(Vec::new()));
         let (stop, rx) = watch::channel(false);
-        let connector = Scripted { script: VecDeque::new(), sent: Arc::clone(&sent) };
+        let connector = Scripted::new(Vec::new(), &sent);
         let task = tokio::spawn(Delivery::new(Arc::clone(&handle), Metrics::new(), Box::new(connector)).run(rx));
         let deadline = Instant::now() + Duration::from_secs(5);
         while handle.dead_letters.is_empty() && Instant::now() < deadline {

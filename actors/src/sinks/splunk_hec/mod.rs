@@ -8,5 +8,5 @@ mod service;
 #[cfg(test)]
 mod tests;
 
-pub use request::{classify, events_body};
+pub use request::{classify, event_json, request_bodies};
 pub use service::SplunkHec;

@@ -6,29 +6,43 @@ use vedette_config::sinks::HecSinkConfig;
 
 use crate::sinks::delivery::{Outcome, Outgoing};
 
-/// Concatenated HEC event objects: `{"time":…,"host":…,"source":…,"sourcetype":…,"index":…,"event":…}…`.
+/// One HEC event object: `{"time":…,"host":…,"source":…,"sourcetype":…,"index":…,"event":…}`.
 /// JSON-based formats go in as objects, `cef` and `text` as strings.
-pub fn events_body(config: &HecSinkConfig, format: Format, batch: &[Outgoing]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for o in batch {
-        let event = match format {
-            Format::Json | Format::Stix | Format::Ocsf => serde_json::from_slice(&o.body)
-                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&o.body).into())),
-            Format::Cef | Format::Text => Value::String(String::from_utf8_lossy(&o.body).into_owned()),
-        };
-        let mut e = json!({
-            "time": o.alert.ts.timestamp_micros() as f64 / 1e6,
-            "source": config.source,
-            "sourcetype": config.sourcetype,
-            "event": event,
-        });
-        if let Some(h) = &o.alert.host {
-            e["host"] = json!(h);
+pub fn event_json(config: &HecSinkConfig, format: Format, o: &Outgoing) -> Vec<u8> {
+    let event = match format {
+        Format::Json | Format::Stix | Format::Ocsf => {
+            serde_json::from_slice(&o.body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&o.body).into()))
         }
-        if let Some(i) = &config.index {
-            e["index"] = json!(i);
+        Format::Cef | Format::Text => Value::String(String::from_utf8_lossy(&o.body).into_owned()),
+    };
+    let mut e = json!({
+        "time": o.alert.ts.timestamp_micros() as f64 / 1e6,
+        "source": config.source,
+        "sourcetype": config.sourcetype,
+        "event": event,
+    });
+    if let Some(h) = &o.alert.host {
+        e["host"] = json!(h);
+    }
+    if let Some(i) = &config.index {
+        e["index"] = json!(i);
+    }
+    serde_json::to_vec(&e).expect("json values serialize")
+}
+
+/// Splits a batch's events into request bodies of concatenated event objects (not a JSON
+/// array), each at most `max_bytes` (an event larger than that goes alone). Returns, per
+/// request, the number of events and the body.
+pub fn request_bodies(events: Vec<Vec<u8>>, max_bytes: u64) -> Vec<(usize, Vec<u8>)> {
+    let mut out: Vec<(usize, Vec<u8>)> = Vec::new();
+    for e in events {
+        match out.last_mut() {
+            Some((n, body)) if (body.len() + e.len()) as u64 <= max_bytes => {
+                body.extend_from_slice(&e);
+                *n += 1;
+            }
+            _ => out.push((1, e)),
         }
-        serde_json::to_writer(&mut out, &e).expect("json values serialize");
     }
     out
 }

@@ -6,7 +6,7 @@ use futures::future::BoxFuture;
 use vedette_config::Format;
 use vedette_config::sinks::HecSinkConfig;
 
-use super::request::{classify, events_body};
+use super::request::{classify, event_json, request_bodies};
 use crate::error::Result;
 use crate::sinks::delivery::{Connector, Outcome, Outgoing, all};
 use crate::sinks::http::{client, transport_outcome};
@@ -47,62 +47,119 @@ impl SplunkHec {
             .header("X-Splunk-Request-Channel", &self.channel)
     }
 
+    /// Posts the batch as requests of at most `max_request_bytes`, one after another (HEC
+    /// receives them in order), then — with acknowledgement on — waits for all their acks
+    /// together, so several requests are in flight during one ack wait. A request that fails
+    /// stops the batch: its events and the later ones are sent again (earlier requests stand).
     async fn send_batch(&self, batch: &[Outgoing]) -> Vec<Outcome> {
-        let body = events_body(&self.config, self.format, batch);
-        let resp = match self.post("/services/collector/event").body(body).send().await {
-            Ok(r) => r,
-            Err(e) => return all(batch, transport_outcome(&e)),
-        };
-        let status = resp.status();
-        let text = resp.text().await.unwrap_or_default();
-        let outcomes = classify(status, &text, batch.len());
-        if !self.config.ack || !status.is_success() {
-            return outcomes;
+        let events = batch.iter().map(|o| event_json(&self.config, self.format, o)).collect();
+        let mut out: Vec<Outcome> = Vec::with_capacity(batch.len());
+        // (first event, events, ackId) of requests awaiting their acknowledgement.
+        let mut awaiting: Vec<(usize, usize, u64)> = Vec::new();
+        for (n, body) in request_bodies(events, self.config.max_request_bytes) {
+            let start = out.len();
+            let resp = match self.post("/services/collector/event").body(body).send().await {
+                Ok(r) => r,
+                Err(e) => {
+                    out.extend(all(&batch[start..], transport_outcome(&e)));
+                    break;
+                }
+            };
+            let status = resp.status();
+            let text = resp.text().await.unwrap_or_default();
+            let outcomes = classify(status, &text, n);
+            let stop = outcomes.iter().any(|o| !matches!(o, Outcome::Delivered));
+            if self.config.ack && !stop {
+                let ack_id = serde_json::from_str::<serde_json::Value>(&text).ok().and_then(|v| v["ackId"].as_u64());
+                match ack_id {
+                    Some(id) => awaiting.push((start, n, id)),
+                    None => {
+                        let reason = format!(
+                            "HEC answered without an ackId (is indexer acknowledgement enabled for the token?): {text}"
+                        );
+                        out.extend(all(&batch[start..], Outcome::Retry(reason)));
+                        break;
+                    }
+                }
+            }
+            out.extend(outcomes);
+            if stop {
+                out.extend(all(
+                    &batch[out.len()..],
+                    Outcome::Retry("not sent: an earlier request of the batch failed".into()),
+                ));
+                break;
+            }
         }
-        let ack_id = serde_json::from_str::<serde_json::Value>(&text).ok().and_then(|v| v["ackId"].as_u64());
-        let Some(ack_id) = ack_id else {
-            return all(
-                batch,
-                Outcome::Retry(format!(
-                    "HEC answered without an ackId (is indexer acknowledgement enabled for the token?): {text}"
-                )),
-            );
-        };
-        all(batch, self.wait_ack(ack_id).await)
+        if !awaiting.is_empty() {
+            let ids: Vec<u64> = awaiting.iter().map(|a| a.2).collect();
+            for ((start, n, _), outcome) in awaiting.into_iter().zip(self.wait_acks(&ids).await) {
+                out[start..start + n].fill(outcome);
+            }
+        }
+        out
     }
 
-    /// Polls the ack endpoint until `ack_id` is acknowledged or `ack_timeout` passes.
-    async fn wait_ack(&self, ack_id: u64) -> Outcome {
+    /// Polls the ack endpoint until every id is acknowledged or `ack_timeout` passes; one
+    /// outcome per id.
+    async fn wait_acks(&self, ids: &[u64]) -> Vec<Outcome> {
         let deadline = Instant::now() + self.config.ack_timeout;
+        let mut done = vec![false; ids.len()];
         loop {
-            let body = serde_json::json!({"acks": [ack_id]}).to_string();
+            let pending: Vec<u64> = ids.iter().zip(&done).filter(|(_, d)| !**d).map(|(id, _)| *id).collect();
+            let body = serde_json::json!({ "acks": pending }).to_string();
             match self.post("/services/collector/ack").body(body).send().await {
                 Ok(resp) if resp.status().is_success() => {
                     let v: serde_json::Value = resp.json().await.unwrap_or_default();
-                    if v["acks"][ack_id.to_string()].as_bool() == Some(true) {
-                        return Outcome::Delivered;
+                    for (id, d) in ids.iter().zip(done.iter_mut()) {
+                        *d = *d || v["acks"][id.to_string()].as_bool() == Some(true);
                     }
                 }
                 Ok(resp) => {
                     let status = resp.status();
                     let text = resp.text().await.unwrap_or_default();
-                    return Outcome::Retry(format!("HEC ack poll: {status}: {text}"));
+                    return ack_outcomes(&done, || Outcome::Retry(format!("HEC ack poll: {status}: {text}")));
                 }
-                Err(e) => return transport_outcome(&e),
+                Err(e) => return ack_outcomes(&done, || transport_outcome(&e)),
+            }
+            if done.iter().all(|d| *d) {
+                return vec![Outcome::Delivered; ids.len()];
             }
             if Instant::now() + ACK_POLL > deadline {
-                return Outcome::Retry(format!(
-                    "HEC did not acknowledge ackId {ack_id} within {:?}; sending the batch again",
-                    self.config.ack_timeout
-                ));
+                let timeout = self.config.ack_timeout;
+                return ack_outcomes(&done, || {
+                    Outcome::Retry(format!("HEC did not acknowledge the request within {timeout:?}; sending it again"))
+                });
             }
             tokio::time::sleep(ACK_POLL).await;
         }
     }
+
+    /// `GET /services/collector/health`: 200 (code 17) when HEC takes data; 503 (code 18,
+    /// queues full) or any other answer is not ready.
+    async fn check_health(&self) -> std::result::Result<(), String> {
+        let url = format!("{}/services/collector/health", self.base);
+        let resp = self.client.get(url).send().await.map_err(|e| format!("HEC health: {e}"))?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let text = resp.text().await.unwrap_or_default();
+        Err(format!("HEC health: {status}: {text}"))
+    }
+}
+
+/// Acknowledged requests are delivered; the others get `failed()`.
+fn ack_outcomes(done: &[bool], failed: impl Fn() -> Outcome) -> Vec<Outcome> {
+    done.iter().map(|d| if *d { Outcome::Delivered } else { failed() }).collect()
 }
 
 impl Connector for SplunkHec {
     fn send<'a>(&'a mut self, batch: &'a [Outgoing]) -> BoxFuture<'a, Vec<Outcome>> {
         Box::pin(self.send_batch(batch))
+    }
+
+    fn health(&mut self) -> BoxFuture<'_, std::result::Result<(), String>> {
+        Box::pin(self.check_health())
     }
 }

@@ -25,6 +25,8 @@ struct Hec {
     lose_acks: Arc<Mutex<bool>>,
     /// An event whose `event.rule_id` equals this is "invalid".
     invalid_rule: Arc<Mutex<Option<String>>>,
+    /// Requests in arrival order: `event:<events>` or `ack:<ids>`.
+    log: Arc<Mutex<Vec<String>>>,
 }
 
 fn answer(status: u16, body: Value) -> (StatusCode, String) {
@@ -42,6 +44,8 @@ async fn event(State(h): State<Hec>, headers: HeaderMap, body: axum::body::Bytes
     if *h.busy.lock().unwrap() {
         return answer(503, json!({"text": "Server is busy", "code": 9}));
     }
+    let events = serde_json::Deserializer::from_slice(&body).into_iter::<Value>().count();
+    h.log.lock().unwrap().push(format!("event:{events}"));
     for (i, item) in serde_json::Deserializer::from_slice(&body).into_iter::<Value>().enumerate() {
         let Ok(e) = item else {
             return answer(400, json!({"text": "Invalid data format", "code": 6, "invalid-event-number": i}));
@@ -65,6 +69,7 @@ async fn event(State(h): State<Hec>, headers: HeaderMap, body: axum::body::Bytes
 
 async fn ack(State(h): State<Hec>, body: axum::body::Bytes) -> (StatusCode, String) {
     let req: Value = serde_json::from_slice(&body).unwrap();
+    h.log.lock().unwrap().push(format!("ack:{}", req["acks"]));
     let mut out = serde_json::Map::new();
     let mut acks = h.acks.lock().unwrap();
     for id in req["acks"].as_array().unwrap() {
@@ -82,10 +87,18 @@ async fn ack(State(h): State<Hec>, body: axum::body::Bytes) -> (StatusCode, Stri
     answer(200, json!({"acks": out}))
 }
 
+async fn health(State(h): State<Hec>) -> (StatusCode, String) {
+    if *h.busy.lock().unwrap() {
+        return answer(503, json!({"text": "HEC is unhealthy, queues are full", "code": 18}));
+    }
+    answer(200, json!({"text": "HEC is healthy", "code": 17}))
+}
+
 async fn serve(h: Hec) -> String {
     let app = axum::Router::new()
         .route("/services/collector/event", axum::routing::post(event))
         .route("/services/collector/ack", axum::routing::post(ack))
+        .route("/services/collector/health", axum::routing::get(health))
         .with_state(h);
     crate::sinks::test_support::serve(app).await
 }
@@ -101,6 +114,7 @@ fn config(url: String, ack: bool) -> HecSinkConfig {
         channel: None,
         ack_timeout: Duration::from_millis(800),
         timeout: Duration::from_secs(5),
+        max_request_bytes: 1_000_000,
     }
 }
 
@@ -159,6 +173,54 @@ async fn an_ack_that_never_comes_sends_the_batch_again() {
     assert_eq!(hec.send(&batch(Format::Json, 2)).await, vec![Outcome::Delivered; 2]);
     // At least once: the first, unacknowledged copy may have been indexed too.
     assert_eq!(h.indexed.lock().unwrap().len(), 4);
+}
+
+/// A config whose requests hold two sample events each.
+fn two_per_request(url: String) -> HecSinkConfig {
+    let mut c = config(url, true);
+    let one = event_json(&c, Format::Json, &batch(Format::Json, 1)[0]).len() as u64;
+    c.max_request_bytes = 2 * one + one / 2;
+    c
+}
+
+#[tokio::test]
+async fn a_large_batch_goes_out_as_several_requests_whose_acks_are_awaited_together() {
+    let h = Hec::default();
+    let mut hec = SplunkHec::new("s", &two_per_request(serve(h.clone()).await), Format::Json).unwrap();
+    assert_eq!(hec.send(&batch(Format::Json, 6)).await, vec![Outcome::Delivered; 6]);
+    let log = h.log.lock().unwrap().clone();
+    // Three requests before the first ack poll; acks take three polls of all three ids.
+    assert_eq!(log[..4], ["event:2", "event:2", "event:2", "ack:[0,1,2]"], "{log:?}");
+    assert_eq!(log.len(), 6, "{log:?}");
+    let rules: Vec<Value> = h.indexed.lock().unwrap().iter().map(|e| e["event"]["rule_id"].clone()).collect();
+    assert_eq!(rules, ["r0", "r1", "r2", "r3", "r4", "r5"], "in order");
+}
+
+#[tokio::test]
+async fn a_failed_request_stops_the_batch_and_earlier_requests_still_count_once_acknowledged() {
+    let h = Hec::default();
+    *h.invalid_rule.lock().unwrap() = Some("r2".into());
+    let mut hec = SplunkHec::new("s", &two_per_request(serve(h.clone()).await), Format::Json).unwrap();
+    let out = hec.send(&batch(Format::Json, 6)).await;
+    assert_eq!(out[..2], [Outcome::Delivered, Outcome::Delivered], "{out:?}");
+    assert!(matches!(&out[2], Outcome::Reject(e) if e.contains("code 6")), "{out:?}");
+    assert!(out[3..].iter().all(|o| matches!(o, Outcome::Retry(_))), "{out:?}");
+    assert!(matches!(&out[4], Outcome::Retry(e) if e.contains("earlier request")), "{out:?}");
+    let log = h.log.lock().unwrap().clone();
+    assert_eq!(log.iter().filter(|l| l.starts_with("event")).count(), 2, "the third request is not sent: {log:?}");
+}
+
+#[tokio::test]
+async fn the_health_endpoint_says_whether_hec_takes_data() {
+    let h = Hec::default();
+    let url = serve(h.clone()).await;
+    let mut hec = SplunkHec::new("s", &config(url, true), Format::Json).unwrap();
+    assert_eq!(hec.health().await, Ok(()));
+    *h.busy.lock().unwrap() = true;
+    let e = hec.health().await.unwrap_err();
+    assert!(e.contains("503") && e.contains("queues are full"), "{e}");
+    let mut gone = SplunkHec::new("s", &config("http://127.0.0.1:9".into(), true), Format::Json).unwrap();
+    assert!(gone.health().await.unwrap_err().contains("HEC health"));
 }
 
 #[test]
