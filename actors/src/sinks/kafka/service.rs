@@ -1,5 +1,7 @@
 //! Producing a batch and reading the delivery reports.
 
+use std::time::Duration;
+
 use futures::future::BoxFuture;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -44,18 +46,21 @@ impl Kafka {
     /// Replaces the producer (new connections, new producer id) when it cannot recover by
     /// itself: at once after a fatal error (an idempotent producer whose sequence no longer
     /// lines up with the broker's fails every later message), and after
-    /// [`REPLACE_AFTER_FAILED_BATCHES`] batches in a row with nothing delivered — a broker that
-    /// restarted without its state answers `UNKNOWN_PRODUCER_ID`, and librdkafka's own recovery
-    /// (bumping the epoch of the producer id the broker no longer knows) can loop until every
-    /// message times out. The failed batch is still spooled; the new producer sends it again.
-    fn after_batch(&mut self, outcomes: &[Outcome]) {
+    /// [`REPLACE_AFTER_FAILED_BATCHES`] batches in a row with nothing delivered *while the
+    /// cluster answers* — a broker that restarted without its state answers
+    /// `UNKNOWN_PRODUCER_ID`, and librdkafka's own recovery (bumping the epoch of the producer
+    /// id the broker no longer knows) can loop until every message times out. During a plain
+    /// outage (no metadata answer) the producer is kept: replacing it would only churn
+    /// connections and memory. The failed batch is still spooled; the new producer sends it
+    /// again.
+    async fn after_batch(&mut self, outcomes: &[Outcome]) {
         if outcomes.iter().any(|o| matches!(o, Outcome::Delivered)) {
             self.failed_batches = 0;
             return;
         }
-        self.failed_batches += 1;
+        self.failed_batches = self.failed_batches.saturating_add(1);
         let fatal = self.producer.client().fatal_error();
-        if fatal.is_none() && self.failed_batches < REPLACE_AFTER_FAILED_BATCHES {
+        if fatal.is_none() && (self.failed_batches < REPLACE_AFTER_FAILED_BATCHES || !self.cluster_answers().await) {
             return;
         }
         match &fatal {
@@ -77,6 +82,14 @@ impl Kafka {
             }
             Err(e) => tracing::error!(sink = %self.name, error = %e, "replacing the Kafka producer"),
         }
+    }
+
+    /// Whether a broker answers a metadata request within a second.
+    async fn cluster_answers(&self) -> bool {
+        let producer = self.producer.clone();
+        tokio::task::spawn_blocking(move || producer.client().fetch_metadata(None, Duration::from_secs(1)).is_ok())
+            .await
+            .unwrap_or(false)
     }
 }
 
@@ -124,7 +137,7 @@ impl Connector for Kafka {
                     },
                 });
             }
-            self.after_batch(&out);
+            self.after_batch(&out).await;
             out
         })
     }
