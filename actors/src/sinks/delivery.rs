@@ -218,7 +218,11 @@ impl Delivery {
         for (seq, bytes) in records {
             match serde_json::from_slice::<Alert>(&bytes) {
                 Ok(alert) => {
-                    let body = vedette_pipelines::formats::encode(self.format, &alert);
+                    // A spooled record is the alert's JSON already: no second encoding.
+                    let body = match self.format {
+                        Format::Json => bytes.to_vec(),
+                        format => vedette_pipelines::formats::encode(format, &alert),
+                    };
                     batch.push(Outgoing { seq, alert, body });
                 }
                 Err(e) => bad.push((seq, Outcome::Reject(format!("spooled record is not an alert: {e}")))),
