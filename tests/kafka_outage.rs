@@ -3,33 +3,12 @@
 //! alert reaches Kafka (read back by an independent consumer), first copies in order.
 
 use std::collections::HashSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use rdkafka::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
 use rdkafka::mocking::MockCluster;
 use serde_json::Value;
 use vedette_schemas::frame::Control;
-use vedette_tests::{RawClient, TestEngine, eventually, ndjson_frame, read_alerts, shadow_cat};
-
-fn consume(brokers: &str, n: usize) -> Vec<Value> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "check")
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    consumer.subscribe(&["alerts"]).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut out = Vec::new();
-    while out.len() < n && Instant::now() < deadline {
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
-            out.push(serde_json::from_slice(m.payload().unwrap_or_default()).unwrap());
-        }
-    }
-    out
-}
+use vedette_tests::{RawClient, TestEngine, eventually, kafka_alerts, ndjson_frame, read_alerts, shadow_cat};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kafka_outage_loses_nothing_and_does_not_hold_up_the_file_sink() {
@@ -73,7 +52,7 @@ async fn a_kafka_outage_loses_nothing_and_does_not_hold_up_the_file_sink() {
 
     cluster.broker_up(1).unwrap();
     assert!(t.engine.wait_delivered(Duration::from_secs(30)).await, "the Kafka spool drains");
-    let got = tokio::task::spawn_blocking(move || consume(&brokers, 60)).await.unwrap();
+    let got = tokio::task::spawn_blocking(move || kafka_alerts(&brokers, "check", 60)).await.unwrap();
     let mut seen = HashSet::new();
     let pids: Vec<i64> = got
         .iter()

@@ -14,12 +14,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rdkafka::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
 use serde_json::Value;
 use vedette_schemas::frame::Control;
-use vedette_tests::{RawClient, TestEngine, eventually, ndjson_frame, read_alerts, shadow_cat};
+use vedette_tests::{RawClient, TestEngine, eventually, kafka_alerts, ndjson_frame, read_alerts, shadow_cat};
 
 fn tansu_binary() -> PathBuf {
     if let Some(p) = std::env::var_os("VEDETTE_TANSU") {
@@ -83,38 +80,6 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// Everything on topic `alerts`, read by a fresh consumer group until `n` messages arrived and
-/// then one more quiet second (so duplicates beyond `n` are seen too).
-fn consume(brokers: &str, group: &str, n: usize) -> Vec<Value> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", group)
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    consumer.subscribe(&["alerts"]).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(40);
-    let mut out = Vec::new();
-    let mut quiet_since: Option<Instant> = None;
-    while Instant::now() < deadline {
-        match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => {
-                out.push(serde_json::from_slice(m.payload().unwrap_or_default()).unwrap());
-                quiet_since = None;
-            }
-            Some(Err(e)) => panic!("consumer: {e}"),
-            None if out.len() >= n
-                && quiet_since.get_or_insert_with(Instant::now).elapsed() > Duration::from_secs(1) =>
-            {
-                break;
-            }
-            None => {}
-        }
-    }
-    out
-}
-
 /// First copies per key (sensor), in the order read: the pids.
 fn first_copies_per_key(alerts: &[Value]) -> BTreeMap<String, Vec<i64>> {
     let mut seen = HashSet::new();
@@ -168,7 +133,7 @@ async fn a_real_broker_stopped_and_restarted_mid_run_gets_every_alert() {
     }
     assert!(t.engine.wait_delivered(Duration::from_secs(30)).await, "delivered to the live broker");
     let b = brokers.clone();
-    let before = tokio::task::spawn_blocking(move || consume(&b, "before", 40)).await.unwrap();
+    let before = tokio::task::spawn_blocking(move || kafka_alerts(&b, "before", 40)).await.unwrap();
 
     // The broker goes away (with everything it stored) for 3× message.timeout.ms.
     broker.stop();
@@ -188,7 +153,7 @@ async fn a_real_broker_stopped_and_restarted_mid_run_gets_every_alert() {
     send(&mut sensors, 13).await;
     assert!(t.engine.wait_delivered(Duration::from_secs(60)).await, "the Kafka spool drains into the new broker");
     let b = brokers.clone();
-    let after = tokio::task::spawn_blocking(move || consume(&b, "after", 90)).await.unwrap();
+    let after = tokio::task::spawn_blocking(move || kafka_alerts(&b, "after", 90)).await.unwrap();
 
     let per_key_before = first_copies_per_key(&before);
     let per_key_after = first_copies_per_key(&after);

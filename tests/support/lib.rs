@@ -219,3 +219,37 @@ pub async fn http_request(addr: std::net::SocketAddr, method: &str, path: &str) 
     let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     (status, body)
 }
+
+/// Everything on topic `alerts`, read by a fresh consumer group until `n` messages arrived and
+/// then one more quiet second (so duplicates beyond `n` are seen too).
+pub fn kafka_alerts(brokers: &str, group: &str, n: usize) -> Vec<Value> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    consumer.subscribe(&["alerts"]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut out = Vec::new();
+    let mut quiet_since: Option<Instant> = None;
+    while Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                out.push(serde_json::from_slice(m.payload().unwrap_or_default()).unwrap());
+                quiet_since = None;
+            }
+            Some(Err(e)) => panic!("consumer: {e}"),
+            None if out.len() >= n
+                && quiet_since.get_or_insert_with(Instant::now).elapsed() > Duration::from_secs(1) =>
+            {
+                break;
+            }
+            None => {}
+        }
+    }
+    out
+}
