@@ -9,7 +9,8 @@ use rdkafka::producer::Producer;
 use vedette_config::Format;
 
 use super::*;
-use crate::sinks::delivery::{Connector, Delivery, Outcome, Outgoing};
+use crate::sinks::delivery::{Connector, Delivery, Outcome};
+use crate::sinks::test_support::batch;
 
 fn sink_config(brokers: &str, extra: &str) -> vedette_config::SinkConfig {
     let text = format!(
@@ -67,12 +68,7 @@ async fn delivery_reports_confirm_messages_keyed_by_alert_id_on_the_routed_topic
     cluster.create_topic("alerts-high", 3, 1).unwrap();
     let brokers = cluster.bootstrap_servers();
     let mut k = Kafka::new("k", &kafka_config(&sink_config(&brokers, ""))).unwrap();
-    let batch: Vec<Outgoing> = (0..5)
-        .map(|i| {
-            let a = alert(i);
-            Outgoing { seq: i as u64 + 1, body: vedette_pipelines::formats::encode(Format::Json, &a), alert: a }
-        })
-        .collect();
+    let batch = batch(Format::Json, 5);
     assert_eq!(k.send(&batch).await, vec![Outcome::Delivered; 5]);
     let got = tokio::task::spawn_blocking(move || consume(&brokers, "alerts-high", 5)).await.unwrap();
     let mut keys: Vec<String> = got.iter().map(|(k, _, _)| k.clone()).collect();
@@ -148,12 +144,7 @@ async fn a_producer_with_a_fatal_error_is_replaced_and_the_batch_produced_again(
     cluster.create_topic("alerts-high", 1, 1).unwrap();
     let brokers = cluster.bootstrap_servers();
     let mut k = Kafka::new("k", &kafka_config(&sink_config(&brokers, ""))).unwrap();
-    let batch: Vec<Outgoing> = (0..3)
-        .map(|i| {
-            let a = alert(i);
-            Outgoing { seq: i as u64 + 1, body: vedette_pipelines::formats::encode(Format::Json, &a), alert: a }
-        })
-        .collect();
+    let batch = batch(Format::Json, 3);
     // What a broker that lost the producer's state answers: the idempotent producer's sequence
     // no longer lines up, which librdkafka treats as fatal for this producer instance.
     cluster.request_errors(RDKafkaApiKey::Produce, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER]);
