@@ -496,13 +496,33 @@ fn sinks(table: &mut toml::Table, problems: &mut Vec<Problem>, ok: &mut bool) ->
         };
         let (common, connector) = SinkConfig::split(t);
         let common = de_value(toml::Value::Table(common), &base, problems);
-        let connector = de_value(toml::Value::Table(connector), &base, problems);
+        let connector = sink_connector(connector, &base, problems);
         match (common, connector) {
             (Some(common), Some(connector)) => out.push(SinkConfig { common, connector }),
             _ => *ok = false,
         }
     }
     out
+}
+
+/// The connector of a sink. An internally tagged enum (`type = "…"`) loses the key path of an
+/// error inside its variant, so each connector's own settings are deserialized on their own:
+/// `sinks[0].max_request_bytes: …` rather than `sinks[0]: …`.
+fn sink_connector(table: toml::Table, base: &str, problems: &mut Vec<Problem>) -> Option<Connector> {
+    let kind = table.get("type").and_then(|v| v.as_str()).map(str::to_owned);
+    let settings = |mut t: toml::Table| {
+        t.remove("type");
+        toml::Value::Table(t)
+    };
+    match kind.as_deref() {
+        Some("file") => de_value(settings(table), base, problems).map(Connector::File),
+        Some("webhook") => de_value(settings(table), base, problems).map(Connector::Webhook),
+        Some("splunk_hec") => de_value(settings(table), base, problems).map(Connector::SplunkHec),
+        Some("elasticsearch") => de_value(settings(table), base, problems).map(Connector::Elasticsearch),
+        Some("kafka") => de_value(settings(table), base, problems).map(Connector::Kafka),
+        // stdout (no settings), a missing or an unknown type: the enum's own errors.
+        _ => de_value(toml::Value::Table(table), base, problems),
+    }
 }
 
 /// Deserializes each top-level key (and each array element) on its own so that one bad

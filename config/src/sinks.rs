@@ -103,6 +103,12 @@ impl SinkConfig {
                 {
                     push("channel", format!("`{ch}` is not a UUID"));
                 }
+                if h.max_request_bytes < 1024 {
+                    push(
+                        "max_request_bytes",
+                        format!("{} bytes cannot hold an event (at least 1KiB)", h.max_request_bytes),
+                    );
+                }
             }
             Connector::Elasticsearch(e) => {
                 http_url(&mut push, &e.url);

@@ -169,6 +169,7 @@ fn every_sink_kind_parses_with_shared_and_own_settings() {
         token = "t"
         ack = true
         channel = "0f8a6c1e-4b2d-4c3e-9f00-112233445566"
+        max_request_bytes = "2MB"
         retry = { base = "100ms", cap = "10s" }
         breaker = { failures = 3, open_for = "5s" }
         [[sinks]]
@@ -200,6 +201,8 @@ fn every_sink_kind_parses_with_shared_and_own_settings() {
     assert_eq!(c.sinks[2].common.batch.max_bytes, 1 << 20, "unset keys of a section keep their default");
     assert_eq!(c.sinks[3].common.breaker.failures, 3);
     assert_eq!(c.sinks[5].format(), Format::Cef);
+    let Connector::SplunkHec(h) = &c.sinks[3].connector else { unreachable!() };
+    assert_eq!(h.max_request_bytes, 2_000_000);
     // The same config through serde (e.g. an API reading JSON) gives the same sinks.
     let again: Vec<SinkConfig> =
         c.sinks.iter().map(|s| toml::Value::try_from(s).unwrap().try_into::<SinkConfig>().unwrap()).collect();
@@ -225,7 +228,7 @@ fn sink_problems_name_the_sink_and_key() {
     "#;
     let err = Config::from_toml_str(text).unwrap_err();
     let paths: Vec<_> = err.problems().iter().map(|p| p.path.as_str()).collect();
-    assert_eq!(paths, ["sinks[0]", "sinks[1].spool.policy"], "{err}");
+    assert_eq!(paths, ["sinks[0].colour", "sinks[1].spool.policy"], "{err}");
     assert!(err.to_string().contains("colour"), "{err}");
 
     let text = r#"
@@ -250,4 +253,19 @@ fn sink_problems_name_the_sink_and_key() {
         ["sinks[0].format", "sinks[0].url", "sinks[1].spool.max_bytes", "sinks[1].key", "sinks[1].sasl_username"],
         "{err}"
     );
+}
+
+#[test]
+fn hec_request_size_is_checked() {
+    let hec = |size: &str| {
+        format!(
+            "[[sinks]]\nname = \"s\"\ntype = \"splunk_hec\"\nurl = \"http://h:8088\"\ntoken = \"t\"\nmax_request_bytes = {size}\n"
+        )
+    };
+    let err = Config::from_toml_str(&hec("\"100B\"")).unwrap_err();
+    let paths: Vec<_> = err.problems().iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(paths, ["sinks[0].max_request_bytes"], "{err}");
+    assert!(err.to_string().contains("at least 1KiB"), "{err}");
+    let err = Config::from_toml_str(&hec("\"1 parsec\"")).unwrap_err();
+    assert!(err.to_string().contains("max_request_bytes") && err.to_string().contains("unknown unit"), "{err}");
 }
