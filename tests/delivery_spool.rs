@@ -14,7 +14,8 @@ const FRAMES: u64 = 30;
 const ROWS: i64 = 20;
 
 async fn sinks(t: &TestEngine) -> Value {
-    let (status, body) = http_get(t.engine.api_addr, "/api/v1/sinks").await;
+    let r = t.api("GET", "/api/v1/sinks").await;
+    let (status, body) = (r.status, r.body);
     assert_eq!(status, 200, "{body}");
     serde_json::from_str(&body).unwrap()
 }

@@ -45,7 +45,8 @@ async fn a_kafka_outage_loses_nothing_and_does_not_hold_up_the_file_sink() {
     // Three message timeouts later the file sink has everything; Kafka's spool holds 40.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(eventually(Duration::from_secs(5), || read_alerts(&file).len() == 60).await, "file sink kept delivering");
-    let (_, body) = vedette_tests::http_get(t.engine.api_addr, "/api/v1/sinks").await;
+    let r = t.api("GET", "/api/v1/sinks").await;
+    let (_, body) = (r.status, r.body);
     let sinks: Value = serde_json::from_str(&body).unwrap();
     let kafka = sinks.as_array().unwrap().iter().find(|s| s["name"] == "kafka").unwrap();
     assert_eq!(kafka["spooled"], 40, "the outage's alerts wait in the Kafka spool: {kafka}");

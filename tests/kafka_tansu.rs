@@ -143,7 +143,8 @@ async fn a_real_broker_stopped_and_restarted_mid_run_gets_every_alert() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let file = t.data_dir().join("alerts.jsonl");
     assert!(eventually(Duration::from_secs(5), || read_alerts(&file).len() == 120).await, "file sink kept delivering");
-    let (_, body) = vedette_tests::http_get(t.engine.api_addr, "/api/v1/sinks").await;
+    let r = t.api("GET", "/api/v1/sinks").await;
+    let (_, body) = (r.status, r.body);
     let sinks: Value = serde_json::from_str(&body).unwrap();
     let kafka = sinks.as_array().unwrap().iter().find(|s| s["name"] == "kafka").unwrap();
     assert_eq!(kafka["spooled"], 80, "the outage's alerts wait in the Kafka spool: {kafka}");

@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, StatusCode};
 use serde_json::Value;
 use vedette_actors::sinks::webhook::{SIGNATURE_HEADER, TIMESTAMP_HEADER, sign};
 use vedette_schemas::frame::Control;
-use vedette_tests::{RawClient, TestEngine, eventually, http_get, http_request, ndjson_frame, shadow_cat};
+use vedette_tests::{RawClient, TestEngine, eventually, ndjson_frame, shadow_cat};
 
 #[derive(Clone, Default)]
 struct Receiver {
@@ -59,7 +59,7 @@ async fn alerts_wait_out_a_webhook_outage_and_arrive_once_in_order() {
         c.until(|m| matches!(m, Control::Ack(a) if a.seq == seq)).await;
     }
     assert!(eventually(Duration::from_secs(10), || *r.refused.lock().unwrap() >= 3).await);
-    let (_, body) = http_get(t.engine.api_addr, "/api/v1/sinks").await;
+    let body = t.api("GET", "/api/v1/sinks").await.body;
     let sinks: Value = serde_json::from_str(&body).unwrap();
     let hook = sinks.as_array().unwrap().iter().find(|s| s["name"] == "hook").unwrap();
     assert_eq!(hook["spooled"], 50, "{hook}");
@@ -75,7 +75,8 @@ async fn alerts_wait_out_a_webhook_outage_and_arrive_once_in_order() {
     assert_eq!(pids, expected, "every alert once, in spool order");
 
     // `vedette sinks test`: one sample alert straight to the destination.
-    let (status, body) = http_request(t.engine.api_addr, "POST", "/api/v1/sinks/hook/test").await;
+    let answer = t.api("POST", "/api/v1/sinks/hook/test").await;
+    let (status, body) = (answer.status, answer.body);
     assert_eq!(status, 200, "{body}");
     assert_eq!(r.alerts.lock().unwrap().last().unwrap()["rule_id"], "vedette.test");
     t.engine.shutdown().await;

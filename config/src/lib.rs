@@ -17,6 +17,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
+/// Name of the internal sink that feeds the alert history (reserved: no configured sink may
+/// use it).
+pub const HISTORY_SINK: &str = "history";
+
 /// The configuration `vedette serve` uses when no `--config` is given.
 pub const EMBEDDED_DEFAULT: &str = include_str!("default.toml");
 
@@ -87,6 +91,9 @@ pub struct Config {
     /// What happens to alerts between the rules and the sinks.
     #[serde(default)]
     pub alerts: AlertsConfig,
+    /// The local alert history behind `/api/v1/alerts`.
+    #[serde(default)]
+    pub history: HistoryConfig,
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
@@ -164,15 +171,129 @@ pub struct ApiConfig {
     /// TCP address the HTTP server binds.
     #[serde(default = "default_api_listen")]
     pub listen: SocketAddr,
+    /// Certificate chain (PEM) for HTTPS. With `tls_key`, the API speaks HTTPS only.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) for HTTPS; set together with `tls_cert`.
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+    /// Serve plain HTTP on a non-loopback address. Bearer tokens then cross the network in
+    /// clear text: only behind a TLS-terminating proxy on the same host.
+    #[serde(default)]
+    pub insecure_http: bool,
+    /// Who may read `/health/ready` and `/metrics` without a token: `loopback` (clients on
+    /// 127.0.0.0/8 or ::1), `always`, or `never` (then a viewer token is required).
+    #[serde(default)]
+    pub open_status: OpenStatus,
+    /// Requests per second each token may make (token bucket); beyond it, 429 with
+    /// `Retry-After`.
+    #[serde(default = "default_rate_per_sec")]
+    pub rate_limit_per_sec: u32,
+    /// Burst size of each token's bucket.
+    #[serde(default = "default_rate_burst")]
+    pub rate_limit_burst: u32,
+    /// Largest request body on routes that take JSON (413 beyond). Reference table uploads
+    /// have their own bound, `max_upload_bytes`.
+    #[serde(default = "default_max_body", with = "crate::bytes")]
+    pub max_body_bytes: u64,
+    /// Largest reference table upload (`PUT /api/v1/reference/{name}`).
+    #[serde(default = "default_max_upload", with = "crate::bytes")]
+    pub max_upload_bytes: u64,
+}
+
+/// Which clients may read the status routes without a token.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OpenStatus {
+    /// Clients connecting from a loopback address.
+    #[default]
+    Loopback,
+    /// Every client.
+    Always,
+    /// Nobody: a token with role `viewer` or higher is required.
+    Never,
 }
 
 fn default_api_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 7780))
 }
+fn default_rate_per_sec() -> u32 {
+    100
+}
+fn default_rate_burst() -> u32 {
+    400
+}
+fn default_max_body() -> u64 {
+    1 << 20
+}
+fn default_max_upload() -> u64 {
+    256 << 20
+}
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        Self { listen: default_api_listen() }
+        Self {
+            listen: default_api_listen(),
+            tls_cert: None,
+            tls_key: None,
+            insecure_http: false,
+            open_status: OpenStatus::default(),
+            rate_limit_per_sec: default_rate_per_sec(),
+            rate_limit_burst: default_rate_burst(),
+            max_body_bytes: default_max_body(),
+            max_upload_bytes: default_max_upload(),
+        }
+    }
+}
+
+impl ApiConfig {
+    /// Whether the API speaks HTTPS.
+    pub fn tls(&self) -> bool {
+        self.tls_cert.is_some() && self.tls_key.is_some()
+    }
+}
+
+/// The local alert history: every alert is kept (fed from its own spool) and can be queried,
+/// exported and streamed through the API.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryConfig {
+    /// Alerts older than this (by `detected_at`) are deleted.
+    #[serde(default = "default_history_age", with = "crate::duration")]
+    pub max_age: Duration,
+    /// When the stored alerts exceed this many bytes, the oldest are deleted.
+    #[serde(default = "default_history_bytes", with = "crate::bytes")]
+    pub max_bytes: u64,
+    /// Bound of the history's own spool (alerts waiting to be written into the history).
+    #[serde(default = "default_history_spool", with = "crate::bytes")]
+    pub spool_max_bytes: u64,
+    /// A live-stream client that reads nothing for this long is cut off with a final
+    /// `cutoff` event saying where to resume.
+    #[serde(default = "default_stream_stall", with = "crate::duration")]
+    pub stream_stall_timeout: Duration,
+}
+
+fn default_history_age() -> Duration {
+    Duration::from_secs(30 * 86_400)
+}
+fn default_history_bytes() -> u64 {
+    4 << 30
+}
+fn default_history_spool() -> u64 {
+    256 << 20
+}
+fn default_stream_stall() -> Duration {
+    Duration::from_secs(15)
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        Self {
+            max_age: default_history_age(),
+            max_bytes: default_history_bytes(),
+            spool_max_bytes: default_history_spool(),
+            stream_stall_timeout: default_stream_stall(),
+        }
     }
 }
 
@@ -403,6 +524,16 @@ impl Config {
         if self.pipeline.max_inflight_frames == 0 {
             push("pipeline.max_inflight_frames".into(), "must be at least 1".into());
         }
+        self.validate_api(&mut push);
+        if self.history.max_age.is_zero() {
+            push("history.max_age".into(), "must be longer than 0".into());
+        }
+        if self.history.max_bytes < (1 << 20) {
+            push("history.max_bytes".into(), "must be at least 1MiB".into());
+        }
+        if self.history.stream_stall_timeout.is_zero() {
+            push("history.stream_stall_timeout".into(), "must be longer than 0".into());
+        }
         if !["pretty", "json"].contains(&self.log.format.as_str()) {
             push("log.format".into(), format!("`{}` is not one of: pretty, json", self.log.format));
         }
@@ -410,6 +541,8 @@ impl Config {
         for (i, sink) in self.sinks.iter().enumerate() {
             if sink.name().is_empty() {
                 push(format!("sinks[{i}].name"), "must not be empty".into());
+            } else if sink.name() == HISTORY_SINK {
+                push(format!("sinks[{i}].name"), format!("`{HISTORY_SINK}` is reserved for the alert history"));
             } else if let Some(first) = names.insert(sink.name().to_string(), i) {
                 push(format!("sinks[{i}].name"), format!("`{}` is already used by sinks[{first}]", sink.name()));
             }
@@ -458,6 +591,35 @@ impl Config {
             if r.max_rows == 0 {
                 push(format!("{base}.max_rows"), "must be at least 1".into());
             }
+        }
+    }
+
+    fn validate_api(&self, push: &mut impl FnMut(String, String)) {
+        let api = &self.api;
+        if api.tls_cert.is_some() != api.tls_key.is_some() {
+            push("api.tls_key".into(), "`tls_cert` and `tls_key` must be set together".into());
+        }
+        if !api.listen.ip().is_loopback() && !api.tls() && !api.insecure_http {
+            push(
+                "api.listen".into(),
+                format!(
+                    "{} is not a loopback address: set `api.tls_cert` and `api.tls_key` for HTTPS, or \
+                     `api.insecure_http = true` to send bearer tokens in clear text",
+                    api.listen
+                ),
+            );
+        }
+        if api.rate_limit_per_sec == 0 {
+            push("api.rate_limit_per_sec".into(), "must be at least 1".into());
+        }
+        if api.rate_limit_burst == 0 {
+            push("api.rate_limit_burst".into(), "must be at least 1".into());
+        }
+        if api.max_body_bytes < 1024 {
+            push("api.max_body_bytes".into(), "must be at least 1KiB".into());
+        }
+        if api.max_upload_bytes < 1024 {
+            push("api.max_upload_bytes".into(), "must be at least 1KiB".into());
         }
     }
 
@@ -585,13 +747,14 @@ fn deserialize_sections(mut table: toml::Table, problems: &mut Vec<Problem>) -> 
         reference_tables: list(&mut table, "reference_tables", problems, &mut ok),
         sinks: sinks(&mut table, problems, &mut ok),
         alerts: section(&mut table, "alerts", problems, &mut ok),
+        history: section(&mut table, "history", problems, &mut ok),
         log: section(&mut table, "log", problems, &mut ok),
     };
     for key in table.keys() {
         ok = false;
         problems.push(Problem {
             path: key.clone(),
-            message: "unknown key (expected one of: data_dir, ingest, api, pipeline, rules, tables, reference_tables, sinks, alerts, log)".into(),
+            message: "unknown key (expected one of: data_dir, ingest, api, pipeline, rules, tables, reference_tables, sinks, alerts, history, log)".into(),
         });
     }
     ok.then_some(config)

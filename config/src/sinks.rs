@@ -91,7 +91,7 @@ impl SinkConfig {
             }
         };
         match &self.connector {
-            Connector::Stdout {} | Connector::File(_) => {}
+            Connector::Stdout {} | Connector::File(_) | Connector::History {} => {}
             Connector::Webhook(w) => http_url(&mut push, &w.url),
             Connector::SplunkHec(h) => {
                 http_url(&mut push, &h.url);
@@ -151,6 +151,16 @@ impl SinkConfig {
     /// Stdout sink with defaults (readable lines).
     pub fn stdout(name: &str) -> Self {
         Self { common: SinkCommon::named(name, Format::Text), connector: Connector::Stdout {} }
+    }
+
+    /// The internal sink feeding the alert history (JSON, its own spool of `spool_max_bytes`
+    /// with `block`: the history never loses an acknowledged alert).
+    pub fn history(spool_max_bytes: u64) -> Self {
+        let mut common = SinkCommon::named(crate::HISTORY_SINK, Format::Json);
+        common.spool.max_bytes = spool_max_bytes;
+        common.batch.max_events = 1000;
+        common.batch.linger = Duration::from_millis(5);
+        Self { common, connector: Connector::History {} }
     }
 
     /// File sink with defaults (JSON lines, no rotation).
@@ -377,6 +387,10 @@ pub enum Connector {
     Elasticsearch(EsSinkConfig),
     /// Apache Kafka (or any Kafka-protocol broker).
     Kafka(KafkaSinkConfig),
+    /// The engine's own alert history (`/api/v1/alerts`); added by the engine, never
+    /// configured.
+    #[serde(skip)]
+    History {},
 }
 
 impl Connector {
@@ -389,6 +403,7 @@ impl Connector {
             Self::SplunkHec(_) => "splunk_hec",
             Self::Elasticsearch(_) => "elasticsearch",
             Self::Kafka(_) => "kafka",
+            Self::History {} => "history",
         }
     }
 }

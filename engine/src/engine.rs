@@ -16,7 +16,8 @@ use vedette_actors::ledger::SeqLedger;
 use vedette_actors::metrics::Metrics;
 use vedette_actors::rules::{RuleWorker, RuleWorkerMsg};
 use vedette_actors::sessions::{Acker, Sessions};
-use vedette_actors::sinks::{Router, SinkActor, SinkMsg, open_sink};
+use vedette_actors::sinks::delivery::Connector;
+use vedette_actors::sinks::{ConnectorFactory, Router, SinkActor, SinkMsg, open_sink};
 use vedette_actors::supervisor::{Budget, Child, Slot, Supervisor, SupervisorMsg, add_child};
 use vedette_actors::{ActorError, tls};
 use vedette_config::Config;
@@ -24,7 +25,15 @@ use vedette_pipelines::compile::Compiler;
 use vedette_schemas::frame::close_code;
 use vedette_schemas::tables::{Catalog, ColumnType, TableDef};
 
+use crate::api::ApiParts;
+use crate::api::access::Peer;
+use crate::api::listener::TlsListener;
+use crate::auth::TokenStore;
+use crate::auth::audit::AuditLog;
+use crate::auth::local::ensure_local_admin;
 use crate::error::{EngineError, Result};
+use crate::history::sink::HistoryConnector;
+use crate::history::{History, Retention};
 use crate::pki::{PkiPaths, ensure_dev_pki};
 use crate::ruleset::{ApplyReport, RuleManager, RulesStatus, resolve};
 
@@ -44,6 +53,8 @@ pub struct EngineHandle {
     workers: HashMap<String, Slot<RuleWorkerMsg>>,
     api: tokio::task::JoinHandle<()>,
     api_stop: tokio::sync::oneshot::Sender<()>,
+    pruner: tokio::task::JoinHandle<()>,
+    history: Arc<History>,
     db: sled::Db,
     metrics: Metrics,
     manager: Arc<tokio::sync::Mutex<RuleManager>>,
@@ -67,9 +78,15 @@ pub fn state_config(path: &Path) -> sled::Config {
 /// stopped or refused to start) keeps the file lock until sled's flusher lets go: wait for it
 /// briefly instead of failing.
 async fn open_state(path: &Path) -> Result<sled::Db> {
+    open_db(path, STATE_CACHE_BYTES).await
+}
+
+/// Opens a sled database with a page cache of `cache` bytes, waiting briefly for a lock a
+/// dropped handle still holds.
+async fn open_db(path: &Path, cache: u64) -> Result<sled::Db> {
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
-        match state_config(path).open() {
+        match sled::Config::new().path(path).cache_capacity(cache).open() {
             Ok(db) => return Ok(db),
             Err(sled::Error::Io(e)) if is_lock_busy(&e) && std::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -132,16 +149,28 @@ impl EngineHandle {
             .await
             .map_err(|e| ActorError::Spawn { name: "supervisor".into(), reason: e.to_string() })?;
 
+        let retention = Retention { max_age: config.history.max_age, max_bytes: config.history.max_bytes };
+        let history_db = open_db(&data_dir.join("history"), crate::history::store::CACHE_BYTES).await?;
+        let history = Arc::new(History::with_db(history_db, retention)?);
         let mut handles = Vec::new();
         let mut sink_slots = Vec::new();
-        for sink in config.effective_sinks() {
-            // Fail at start, naming the sink, if its connector cannot be built.
-            vedette_actors::sinks::connector(&sink, &data_dir)?;
+        let history_sink = vedette_config::SinkConfig::history(config.history.spool_max_bytes);
+        for sink in config.effective_sinks().into_iter().chain([history_sink]) {
+            let make: Option<ConnectorFactory> = if matches!(sink.connector, vedette_config::Connector::History {}) {
+                let h = Arc::clone(&history);
+                Some(Arc::new(move || Ok(Box::new(HistoryConnector::new(Arc::clone(&h))) as Box<dyn Connector>)))
+            } else {
+                // Fail at start, naming the sink, if its connector cannot be built.
+                vedette_actors::sinks::connector(&sink, &data_dir)?;
+                None
+            };
             let handle = open_sink(&db, sink)?;
             let slot = Slot::<SinkMsg>::default();
             let (h, m, dir) = (Arc::clone(&handle), metrics.clone(), data_dir.clone());
             let spec = Child::new(format!("sink:{}", handle.name), slot.clone(), move || {
-                (SinkActor { handle: Arc::clone(&h), data_dir: dir.clone(), metrics: m.clone() }, ())
+                let actor =
+                    SinkActor { handle: Arc::clone(&h), make: make.clone(), data_dir: dir.clone(), metrics: m.clone() };
+                (actor, ())
             });
             add_child(&supervisor, Arc::new(spec)).await?;
             sink_slots.push((handle.name.clone(), slot));
@@ -227,21 +256,26 @@ impl EngineHandle {
         add_child(&supervisor, Arc::new(spec)).await?;
 
         let readiness = readiness(listener_slot, &sinks, sink_slots, &workers, &batchers);
-        let tcp = tokio::net::TcpListener::bind(config.api.listen)
-            .await
-            .map_err(EngineError::io(format!("binding HTTP API api.listen={}", config.api.listen)))?;
-        let api_addr = tcp.local_addr().map_err(EngineError::io("HTTP API address"))?;
-        let (api_stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let tokens = TokenStore::open(&db)?;
+        let (token_file, created) = ensure_local_admin(&data_dir, &tokens)?;
+        if created {
+            info!(file = %token_file.display(), "Created the local admin API token (the CLI reads it from this file).");
+        }
         let manager = Arc::new(tokio::sync::Mutex::new(manager));
-        let app = crate::api::router(metrics.clone(), readiness, Arc::clone(&manager), sinks.clone(), data_dir.clone());
-        let api = tokio::spawn(async move {
-            let serve = axum::serve(tcp, app).with_graceful_shutdown(async {
-                let _ = stop_rx.await;
-            });
-            if let Err(e) = serve.await {
-                warn!(error = %e, "HTTP API stopped.");
-            }
+        let app = crate::api::router(ApiParts {
+            metrics: metrics.clone(),
+            readiness,
+            rules: Arc::clone(&manager),
+            sinks: sinks.clone(),
+            data_dir: data_dir.clone(),
+            tokens,
+            audit: AuditLog::open(&db)?,
+            history: Arc::clone(&history),
+            config: config.api.clone(),
+            stream_stall: config.history.stream_stall_timeout,
         });
+        let (api, api_addr, api_stop) = serve_api(&config.api, &data_dir, app).await?;
+        let pruner = tokio::spawn(prune_history(Arc::clone(&history)));
         info!(%ingest_addr, %api_addr, data_dir = %data_dir.display(), "vedette is running.");
         Ok(Self {
             ingest_addr,
@@ -255,6 +289,8 @@ impl EngineHandle {
             workers,
             api,
             api_stop,
+            pruner,
+            history,
             db,
             metrics,
             manager,
@@ -311,6 +347,11 @@ impl EngineHandle {
         self.workers.get(table).and_then(Slot::get)
     }
 
+    /// The alert history.
+    pub fn history(&self) -> &Arc<History> {
+        &self.history
+    }
+
     /// Engine metrics.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
@@ -350,9 +391,63 @@ impl EngineHandle {
         let _ = self.supervisor_join.await;
         let _ = self.api_stop.send(());
         let _ = self.api.await;
+        self.pruner.abort();
+        let _ = self.history.flush().await;
         let _ = self.db.flush_async().await;
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
         info!("Shutdown complete.");
+    }
+}
+
+/// Binds the API (HTTPS when `api.tls_cert`/`tls_key` are set) and serves `app` until the
+/// returned sender fires.
+async fn serve_api(
+    api: &vedette_config::ApiConfig,
+    data_dir: &Path,
+    app: axum::Router,
+) -> Result<(tokio::task::JoinHandle<()>, SocketAddr, tokio::sync::oneshot::Sender<()>)> {
+    let tcp = tokio::net::TcpListener::bind(api.listen)
+        .await
+        .map_err(EngineError::io(format!("binding HTTP API api.listen={}", api.listen)))?;
+    let api_addr = tcp.local_addr().map_err(EngineError::io("HTTP API address"))?;
+    let (api_stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let stop = async {
+        let _ = stop_rx.await;
+    };
+    let app = app.layer(axum::middleware::map_response(crate::api::error::json_rejections));
+    let task = match (&api.tls_cert, &api.tls_key) {
+        (Some(cert), Some(key)) => {
+            let tls = crate::api::listener::server_config(&resolve(data_dir, cert), &resolve(data_dir, key))?;
+            let listener = TlsListener::new(tcp, tls).map_err(EngineError::io("HTTPS listener"))?;
+            let make = app.into_make_service_with_connect_info::<Peer>();
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, make).with_graceful_shutdown(stop).await {
+                    warn!(error = %e, "HTTPS API stopped.");
+                }
+            })
+        }
+        _ => {
+            let make = app.into_make_service_with_connect_info::<Peer>();
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(tcp, make).with_graceful_shutdown(stop).await {
+                    warn!(error = %e, "HTTP API stopped.");
+                }
+            })
+        }
+    };
+    Ok((task, api_addr, api_stop))
+}
+
+/// Applies the history's retention now and every minute.
+async fn prune_history(history: Arc<History>) {
+    loop {
+        let h = Arc::clone(&history);
+        match tokio::task::spawn_blocking(move || h.prune(chrono::Utc::now().timestamp_micros())).await {
+            Ok(Ok(n)) if n > 0 => info!(removed = n, "Alert history: retention applied."),
+            Ok(Err(e)) => warn!(error = %e, "Alert history: applying retention failed."),
+            _ => {}
+        }
+        tokio::time::sleep(Duration::from_secs(60)).await;
     }
 }
 

@@ -4,8 +4,10 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod auth;
 pub mod engine;
 pub mod error;
+pub mod history;
 pub mod pki;
 pub mod reference;
 pub mod rules_cli;

@@ -15,6 +15,12 @@ use vedette_engine::ruleset::{ApplyReport, RulesStatus};
 use vedette_engine::sensor::{self, SensorConfig, SensorStats};
 use vedette_engine::{EngineHandle, rules_cli};
 
+mod cli;
+
+use cli::alerts::{AlertFilter, AlertsCommand};
+use cli::client::{ApiArgs, api_call};
+use cli::tokens::TokensCommand;
+
 #[derive(Parser)]
 #[command(name = "vedette", version, about = "Real-time detection engine for security sensor fleets")]
 struct Cli {
@@ -98,6 +104,27 @@ enum Command {
     Ca {
         #[command(subcommand)]
         command: CaCommand,
+    },
+    /// API tokens of a running engine (roles viewer, analyst, admin; one tenant or `*`).
+    Tokens {
+        #[command(subcommand)]
+        command: TokensCommand,
+    },
+    /// The alert history of a running engine: query, get, export.
+    Alerts {
+        #[command(subcommand)]
+        command: AlertsCommand,
+    },
+    /// Print a running engine's alerts as they happen, one line each; reconnects and resumes
+    /// where it left off.
+    Tail {
+        #[command(flatten)]
+        filter: AlertFilter,
+        /// Print each alert as one JSON line.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        api: ApiArgs,
     },
 }
 
@@ -266,36 +293,6 @@ enum ReferenceCommand {
     },
 }
 
-#[derive(clap::Args)]
-struct ApiArgs {
-    /// Base URL of the engine's HTTP API.
-    #[arg(long, env = "VEDETTE_API", default_value = "http://127.0.0.1:7780")]
-    api: String,
-}
-
-/// Calls the engine API; prints the JSON answer, or the error and exits 1.
-async fn api_call(
-    api: &ApiArgs,
-    method: reqwest::Method,
-    path: &str,
-    body: Option<Vec<u8>>,
-) -> anyhow::Result<serde_json::Value> {
-    let url = format!("{}{path}", api.api.trim_end_matches('/'));
-    let mut request = reqwest::Client::new().request(method, &url).timeout(Duration::from_secs(120));
-    if let Some(body) = body {
-        request = request.body(body);
-    }
-    let resp =
-        request.send().await.with_context(|| format!("calling {url} (is the engine running? --api / VEDETTE_API)"))?;
-    let status = resp.status();
-    let body: serde_json::Value = resp.json().await.with_context(|| format!("reading the answer of {url}"))?;
-    if !status.is_success() {
-        eprintln!("{}", body.get("error").and_then(|e| e.as_str()).unwrap_or(&body.to_string()));
-        std::process::exit(1);
-    }
-    Ok(body)
-}
-
 #[derive(Subcommand)]
 enum KeysCommand {
     /// Create PREFIX.key (secret, mode 600) and PREFIX.pub.
@@ -412,6 +409,9 @@ async fn main() -> anyhow::Result<()> {
             println!("key id {id}: {0}.key (secret), {0}.pub", out.display());
         }
         Command::Rules { command } => return rules_command(command).await,
+        Command::Tokens { command } => return cli::tokens::run(command).await,
+        Command::Alerts { command } => return cli::alerts::run(command).await,
+        Command::Tail { filter, json, api } => return cli::alerts::tail(filter, json, api).await,
         Command::Sinks { command: SinksCommand::List { api } } => {
             let sinks: Vec<vedette_engine::api::SinkView> =
                 serde_json::from_value(api_call(&api, reqwest::Method::GET, "/api/v1/sinks", None).await?)?;

@@ -291,6 +291,26 @@ pub struct ApplyReport {
     pub planned: usize,
 }
 
+/// One reference table's definition and registry, detached from the manager.
+pub struct RefTarget {
+    index: usize,
+    config: Config,
+    refs: Arc<vedette_pipelines::reference::RefTables>,
+}
+
+impl RefTarget {
+    /// Reads the table's file and swaps its rows in.
+    pub fn load(&self) -> Result<usize> {
+        crate::reference::load(&self.config, &self.refs, &self.config.reference_tables[self.index])
+    }
+
+    /// Checks `bytes`, writes them over the table's file and swaps the rows in (blocking: run
+    /// it off the async runtime for large uploads).
+    pub fn upload(&self, bytes: &[u8]) -> Result<usize> {
+        crate::reference::upload(&self.config, &self.refs, &self.config.reference_tables[self.index], bytes)
+    }
+}
+
 /// Owner of the applied rule set.
 pub struct RuleManager {
     config: Config,
@@ -427,17 +447,16 @@ impl RuleManager {
     /// Reloads one reference table from its file; the next batch on sees the new rows, and
     /// nothing is re-evaluated. On error the rows in use stay.
     pub fn reload_reference(&mut self, name: &str) -> Result<RefStatus> {
-        self.replace_reference(name, None)
+        let target = self.reference_target(name)?;
+        let result = target.load();
+        self.record_reference(&target, "reload", result)
     }
 
-    /// Replaces one reference table with uploaded contents (in its configured format), also
-    /// written over its file so a restart keeps them. On error nothing changes.
-    pub fn upload_reference(&mut self, name: &str, bytes: &[u8]) -> Result<RefStatus> {
-        self.replace_reference(name, Some(bytes))
-    }
-
-    fn replace_reference(&mut self, name: &str, upload: Option<&[u8]>) -> Result<RefStatus> {
-        let Some(i) = self.config.reference_tables.iter().position(|r| r.name == name) else {
+    /// What a reference change needs, so the caller can parse and write a large upload
+    /// without holding the manager (see [`RefTarget::upload`]), then report with
+    /// [`RuleManager::record_reference`].
+    pub fn reference_target(&self, name: &str) -> Result<RefTarget> {
+        let Some(index) = self.config.reference_tables.iter().position(|r| r.name == name) else {
             // The registry declares the config's tables; its error names them.
             let err = self.compiler.references().schema(name).err().unwrap_or_else(|| RuleError::Reference {
                 table: name.into(),
@@ -445,15 +464,16 @@ impl RuleManager {
             });
             return Err(err.into());
         };
-        let def = &self.config.reference_tables[i];
-        let refs = self.compiler.references();
-        let (how, result) = match upload {
-            None => ("reload", crate::reference::load(&self.config, refs, def)),
-            Some(bytes) => ("upload", crate::reference::upload(&self.config, refs, def, bytes)),
-        };
+        Ok(RefTarget { index, config: self.config.clone(), refs: Arc::clone(self.compiler.references()) })
+    }
+
+    /// Records the outcome of a reference change made through `target` (status, metrics, log).
+    pub fn record_reference(&mut self, target: &RefTarget, how: &str, result: Result<usize>) -> Result<RefStatus> {
+        let name = target.config.reference_tables[target.index].name.clone();
+        let name = name.as_str();
         match result {
             Ok(rows) => {
-                let s = &mut self.references[i];
+                let s = &mut self.references[target.index];
                 s.rows = rows;
                 s.loaded_at = Some(chrono::Utc::now().to_rfc3339());
                 s.last_error = None;
@@ -462,7 +482,7 @@ impl RuleManager {
                 Ok(s.clone())
             }
             Err(e) => {
-                self.references[i].last_error = Some(e.to_string());
+                self.references[target.index].last_error = Some(e.to_string());
                 self.metrics.reference_reloads.with_label_values(&[name, "refused"]).inc();
                 error!(table = name, how, error = %e, "Reference table change refused; the previous rows stay in use.");
                 Err(e)

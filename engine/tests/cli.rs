@@ -97,14 +97,15 @@ fn serve_with_no_config_runs_the_demo_and_shuts_down_gracefully_on_sigint() {
     assert!(stderr.contains("Shutdown complete."), "{stderr}");
 }
 
-fn vedette_api(http: u16, args: &[&str]) -> (bool, String) {
-    vedette_cmd(http, "rules", args)
+fn vedette_api(dir: &std::path::Path, http: u16, args: &[&str]) -> (bool, String) {
+    vedette_cmd(dir, http, "rules", args)
 }
 
-/// `vedette COMMAND ARGS --api …` against the engine on `http`: (success, stdout + stderr).
-fn vedette_cmd(http: u16, command: &str, args: &[&str]) -> (bool, String) {
+/// `vedette COMMAND ARGS --api … --data-dir DIR` against the engine on `http` (the CLI uses
+/// the engine's local admin token from DIR): (success, stdout + stderr).
+fn vedette_cmd(dir: &std::path::Path, http: u16, command: &str, args: &[&str]) -> (bool, String) {
     let api = format!("http://127.0.0.1:{http}");
-    let out = Command::new(BIN).arg(command).args(args).args(["--api", &api]).output().unwrap();
+    let out = Command::new(BIN).arg(command).args(args).args(["--api", &api, "--data-dir"]).arg(dir).output().unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     (out.status.success(), text)
 }
@@ -126,33 +127,33 @@ fn rules_apply_list_enable_disable_and_sighup_against_a_running_engine() {
     let (quic, http) = (free_udp_port(), free_tcp_port());
     let rules = [("VEDETTE__RULES__PACKS_DIR", "\"packs\""), ("VEDETTE__RULES__ALLOW_UNSIGNED", "true")];
     let mut serve = serve(dir.path(), quic, http, &rules, &[], false);
-    let (ok, list) = vedette_api(http, &["list"]);
+    let (ok, list) = vedette_api(dir.path(), http, &["list"]);
     assert!(ok, "{list}");
     assert!(list.lines().any(|l| l.starts_with("acme.shadow") && l.contains(" enabled")), "{list}");
     assert!(list.contains("linux.ssh_bruteforce"), "{list}");
 
     write(2, PASSWD);
-    let (ok, out) = vedette_api(http, &["apply"]);
+    let (ok, out) = vedette_api(dir.path(), http, &["apply"]);
     assert!(ok, "{out}");
     assert!(out.contains("acme v2") && out.contains("1 planned"), "{out}");
 
-    let (ok, out) = vedette_api(http, &["disable", "acme.shadow"]);
+    let (ok, out) = vedette_api(dir.path(), http, &["disable", "acme.shadow"]);
     assert!(ok, "{out}");
-    let (_, list) = vedette_api(http, &["list"]);
+    let (_, list) = vedette_api(dir.path(), http, &["list"]);
     assert!(list.lines().any(|l| l.starts_with("acme.shadow") && l.contains("disabled*")), "{list}");
     assert!(list.lines().any(|l| l.starts_with("acme.passwd") && l.contains(" enabled")), "{list}");
-    let (ok, out) = vedette_api(http, &["enable", "acme.nope"]);
+    let (ok, out) = vedette_api(dir.path(), http, &["enable", "acme.nope"]);
     assert!(!ok && out.contains("no applied rule has the id `acme.nope`"), "{out}");
 
     // A broken pack: `rules apply` fails naming the rule; SIGHUP is refused the same way.
     write(3, &format!("{PASSWD}{BROKEN}"));
-    let (ok, out) = vedette_api(http, &["apply"]);
+    let (ok, out) = vedette_api(dir.path(), http, &["apply"]);
     assert!(!ok && out.contains("acme.broken") && out.contains("no_such_column"), "{out}");
     write(4, "");
     assert!(Command::new("kill").args(["-HUP", &serve.id().to_string()]).status().unwrap().success());
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let (_, list) = vedette_api(http, &["list"]);
+        let (_, list) = vedette_api(dir.path(), http, &["list"]);
         if !list.contains("acme.passwd") {
             assert!(!list.contains("last apply refused"), "{list}");
             break;
@@ -177,22 +178,22 @@ fn reference_list_upload_and_reload_against_a_running_engine() {
     .unwrap();
     let (quic, http) = (free_udp_port(), free_tcp_port());
     let mut serve = serve(dir.path(), quic, http, &[], &["--config", config.to_str().unwrap()], false);
-    let (ok, out) = vedette_cmd(http, "reference", &["list"]);
+    let (ok, out) = vedette_cmd(dir.path(), http, "reference", &["list"]);
     assert!(ok, "{out}");
     assert!(out.lines().any(|l| l.starts_with("ioc_hashes") && l.split_whitespace().nth(1) == Some("1")), "{out}");
 
     // A bad upload names the line; the file and the rows in use are unchanged.
     let bad = dir.path().join("bad.csv");
     std::fs::write(&bad, "sha256,family\nbbb,qakbot\nccc\n").unwrap();
-    let (ok, out) = vedette_cmd(http, "reference", &["upload", "ioc_hashes", bad.to_str().unwrap()]);
+    let (ok, out) = vedette_cmd(dir.path(), http, "reference", &["upload", "ioc_hashes", bad.to_str().unwrap()]);
     assert!(!ok && out.contains("ioc_hashes") && out.contains("line 3"), "{out}");
     assert_eq!(std::fs::read_to_string(dir.path().join("ioc.csv")).unwrap(), "sha256,family\naaa,emotet\n");
-    let (_, out) = vedette_cmd(http, "reference", &["list"]);
+    let (_, out) = vedette_cmd(dir.path(), http, "reference", &["list"]);
     assert!(out.contains("last reload refused"), "{out}");
 
     let good = dir.path().join("good.csv");
     std::fs::write(&good, "sha256,family\nbbb,qakbot\nccc,lockbit\n").unwrap();
-    let (ok, out) = vedette_cmd(http, "reference", &["upload", "ioc_hashes", good.to_str().unwrap()]);
+    let (ok, out) = vedette_cmd(dir.path(), http, "reference", &["upload", "ioc_hashes", good.to_str().unwrap()]);
     assert!(ok && out.contains("2 rows uploaded"), "{out}");
     assert_eq!(
         std::fs::read(dir.path().join("ioc.csv")).unwrap(),
@@ -201,17 +202,17 @@ fn reference_list_upload_and_reload_against_a_running_engine() {
     );
 
     std::fs::write(dir.path().join("ioc.csv"), "sha256,family\nddd,x\neee,y\nfff,z\n").unwrap();
-    let (ok, out) = vedette_cmd(http, "reference", &["reload", "ioc_hashes"]);
+    let (ok, out) = vedette_cmd(dir.path(), http, "reference", &["reload", "ioc_hashes"]);
     assert!(ok && out.contains("3 rows loaded"), "{out}");
-    let (ok, out) = vedette_cmd(http, "reference", &["reload", "nope"]);
+    let (ok, out) = vedette_cmd(dir.path(), http, "reference", &["reload", "nope"]);
     assert!(!ok && out.contains("nope"), "{out}");
     assert!(Command::new("kill").args(["-INT", &serve.id().to_string()]).status().unwrap().success());
     assert!(serve.wait().unwrap().success());
 }
 
 /// The `SPOOLED` column of `vedette sinks list` for `sink`.
-fn spooled(http: u16, sink: &str) -> Option<u64> {
-    let (ok, out) = vedette_cmd(http, "sinks", &["list"]);
+fn spooled(dir: &std::path::Path, http: u16, sink: &str) -> Option<u64> {
+    let (ok, out) = vedette_cmd(dir, http, "sinks", &["list"]);
     assert!(ok, "{out}");
     out.lines().find(|l| l.starts_with(sink))?.split_whitespace().nth(4)?.parse().ok()
 }
@@ -237,10 +238,10 @@ fn spooled_alerts_survive_kill_9_and_are_delivered_after_restart() {
         .unwrap();
     // Every frame was acknowledged although the destination is down: the alerts are spooled.
     assert!(sensor.status.success(), "{}", String::from_utf8_lossy(&sensor.stderr));
-    assert_eq!(spooled(http, "siem"), Some(10));
+    assert_eq!(spooled(dir.path(), http, "siem"), Some(10));
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let (_, out) = vedette_cmd(http, "sinks", &["list"]);
+        let (_, out) = vedette_cmd(dir.path(), http, "sinks", &["list"]);
         if out.contains("failing:") {
             assert!(out.contains("siem/alerts.jsonl"), "the error names the file: {out}");
             break;
@@ -255,7 +256,7 @@ fn spooled_alerts_survive_kill_9_and_are_delivered_after_restart() {
     std::fs::remove_file(dir.path().join("siem")).unwrap();
     let mut serve2 = serve(dir.path(), quic, http, &[], &args, false);
     let deadline = Instant::now() + Duration::from_secs(20);
-    while spooled(http, "siem") != Some(0) {
+    while spooled(dir.path(), http, "siem") != Some(0) {
         assert!(Instant::now() < deadline, "spool not drained after restart");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -266,10 +267,10 @@ fn spooled_alerts_survive_kill_9_and_are_delivered_after_restart() {
         .collect();
     assert_eq!((text.lines().count(), ids.len()), (10, 10), "every alert once: {text}");
     // Dead letters: none here; an unknown sink is named, with the sinks there are.
-    let (ok, out) = vedette_cmd(http, "dlq", &["list", "siem"]);
+    let (ok, out) = vedette_cmd(dir.path(), http, "dlq", &["list", "siem"]);
     assert!(ok && out.contains("0 dead letter(s) in `siem`"), "{out}");
-    let (ok, out) = vedette_cmd(http, "dlq", &["purge", "nope"]);
-    assert!(!ok && out.contains("no sink named `nope` (sinks: siem)"), "{out}");
+    let (ok, out) = vedette_cmd(dir.path(), http, "dlq", &["purge", "nope"]);
+    assert!(!ok && out.contains("no sink named `nope` (sinks: siem, history)"), "{out}");
     assert!(Command::new("kill").args(["-INT", &serve2.id().to_string()]).status().unwrap().success());
     assert!(serve2.wait().unwrap().success());
 }

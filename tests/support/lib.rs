@@ -41,6 +41,7 @@ pub struct TestEngine {
     pub engine: EngineHandle,
     /// Keeps the data dir alive.
     pub dir: Arc<TempDir>,
+    config: Config,
 }
 
 impl TestEngine {
@@ -53,8 +54,17 @@ impl TestEngine {
         let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
         let mut config = test_config(dir.path());
         f(&mut config);
-        let engine = EngineHandle::start(config).await.expect("engine starts");
-        Self { engine, dir }
+        let engine = EngineHandle::start(config.clone()).await.expect("engine starts");
+        Self { engine, dir, config }
+    }
+
+    /// Shuts the engine down gracefully and starts a new one on the same data dir and config
+    /// (the ports chosen anew).
+    pub async fn restart(self) -> Self {
+        let Self { engine, dir, config } = self;
+        engine.shutdown().await;
+        let engine = EngineHandle::start(config.clone()).await.expect("engine restarts");
+        Self { engine, dir, config }
     }
 
     /// Starts an engine with [`test_config`].
@@ -65,6 +75,16 @@ impl TestEngine {
     /// Data dir.
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().to_path_buf()
+    }
+
+    /// The engine's local admin token (fleet-wide).
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("admin.token")).expect("admin.token").trim().to_string()
+    }
+
+    /// `method path` on the API with the local admin token.
+    pub async fn api(&self, method: &str, path: &str) -> HttpAnswer {
+        http_call(self.engine.api_addr, method, path, Some(&self.admin_token()), None).await
     }
 
     /// Alerts in the file sink once every spooled alert is delivered.
@@ -202,22 +222,83 @@ pub fn shadow_cat(n: i64) -> Value {
         "cmdline": format!("cat /etc/shadow #{n}"), "user": "root"})
 }
 
-/// Minimal HTTP/1.1 GET over loopback: returns (status, body).
+/// Minimal HTTP/1.1 GET over loopback without a token: returns (status, body).
 pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    http_request(addr, "GET", path).await
+    let r = http_call(addr, "GET", path, None, None).await;
+    (r.status, r.body)
 }
 
-/// Minimal HTTP/1.1 request without a body over loopback: returns (status, body).
-pub async fn http_request(addr: std::net::SocketAddr, method: &str, path: &str) -> (u16, String) {
+/// An HTTP answer.
+#[derive(Debug, Clone)]
+pub struct HttpAnswer {
+    /// Status code.
+    pub status: u16,
+    /// Headers, names lowercased.
+    pub headers: Vec<(String, String)>,
+    /// Body (chunked encoding removed).
+    pub body: String,
+}
+
+impl HttpAnswer {
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+/// Minimal HTTP/1.1 request over loopback, with an optional bearer token and body.
+pub async fn http_call(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&[u8]>,
+) -> HttpAnswer {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect API");
-    let req = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let body = body.unwrap_or_default();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
     s.write_all(req.as_bytes()).await.expect("write request");
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).await.expect("read response");
-    let status = buf.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    (status, body)
+    s.write_all(body).await.expect("write body");
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.expect("read response");
+    parse_http(&buf)
+}
+
+fn parse_http(buf: &[u8]) -> HttpAnswer {
+    let text = String::from_utf8_lossy(buf);
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines.next().and_then(|l| l.split_whitespace().nth(1)).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let chunked = headers.iter().any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
+    let body = if chunked { dechunk(rest) } else { rest.to_string() };
+    HttpAnswer { status, headers, body }
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].strip_prefix("\r\n").unwrap_or(&rest[n..]);
+    }
+    out
 }
 
 /// Everything on topic `alerts`, read by a fresh consumer group until `n` messages arrived and
@@ -252,4 +333,67 @@ pub fn kafka_alerts(brokers: &str, group: &str, n: usize) -> Vec<Value> {
         }
     }
     out
+}
+
+/// One server-sent event.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SseEvent {
+    /// `id:`.
+    pub id: Option<String>,
+    /// `event:`.
+    pub event: String,
+    /// `data:`.
+    pub data: String,
+}
+
+/// A live SSE connection (reqwest, so chunked encoding is handled).
+pub struct SseClient {
+    resp: reqwest::Response,
+    buf: String,
+    /// Events received so far and not taken.
+    pub events: std::collections::VecDeque<SseEvent>,
+}
+
+impl SseClient {
+    /// Opens `path` with `token`, optionally resuming after `last_event_id`.
+    pub async fn open(addr: std::net::SocketAddr, path: &str, token: &str, last_event_id: Option<&str>) -> Self {
+        vedette_actors::sinks::http::ensure_crypto_provider();
+        let mut req = reqwest::Client::new().get(format!("http://{addr}{path}")).bearer_auth(token);
+        if let Some(id) = last_event_id {
+            req = req.header("last-event-id", id);
+        }
+        let resp = req.send().await.expect("stream request");
+        assert_eq!(resp.status(), 200, "stream refused");
+        Self { resp, buf: String::new(), events: Default::default() }
+    }
+
+    /// The next event (keep-alive comments skipped), within `timeout`.
+    pub async fn next(&mut self, timeout: Duration) -> Option<SseEvent> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(e) = self.events.pop_front() {
+                return Some(e);
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.resp.chunk()).await.ok()?.ok()??;
+            self.buf.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = self.buf.find("\n\n") {
+                let block: String = self.buf.drain(..end + 2).collect();
+                let mut ev = SseEvent::default();
+                for line in block.lines() {
+                    if let Some((k, v)) = line.split_once(':') {
+                        let v = v.strip_prefix(' ').unwrap_or(v).to_string();
+                        match k {
+                            "id" => ev.id = Some(v),
+                            "event" => ev.event = v,
+                            "data" => ev.data.push_str(&v),
+                            _ => {}
+                        }
+                    }
+                }
+                if !ev.data.is_empty() {
+                    self.events.push_back(ev);
+                }
+            }
+        }
+    }
 }

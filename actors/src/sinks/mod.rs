@@ -66,6 +66,10 @@ pub fn connector(config: &SinkConfig, data_dir: &Path) -> Result<Box<dyn Connect
             Ok(Box::new(elasticsearch::Elasticsearch::new(config.name(), e, config.format())?))
         }
         ConnectorConfig::Kafka(k) => Ok(Box::new(kafka::Kafka::new(config.name(), k)?)),
+        ConnectorConfig::History {} => Err(crate::ActorError::Spawn {
+            name: config.name().into(),
+            reason: "the history sink writes only into the alert history".into(),
+        }),
     }
 }
 
@@ -209,10 +213,15 @@ pub enum SinkMsg {
     LoopEnded(String),
 }
 
+/// Builds a sink's connector (each actor start builds a fresh one).
+pub type ConnectorFactory = Arc<dyn Fn() -> Result<Box<dyn Connector>> + Send + Sync>;
+
 /// A sink actor: owns its delivery loop; a restart starts a new loop on the same spool.
 pub struct SinkActor {
     /// The sink.
     pub handle: Arc<SinkHandle>,
+    /// Builds the connector; `None`: from the sink's config ([`connector`]).
+    pub make: Option<ConnectorFactory>,
     /// Base for relative file paths.
     pub data_dir: std::path::PathBuf,
     /// Metrics.
@@ -234,7 +243,10 @@ impl Actor for SinkActor {
         myself: ActorRef<SinkMsg>,
         _args: (),
     ) -> std::result::Result<SinkState, ActorProcessingErr> {
-        let connector = connector(&self.handle.config, &self.data_dir)?;
+        let connector = match &self.make {
+            Some(make) => make()?,
+            None => connector(&self.handle.config, &self.data_dir)?,
+        };
         let (stop, stop_rx) = watch::channel(false);
         let delivery = Delivery::new(Arc::clone(&self.handle), self.metrics.clone(), connector);
         let task = tokio::spawn(delivery.run(stop_rx));

@@ -242,10 +242,20 @@ impl DeadLetters {
 
     /// Up to `limit` entries, oldest first.
     pub fn list(&self, limit: usize) -> Result<Vec<DeadLetter>> {
+        self.list_where(limit, |_| true)
+    }
+
+    /// Up to `limit` entries that `keep` accepts, oldest first.
+    pub fn list_where(&self, limit: usize, keep: impl Fn(&DeadLetter) -> bool) -> Result<Vec<DeadLetter>> {
         let mut out = Vec::new();
-        for kv in self.tree.iter().take(limit) {
+        for kv in self.tree.iter() {
+            if out.len() >= limit {
+                break;
+            }
             let (_, v) = kv.map_err(storage(&self.name))?;
-            if let Ok(d) = serde_json::from_slice(&v) {
+            if let Ok(d) = serde_json::from_slice::<DeadLetter>(&v)
+                && keep(&d)
+            {
                 out.push(d);
             }
         }
@@ -255,7 +265,12 @@ impl DeadLetters {
     /// Moves every entry back into `spool` (oldest first) for another delivery attempt;
     /// returns how many.
     pub async fn replay(&self, spool: &Spool) -> Result<usize> {
-        let entries = self.list(usize::MAX)?;
+        self.replay_where(spool, |_| true).await
+    }
+
+    /// Moves the entries `keep` accepts back into `spool` (oldest first); returns how many.
+    pub async fn replay_where(&self, spool: &Spool, keep: impl Fn(&DeadLetter) -> bool) -> Result<usize> {
+        let entries = self.list_where(usize::MAX, keep)?;
         let mut n = 0;
         for e in entries {
             let bytes = serde_json::to_vec(&e.record).expect("json values serialize");
@@ -271,6 +286,22 @@ impl DeadLetters {
         let n = self.tree.len();
         self.tree.clear().map_err(storage(&self.name))?;
         Ok(n)
+    }
+
+    /// Deletes the entries `keep` accepts; returns how many.
+    pub fn purge_where(&self, keep: impl Fn(&DeadLetter) -> bool) -> Result<usize> {
+        let entries = self.list_where(usize::MAX, keep)?;
+        for e in &entries {
+            self.tree.remove(e.id.to_be_bytes()).map_err(storage(&self.name))?;
+        }
+        Ok(entries.len())
+    }
+}
+
+impl DeadLetter {
+    /// The tenant of the dead-lettered alert, if it has one.
+    pub fn tenant(&self) -> Option<&str> {
+        self.record.get("tenant").and_then(|t| t.as_str())
     }
 }
 

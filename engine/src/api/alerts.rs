@@ -1,0 +1,166 @@
+//! The alert history: filtered pages (newest first, opaque cursors), one alert by id, and
+//! export in any sink format. Every query is scoped to the caller's tenant.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use vedette_config::Format;
+use vedette_pipelines::alert::Alert;
+
+use super::error::{ApiError, ApiResult};
+use super::{ApiState, CallerExt};
+use crate::auth::Caller;
+use crate::history::query::{
+    FILTER_PARAMS, Filter, ParamError, check_known, decode_cursor, encode_cursor, parse_limit,
+};
+use crate::history::{Dir, Stored};
+
+/// Largest page.
+pub const MAX_PAGE: usize = 1000;
+
+/// The request's filters, narrowed to the caller's tenant. A tenant-scoped token may not pick
+/// another tenant.
+pub fn scoped_filter(caller: &Caller, params: &BTreeMap<String, String>) -> Result<Filter, ParamError> {
+    let mut f = Filter::from_params(params)?;
+    if !caller.fleet_wide() {
+        if f.tenant.as_ref().is_some_and(|t| *t != caller.tenant) {
+            return Err(ParamError::new("tenant", "only a fleet-wide token (tenant `*`) can choose the tenant"));
+        }
+        f.tenant = Some(caller.tenant.clone());
+    }
+    Ok(f)
+}
+
+fn allowed(extra: &[&'static str]) -> Vec<&'static str> {
+    FILTER_PARAMS.iter().copied().chain(extra.iter().copied()).collect()
+}
+
+/// `GET /api/v1/alerts`: `{"items": [{"position", "alert"}], "next_cursor"}`, newest first.
+pub async fn query(
+    State(s): State<ApiState>,
+    caller: CallerExt,
+    Query(params): Query<BTreeMap<String, String>>,
+) -> ApiResult<Response> {
+    check_known(&params, &allowed(&["limit", "cursor"]))?;
+    let filter = scoped_filter(&caller.0, &params)?;
+    let limit = parse_limit(&params, 100, MAX_PAGE)?;
+    let from = params.get("cursor").map(|c| decode_cursor(c, &filter)).transpose()?.unwrap_or(u64::MAX);
+    let history = std::sync::Arc::clone(&s.history);
+    let f = filter.clone();
+    let mut items = tokio::task::spawn_blocking(move || history.scan(&f, Dir::Desc, from, limit + 1))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+    let next = (items.len() > limit).then(|| {
+        items.truncate(limit);
+        encode_cursor(items.last().map_or(0, |i| i.position), &filter)
+    });
+    // The stored JSON goes out as is (no parse and re-serialize per alert).
+    let mut body = Vec::with_capacity(items.iter().map(|i| i.json.len() + 32).sum::<usize>() + 64);
+    body.extend_from_slice(b"{\"items\":[");
+    for (n, i) in items.iter().enumerate() {
+        if n > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(format!("{{\"position\":{},\"alert\":", i.position).as_bytes());
+        body.extend_from_slice(&i.json);
+        body.push(b'}');
+    }
+    body.extend_from_slice(b"],\"next_cursor\":");
+    body.extend_from_slice(serde_json::to_string(&next).expect("strings serialize").as_bytes());
+    body.push(b'}');
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// `GET /api/v1/alerts/{id}`: `{"position", "alert"}`; 404 for an unknown id or another
+/// tenant's alert.
+pub async fn one(State(s): State<ApiState>, caller: CallerExt, Path(id): Path<String>) -> ApiResult<Response> {
+    let uuid =
+        uuid::Uuid::parse_str(&id).map_err(|_| ParamError::new("id", format!("`{id}` is not an alert id (a UUID)")))?;
+    let missing = || ApiError::not_found(format!("no alert with id `{id}` in the history"));
+    let stored = s.history.get(&uuid).map_err(ApiError::internal)?.ok_or_else(missing)?;
+    let tenant = stored.tenant();
+    if !caller.0.sees((!tenant.is_empty()).then_some(tenant.as_str())) {
+        return Err(missing());
+    }
+    let mut body = format!("{{\"position\":{},\"alert\":", stored.position).into_bytes();
+    body.extend_from_slice(&stored.json);
+    body.push(b'}');
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// Parses `format` for export.
+fn export_format(params: &BTreeMap<String, String>) -> Result<Format, ParamError> {
+    match params.get("format").map(String::as_str) {
+        None | Some("json") => Ok(Format::Json),
+        Some("cef") => Ok(Format::Cef),
+        Some("stix") => Ok(Format::Stix),
+        Some("ocsf") => Ok(Format::Ocsf),
+        Some(other) => Err(ParamError::new("format", format!("`{other}` is not one of: json, cef, stix, ocsf"))),
+    }
+}
+
+/// `GET /api/v1/alerts/export?format=json|cef|stix|ocsf&…`: every matching alert, newest
+/// first, one per line in the format (JSON, OCSF: one object per line; STIX: one bundle per
+/// line; CEF: one CEF line each), streamed as it is read. `limit` caps the count.
+pub async fn export(
+    State(s): State<ApiState>,
+    caller: CallerExt,
+    Query(params): Query<BTreeMap<String, String>>,
+) -> ApiResult<Response> {
+    check_known(&params, &allowed(&["format", "limit"]))?;
+    let filter = scoped_filter(&caller.0, &params)?;
+    let format = export_format(&params)?;
+    let cap = parse_limit(&params, usize::MAX, usize::MAX)?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    let history = std::sync::Arc::clone(&s.history);
+    tokio::task::spawn_blocking(move || {
+        let mut from = u64::MAX;
+        let mut sent = 0usize;
+        while sent < cap {
+            let page = match history.scan(&filter, Dir::Desc, from, (cap - sent).min(500)) {
+                Ok(p) => p,
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+                    return;
+                }
+            };
+            let Some(last) = page.last() else { return };
+            from = last.position;
+            sent += page.len();
+            if tx.blocking_send(Ok(encode_page(format, &page))).is_err() {
+                return; // client went away
+            }
+        }
+    });
+    let content_type = match format {
+        Format::Cef => "text/plain; charset=utf-8",
+        _ => "application/x-ndjson",
+    };
+    let body = axum::body::Body::from_stream(tokio_stream(rx));
+    Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())
+}
+
+fn encode_page(format: Format, page: &[Stored]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for stored in page {
+        match format {
+            Format::Json => out.extend_from_slice(&stored.json),
+            _ => match serde_json::from_slice::<Alert>(&stored.json) {
+                Ok(alert) => out.extend_from_slice(&vedette_pipelines::formats::encode(format, &alert)),
+                Err(_) => continue,
+            },
+        }
+        out.push(b'\n');
+    }
+    out
+}
+
+/// A receiver as a stream of body chunks.
+pub(crate) fn tokio_stream<T: Send + 'static>(
+    mut rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures::Stream<Item = T> + Send + 'static {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}

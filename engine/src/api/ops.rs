@@ -1,0 +1,30 @@
+//! Health and metrics.
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use serde_json::json;
+
+use super::ApiState;
+
+/// `GET /health/live`: the process answers.
+pub async fn live() -> impl IntoResponse {
+    axum::Json(json!({"status": "live"}))
+}
+
+/// `GET /health/ready`: every component up (503 otherwise), and each sink's delivery state.
+pub async fn ready(State(s): State<ApiState>) -> impl IntoResponse {
+    let (components, sinks) = (s.readiness)();
+    let all = components.iter().all(|(_, ok)| *ok);
+    let body = json!({
+        "status": if all { "ready" } else { "not_ready" },
+        "components": components.iter().map(|(n, ok)| (n.clone(), json!(if *ok { "up" } else { "down" }))).collect::<serde_json::Map<_, _>>(),
+        "sinks": sinks,
+    });
+    (if all { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, axum::Json(body))
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics_text(State(s): State<ApiState>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render())
+}

@@ -1,0 +1,71 @@
+//! Rules and reference tables. Both are shared by every tenant: reading is open to any
+//! viewer, changing them needs a fleet-wide analyst (see `ROUTES`).
+
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::ApiState;
+use super::error::{ApiError, ApiResult};
+
+/// `GET /api/v1/rules`.
+pub async fn list(State(s): State<ApiState>) -> impl IntoResponse {
+    axum::Json(s.rules.lock().await.status())
+}
+
+/// `POST /api/v1/rules/apply`: re-read the packs directory, all or nothing.
+pub async fn apply(State(s): State<ApiState>) -> ApiResult<Response> {
+    let report = s.rules.lock().await.apply().await?;
+    Ok(axum::Json(report).into_response())
+}
+
+/// `POST /api/v1/rules/{id}/enable`.
+pub async fn enable(s: State<ApiState>, id: Path<String>) -> ApiResult<Response> {
+    set_enabled(s, id, true).await
+}
+
+/// `POST /api/v1/rules/{id}/disable`.
+pub async fn disable(s: State<ApiState>, id: Path<String>) -> ApiResult<Response> {
+    set_enabled(s, id, false).await
+}
+
+async fn set_enabled(State(s): State<ApiState>, Path(id): Path<String>, enabled: bool) -> ApiResult<Response> {
+    s.rules.lock().await.set_enabled(&id, enabled).await?;
+    Ok(axum::Json(json!({"id": id, "enabled": enabled})).into_response())
+}
+
+/// `GET /api/v1/reference`.
+pub async fn reference_list(State(s): State<ApiState>) -> impl IntoResponse {
+    axum::Json(s.rules.lock().await.references())
+}
+
+/// `POST /api/v1/reference/{name}/reload`.
+pub async fn reference_reload(s: State<ApiState>, Path(name): Path<String>) -> ApiResult<Response> {
+    replace(s, name, None).await
+}
+
+/// `PUT /api/v1/reference/{name}`: replace the rows (checked first; nothing changes on error).
+pub async fn reference_upload(
+    s: State<ApiState>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    replace(s, name, Some(body)).await
+}
+
+/// Parses and writes outside the rule manager's lock (a large upload must not hold up rule
+/// changes or the runtime), then records the outcome under it.
+async fn replace(State(s): State<ApiState>, name: String, upload: Option<axum::body::Bytes>) -> ApiResult<Response> {
+    let target = s.rules.lock().await.reference_target(&name)?;
+    let target = std::sync::Arc::new(target);
+    let t = std::sync::Arc::clone(&target);
+    let how = if upload.is_some() { "upload" } else { "reload" };
+    let result = tokio::task::spawn_blocking(move || match upload {
+        Some(bytes) => t.upload(&bytes),
+        None => t.load(),
+    })
+    .await
+    .map_err(ApiError::internal)?;
+    let status = s.rules.lock().await.record_reference(&target, how, result)?;
+    Ok(axum::Json(status).into_response())
+}

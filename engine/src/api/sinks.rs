@@ -1,0 +1,135 @@
+//! Sinks and their dead-letter queues. Dead letters are alerts: a tenant-scoped token lists,
+//! replays and purges only its tenant's; sinks themselves are shared infrastructure.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use vedette_actors::sinks::delivery::SinkHandle;
+
+use super::error::{ApiError, ApiResult};
+use super::{ApiState, CallerExt};
+use crate::auth::Caller;
+
+/// A sink as `GET /api/v1/sinks` shows it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct SinkView {
+    /// Sink name.
+    pub name: String,
+    /// Connector type.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Encoding.
+    pub format: String,
+    /// Circuit breaker: closed, open or half_open.
+    pub breaker: String,
+    /// Alerts waiting in the spool.
+    pub spooled: u64,
+    /// Bytes in the spool.
+    pub spool_bytes: u64,
+    /// The spool's bound.
+    pub spool_max_bytes: u64,
+    /// Alerts in the dead-letter queue.
+    pub dead_letters: usize,
+    /// Last delivery error, while failing.
+    pub last_error: Option<String>,
+}
+
+/// `GET /api/v1/sinks`.
+pub async fn list(State(s): State<ApiState>) -> impl IntoResponse {
+    let views: Vec<SinkView> = s
+        .sinks
+        .sinks()
+        .iter()
+        .map(|h| {
+            let status = h.status.lock().expect("status lock is never poisoned").clone();
+            let (spooled, spool_bytes) = h.spool.depth();
+            SinkView {
+                name: h.name.clone(),
+                kind: h.config.connector.kind().into(),
+                format: format!("{:?}", h.config.format()).to_lowercase(),
+                breaker: status.breaker.as_str().into(),
+                spooled,
+                spool_bytes,
+                spool_max_bytes: h.config.common.spool.max_bytes,
+                dead_letters: h.dead_letters.len(),
+                last_error: status.last_error,
+            }
+        })
+        .collect();
+    axum::Json(views)
+}
+
+fn sink(s: &ApiState, name: &str) -> ApiResult<Arc<SinkHandle>> {
+    s.sinks.sinks().iter().find(|h| h.name == name).cloned().ok_or_else(|| {
+        let known: Vec<&str> = s.sinks.sinks().iter().map(|h| h.name.as_str()).collect();
+        ApiError::not_found(format!("no sink named `{name}` (sinks: {})", known.join(", ")))
+    })
+}
+
+/// `GET /api/v1/sinks/{name}/dlq?limit=N`: the caller's tenant's dead letters, oldest first.
+pub async fn dlq_list(
+    State(s): State<ApiState>,
+    caller: CallerExt,
+    Path(name): Path<String>,
+    Query(params): Query<std::collections::BTreeMap<String, String>>,
+) -> ApiResult<Response> {
+    crate::history::query::check_known(&params, &["limit"])?;
+    let limit = crate::history::query::parse_limit(&params, 100, 10_000)?;
+    let h = sink(&s, &name)?;
+    let c: Caller = caller.0;
+    let entries = h.dead_letters.list_where(limit, |d| c.sees(d.tenant())).map_err(ApiError::internal)?;
+    let total = if c.fleet_wide() {
+        h.dead_letters.len()
+    } else {
+        h.dead_letters.list_where(usize::MAX, |d| c.sees(d.tenant())).map_err(ApiError::internal)?.len()
+    };
+    Ok(axum::Json(json!({"sink": name, "total": total, "entries": entries})).into_response())
+}
+
+/// `POST /api/v1/sinks/{name}/dlq/replay`: the caller's tenant's dead letters back into the spool.
+pub async fn dlq_replay(State(s): State<ApiState>, caller: CallerExt, Path(name): Path<String>) -> ApiResult<Response> {
+    let h = sink(&s, &name)?;
+    let c = caller.0;
+    let n = h.dead_letters.replay_where(&h.spool, |d| c.sees(d.tenant())).await.map_err(ApiError::internal)?;
+    Ok(axum::Json(json!({"sink": name, "replayed": n})).into_response())
+}
+
+/// `DELETE /api/v1/sinks/{name}/dlq`: delete the caller's tenant's dead letters.
+pub async fn dlq_purge(State(s): State<ApiState>, caller: CallerExt, Path(name): Path<String>) -> ApiResult<Response> {
+    let h = sink(&s, &name)?;
+    let c = caller.0;
+    let n = h.dead_letters.purge_where(|d| c.sees(d.tenant())).map_err(ApiError::internal)?;
+    Ok(axum::Json(json!({"sink": name, "purged": n})).into_response())
+}
+
+/// `POST /api/v1/sinks/{name}/test`: one sample alert (rule `vedette.test`) straight to the
+/// destination, bypassing the spool; reports what the destination said.
+pub async fn test(State(s): State<ApiState>, Path(name): Path<String>) -> ApiResult<Response> {
+    use vedette_actors::sinks::delivery::{Outcome, Outgoing};
+    let h = sink(&s, &name)?;
+    let mut connector = vedette_actors::sinks::connector(&h.config, &s.data_dir)
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
+    let mut alert = vedette_pipelines::formats::sample_alert();
+    alert.rule_id = "vedette.test".into();
+    alert.rule_name = "vedette test alert".into();
+    alert.description = "Sent by `vedette sinks test`; not a detection.".into();
+    alert.detected_at = chrono::Utc::now();
+    alert.alert_id = uuid::Uuid::new_v4();
+    let body = vedette_pipelines::formats::encode(h.config.format(), &alert);
+    let batch = [Outgoing { seq: 0, alert, body }];
+    let outcome = connector.send(&batch).await.pop().unwrap_or(Outcome::Retry("no answer".into()));
+    let (ok, detail) = match outcome {
+        Outcome::Delivered => (true, "delivered".to_string()),
+        Outcome::Retry(e) => (false, format!("failed (would be retried): {e}")),
+        Outcome::Reject(e) => (false, format!("refused (would be dead-lettered): {e}")),
+    };
+    let status = if ok { StatusCode::OK } else { StatusCode::BAD_GATEWAY };
+    Ok((
+        status,
+        axum::Json(json!({"sink": name, "delivered": ok, "detail": detail, "error": (!ok).then_some(&detail)})),
+    )
+        .into_response())
+}

@@ -1,0 +1,116 @@
+//! `GET /api/v1/alerts/stream`: the live alert stream (Server-Sent Events). Each event's `id`
+//! is the alert's position in the history, so a client that reconnects with `Last-Event-ID`
+//! (or `?after=`) gets everything it missed, across engine restarts within retention, then live
+//! alerts.
+//!
+//! Each client reads the history itself (nothing is buffered per client but a small queue),
+//! so a slow client costs no memory; one that reads nothing for `history.stream_stall_timeout`
+//! is cut off with a final `cutoff` event saying where to resume.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use tokio::sync::mpsc;
+
+use super::alerts::{scoped_filter, tokio_stream};
+use super::error::{ApiError, ApiResult};
+use super::{ApiState, CallerExt};
+use crate::history::query::{FILTER_PARAMS, Filter, ParamError, check_known};
+use crate::history::{Dir, History};
+
+/// Events queued per client (one slot is kept for the cut-off notice).
+const QUEUE: usize = 32;
+/// Alerts read from the history per step.
+const STEP: usize = 256;
+
+/// The stream.
+pub async fn stream(
+    State(s): State<ApiState>,
+    caller: CallerExt,
+    headers: HeaderMap,
+    Query(params): Query<BTreeMap<String, String>>,
+) -> ApiResult<Response> {
+    let mut allowed: Vec<&str> = FILTER_PARAMS.to_vec();
+    allowed.push("after");
+    check_known(&params, &allowed)?;
+    let filter = scoped_filter(&caller.0, &params)?;
+    let resume = match headers.get("last-event-id") {
+        Some(v) => Some(position("Last-Event-ID", v.to_str().unwrap_or("?"))?),
+        None => params.get("after").map(|a| position("after", a)).transpose()?,
+    };
+    // A position beyond the head (a history that was wiped) resumes from the head.
+    let start = resume.map_or_else(|| s.history.head(), |r| r.min(s.history.head()));
+    let (tx, rx) = mpsc::channel::<Result<Event, Infallible>>(QUEUE);
+    tokio::spawn(feed(Arc::clone(&s.history), filter, start, tx, s.stream_stall));
+    let sse = Sse::new(tokio_stream(rx)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)));
+    Ok(sse.into_response())
+}
+
+fn position(name: &str, v: &str) -> Result<u64, ApiError> {
+    v.trim()
+        .parse()
+        .map_err(|_| ApiError::from(ParamError::new(name, format!("`{v}` is not an event id (a position)"))))
+}
+
+/// Feeds one client from `after` on until it goes away or stalls.
+async fn feed(
+    history: Arc<History>,
+    filter: Filter,
+    mut after: u64,
+    tx: mpsc::Sender<Result<Event, Infallible>>,
+    stall: Duration,
+) {
+    let mut head = history.subscribe();
+    loop {
+        let seen_head = *head.borrow_and_update();
+        let (h, f) = (Arc::clone(&history), filter.clone());
+        let batch = match tokio::task::spawn_blocking(move || h.scan(&f, Dir::Asc, after, STEP)).await {
+            Ok(Ok(b)) => b,
+            _ => {
+                let _ = tx.try_send(Ok(cutoff(after, "the history could not be read")));
+                return;
+            }
+        };
+        let full = batch.len() == STEP;
+        for stored in batch {
+            // Two free slots: one for this alert, one always kept for the cut-off notice.
+            match tokio::time::timeout(stall, tx.reserve_many(2)).await {
+                Ok(Ok(mut permits)) => {
+                    let event = Event::default()
+                        .id(stored.position.to_string())
+                        .event("alert")
+                        .data(String::from_utf8_lossy(&stored.json));
+                    permits.next().expect("two permits").send(Ok(event));
+                    after = stored.position;
+                }
+                Ok(Err(_)) => return, // client gone
+                Err(_) => {
+                    let _ = tx.try_send(Ok(cutoff(after, "the client read nothing for too long")));
+                    return;
+                }
+            }
+        }
+        if full {
+            continue;
+        }
+        // Everything matching up to the head seen before the scan was sent.
+        after = after.max(seen_head);
+        tokio::select! {
+            r = head.changed() => if r.is_err() { return },
+            () = tx.closed() => return,
+        }
+    }
+}
+
+fn cutoff(after: u64, reason: &str) -> Event {
+    Event::default()
+        .id(after.to_string())
+        .event("cutoff")
+        .data(serde_json::json!({"reason": reason, "resume_after": after}).to_string())
+}

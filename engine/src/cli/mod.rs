@@ -1,0 +1,5 @@
+//! CLI commands that talk to a running engine's API.
+
+pub mod alerts;
+pub mod client;
+pub mod tokens;

@@ -1,0 +1,12 @@
+//! The local alert history: every alert, fed from its own spool, kept within an age and byte
+//! bound, queried (filters, cursor pages), exported and streamed by the API.
+//!
+//! * [`store`]: the sled store with its indexes.
+//! * [`query`]: filters, parameter validation and cursors (pure).
+//! * [`sink`]: the connector the internal `history` sink delivers through.
+
+pub mod query;
+pub mod sink;
+pub mod store;
+
+pub use store::{Dir, History, Retention, Stored};
