@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite, as CI runs it: system packages for librdkafka's build, the tansu broker
-# the end-to-end Kafka test starts (installed once, in parallel with the workspace build), then
-# `cargo test --workspace`.
+# The whole test suite, as CI runs it: system packages for librdkafka's build, the test tools
+# (the tansu broker the end-to-end Kafka test starts, schemathesis for the API contract test;
+# installed once, in parallel with the workspace build), then `cargo test --workspace`.
 set -euo pipefail
 cd "$(dirname "$0")"
 .ci/system-deps

@@ -65,7 +65,8 @@ async fn alerts_wait_out_a_webhook_outage_and_arrive_once_in_order() {
     assert_eq!(hook["spooled"], 50, "{hook}");
     assert!(hook["last_error"].as_str().unwrap().contains("503"), "{hook}");
     // The file sink was not held up by the webhook.
-    assert_eq!(vedette_tests::read_alerts(&t.data_dir().join("alerts.jsonl")).len(), 50);
+    let file = t.data_dir().join("alerts.jsonl");
+    assert!(eventually(Duration::from_secs(10), || vedette_tests::read_alerts(&file).len() == 50).await);
 
     *r.up.lock().unwrap() = true;
     assert!(t.engine.wait_delivered(Duration::from_secs(20)).await);

@@ -13,7 +13,7 @@ use crate::error::{EngineError, Result};
 use crate::ruleset::resolve;
 
 /// A reference table as `GET /api/v1/reference` shows it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct RefStatus {
     /// Table name.
     pub name: String,

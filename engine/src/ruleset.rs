@@ -245,7 +245,7 @@ pub struct TableSlot {
 }
 
 /// A rule as the API and `vedette rules list` show it.
-#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct RuleStatus {
     /// Rule id.
     pub id: String,
@@ -270,9 +270,10 @@ pub struct RuleStatus {
 }
 
 /// What `GET /api/v1/rules` returns.
-#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct RulesStatus {
-    /// Applied packs: name and version, by name.
+    /// Applied packs: name and version (`["name", 3]`), by name.
+    #[schema(value_type = Vec<Vec<serde_json::Value>>)]
     pub packs: Vec<(String, u32)>,
     /// Every applied rule.
     pub rules: Vec<RuleStatus>,
@@ -281,9 +282,10 @@ pub struct RulesStatus {
 }
 
 /// What an apply changed.
-#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct ApplyReport {
-    /// Applied packs: name and version.
+    /// Applied packs: name and version (`["name", 3]`).
+    #[schema(value_type = Vec<Vec<serde_json::Value>>)]
     pub packs: Vec<(String, u32)>,
     /// Rules running after the apply.
     pub active_rules: usize,

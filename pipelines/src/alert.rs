@@ -34,7 +34,7 @@ pub struct RuleMeta {
 }
 
 /// One alert. Field names and meanings are stable (see `docs/alerts.md`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Alert {
     /// Deterministic id: the same detection always has the same id.
     pub alert_id: Uuid,
@@ -71,6 +71,7 @@ pub struct Alert {
     /// When the engine made the detection, RFC 3339 UTC.
     pub detected_at: DateTime<Utc>,
     /// The rule's result row (engine-internal `__` columns removed).
+    #[schema(value_type = Object)]
     pub row: Map<String, Value>,
 }
 

@@ -190,7 +190,7 @@ fn seq_of(key: &[u8]) -> u64 {
 }
 
 /// One dead-lettered record.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct DeadLetter {
     /// Position in the dead-letter queue.
     pub id: u64,

@@ -10,6 +10,7 @@ use vedette_config::Format;
 use vedette_pipelines::alert::Alert;
 
 use super::error::{ApiError, ApiResult};
+use super::schema::{AlertFilterParams, AlertItem, AlertPage, ErrorBody, ExportParams, PageParams};
 use super::{ApiState, CallerExt};
 use crate::auth::Caller;
 use crate::history::query::{
@@ -38,6 +39,12 @@ fn allowed(extra: &[&'static str]) -> Vec<&'static str> {
 }
 
 /// `GET /api/v1/alerts`: `{"items": [{"position", "alert"}], "next_cursor"}`, newest first.
+#[utoipa::path(get, path = "/api/v1/alerts", tag = "alerts",
+    params(AlertFilterParams, PageParams),
+    responses((status = 200, description = "Newest first", body = AlertPage),
+        (status = 400, description = "Bad or unknown parameter (named in `param`)", body = ErrorBody), (status = 401, description = "No, bad, revoked or expired token", body = ErrorBody),
+        (status = 403, description = "Role or scope too weak", body = ErrorBody),
+        (status = 429, description = "Rate limit of the token; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn query(
     State(s): State<ApiState>,
     caller: CallerExt,
@@ -76,6 +83,13 @@ pub async fn query(
 
 /// `GET /api/v1/alerts/{id}`: `{"position", "alert"}`; 404 for an unknown id or another
 /// tenant's alert.
+#[utoipa::path(get, path = "/api/v1/alerts/{id}", tag = "alerts",
+    params(("id" = uuid::Uuid, Path, description = "Alert id")),
+    responses((status = 200, description = "The alert", body = AlertItem),
+        (status = 400, description = "Not a UUID", body = ErrorBody),
+        (status = 404, description = "Not in the history (or another tenant's)", body = ErrorBody), (status = 401, description = "No, bad, revoked or expired token", body = ErrorBody),
+        (status = 403, description = "Role or scope too weak", body = ErrorBody),
+        (status = 429, description = "Rate limit of the token; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn one(State(s): State<ApiState>, caller: CallerExt, Path(id): Path<String>) -> ApiResult<Response> {
     let uuid =
         uuid::Uuid::parse_str(&id).map_err(|_| ParamError::new("id", format!("`{id}` is not an alert id (a UUID)")))?;
@@ -105,6 +119,13 @@ fn export_format(params: &BTreeMap<String, String>) -> Result<Format, ParamError
 /// `GET /api/v1/alerts/export?format=json|cef|stix|ocsf&…`: every matching alert, newest
 /// first, one per line in the format (JSON, OCSF: one object per line; STIX: one bundle per
 /// line; CEF: one CEF line each), streamed as it is read. `limit` caps the count.
+#[utoipa::path(get, path = "/api/v1/alerts/export", tag = "alerts",
+    params(AlertFilterParams, ExportParams),
+    responses((status = 200, description = "One alert per line, newest first",
+            content((String = "application/x-ndjson"), (String = "text/plain"))),
+        (status = 400, description = "Bad or unknown parameter (named in `param`)", body = ErrorBody), (status = 401, description = "No, bad, revoked or expired token", body = ErrorBody),
+        (status = 403, description = "Role or scope too weak", body = ErrorBody),
+        (status = 429, description = "Rate limit of the token; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn export(
     State(s): State<ApiState>,
     caller: CallerExt,

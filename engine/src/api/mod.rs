@@ -15,6 +15,7 @@ pub mod error;
 pub mod listener;
 pub mod ops;
 pub mod rules;
+pub mod schema;
 pub mod sinks;
 pub mod stream;
 pub mod tokens;
@@ -23,7 +24,9 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::http::Method;
-use axum::routing::{delete, get, post, put};
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use vedette_actors::metrics::Metrics;
 use vedette_config::ApiConfig;
 
@@ -79,6 +82,7 @@ pub const ROUTES: &[RouteSpec] = &[
     r("GET", "/health/live", Open, false),
     r("GET", "/health/ready", Status, false),
     r("GET", "/metrics", Status, false),
+    r("GET", "/api/v1/openapi.json", Open, false),
     r("GET", "/api/v1/whoami", Tenant(Viewer), false),
     r("GET", "/api/v1/rules", Tenant(Viewer), false),
     r("POST", "/api/v1/rules/apply", Fleet(Analyst), true),
@@ -121,6 +125,7 @@ pub struct ApiState {
     pub(crate) history: Arc<History>,
     pub(crate) config: Arc<ApiConfig>,
     pub(crate) stream_stall: std::time::Duration,
+    pub(crate) document: Arc<std::sync::OnceLock<String>>,
 }
 
 /// What the API is built from.
@@ -147,11 +152,18 @@ pub struct ApiParts {
     pub stream_stall: std::time::Duration,
 }
 
-/// The router: every route of [`ROUTES`] behind the access layer.
+/// The router and its OpenAPI document, built from the same annotated handlers (so no route
+/// exists that the document lacks), every route behind the access layer.
 pub fn router(parts: ApiParts) -> Router {
+    router_and_doc(parts).0
+}
+
+/// [`router`] and the document it serves at `/api/v1/openapi.json`.
+pub fn router_and_doc(parts: ApiParts) -> (Router, utoipa::openapi::OpenApi) {
     let limiter = Arc::new(RateLimiter::new(parts.config.rate_limit_per_sec, parts.config.rate_limit_burst));
     let body_limit = usize::try_from(parts.config.max_body_bytes).unwrap_or(usize::MAX);
     let upload_limit = usize::try_from(parts.config.max_upload_bytes).unwrap_or(usize::MAX);
+    let document = Arc::new(std::sync::OnceLock::new());
     let state = ApiState {
         metrics: parts.metrics,
         readiness: parts.readiness,
@@ -164,39 +176,124 @@ pub fn router(parts: ApiParts) -> Router {
         history: parts.history,
         config: Arc::new(parts.config),
         stream_stall: parts.stream_stall,
+        document: Arc::clone(&document),
     };
-    Router::new()
-        .route("/health/live", get(ops::live))
-        .route("/health/ready", get(ops::ready))
-        .route("/metrics", get(ops::metrics_text))
-        .route("/api/v1/whoami", get(tokens::whoami))
-        .route("/api/v1/rules", get(rules::list))
-        .route("/api/v1/rules/apply", post(rules::apply))
-        .route("/api/v1/rules/{id}/enable", post(rules::enable))
-        .route("/api/v1/rules/{id}/disable", post(rules::disable))
-        .route("/api/v1/reference", get(rules::reference_list))
-        .route("/api/v1/reference/{name}/reload", post(rules::reference_reload))
-        .route(
-            "/api/v1/reference/{name}",
-            put(rules::reference_upload).layer(axum::extract::DefaultBodyLimit::max(upload_limit)),
-        )
-        .route("/api/v1/sinks", get(sinks::list))
-        .route("/api/v1/sinks/{name}/test", post(sinks::test))
-        .route("/api/v1/sinks/{name}/dlq", get(sinks::dlq_list).delete(sinks::dlq_purge))
-        .route("/api/v1/sinks/{name}/dlq/replay", post(sinks::dlq_replay))
-        .route("/api/v1/alerts", get(alerts::query))
-        .route("/api/v1/alerts/export", get(alerts::export))
-        .route("/api/v1/alerts/stream", get(stream::stream))
-        .route("/api/v1/alerts/{id}", get(alerts::one))
-        .route("/api/v1/tokens", get(tokens::list).post(tokens::create))
-        .route("/api/v1/tokens/{id}", delete(tokens::revoke))
-        .route("/api/v1/audit", get(tokens::audit))
+    let (schemas, paths, upload) = routes!(rules::reference_upload);
+    let upload = (schemas, paths, upload.layer(axum::extract::DefaultBodyLimit::max(upload_limit)));
+    let (router, doc) = OpenApiRouter::with_openapi(schema::ApiDoc::openapi())
+        .routes(routes!(ops::live))
+        .routes(routes!(ops::ready))
+        .routes(routes!(ops::metrics_text))
+        .routes(routes!(openapi_json))
+        .routes(routes!(tokens::whoami))
+        .routes(routes!(rules::list))
+        .routes(routes!(rules::apply))
+        .routes(routes!(rules::enable))
+        .routes(routes!(rules::disable))
+        .routes(routes!(rules::reference_list))
+        .routes(routes!(rules::reference_reload))
+        .routes(upload)
+        .routes(routes!(sinks::list))
+        .routes(routes!(sinks::test))
+        .routes(routes!(sinks::dlq_list, sinks::dlq_purge))
+        .routes(routes!(sinks::dlq_replay))
+        .routes(routes!(alerts::query))
+        .routes(routes!(alerts::export))
+        .routes(routes!(stream::stream))
+        .routes(routes!(alerts::one))
+        .routes(routes!(tokens::list, tokens::create))
+        .routes(routes!(tokens::revoke))
+        .routes(routes!(tokens::audit))
+        .split_for_parts();
+    let _ = document.set(doc.to_json().expect("the OpenAPI document serializes"));
+    let router = router
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), access::layer))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
-        .with_state(state)
+        .with_state(state);
+    (router, doc)
+}
+
+/// `GET /api/v1/openapi.json`: this document.
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "health",
+    responses((status = 200, description = "The OpenAPI 3.1 document of this API", content_type = "application/json", body = Object)))]
+async fn openapi_json(axum::extract::State(s): axum::extract::State<ApiState>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let doc = s.document.get().cloned().unwrap_or_default();
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], doc).into_response()
 }
 
 /// The caller of a request (set by [`access::layer`]).
 pub type CallerExt = axum::Extension<Caller>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The router is built only from documented handlers; this checks the document against the
+    /// access table both ways, so a route can be neither undocumented nor without a rule.
+    #[test]
+    fn the_document_and_the_access_table_list_the_same_routes() {
+        let doc = test_doc();
+        let mut documented: Vec<(String, String)> = Vec::new();
+        for (path, item) in &doc.paths.paths {
+            for (method, op) in [
+                ("GET", &item.get),
+                ("POST", &item.post),
+                ("PUT", &item.put),
+                ("DELETE", &item.delete),
+                ("PATCH", &item.patch),
+            ] {
+                if op.is_some() {
+                    documented.push((method.to_string(), path.clone()));
+                }
+            }
+        }
+        documented.sort();
+        let mut table: Vec<(String, String)> =
+            ROUTES.iter().map(|r| (r.method.to_string(), r.path.to_string())).collect();
+        table.sort();
+        assert_eq!(documented, table);
+        let json: serde_json::Value = serde_json::from_str(&doc.to_json().unwrap()).unwrap();
+        assert_eq!(json["openapi"], "3.1.0");
+    }
+
+    fn test_doc() -> utoipa::openapi::OpenApi {
+        // Only the document is needed: build the router over throwaway state.
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path().join("s")).unwrap();
+        let history = History::open(
+            &dir.path().join("h"),
+            crate::history::Retention { max_age: std::time::Duration::from_secs(60), max_bytes: 1 << 30 },
+        )
+        .unwrap();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let manager = rt.block_on(test_manager(&db));
+        router_and_doc(ApiParts {
+            metrics: Metrics::new(),
+            readiness: Arc::new(|| (Vec::new(), serde_json::Map::new())),
+            rules: Arc::new(tokio::sync::Mutex::new(manager)),
+            sinks: vedette_actors::sinks::Router::default(),
+            data_dir: dir.path().to_path_buf(),
+            tokens: TokenStore::open(&db).unwrap(),
+            audit: AuditLog::open(&db).unwrap(),
+            history: Arc::new(history),
+            config: ApiConfig::default(),
+            stream_stall: std::time::Duration::from_secs(1),
+        })
+        .1
+    }
+
+    async fn test_manager(db: &sled::Db) -> RuleManager {
+        let config = vedette_config::Config::embedded_default();
+        let catalog = Arc::new(crate::engine::build_catalog(&config).unwrap());
+        let compiler = vedette_pipelines::compile::Compiler::with_references(
+            Arc::clone(&catalog),
+            crate::reference::registry(&config),
+        )
+        .unwrap();
+        let tables: Vec<String> = catalog.tables().map(|t| t.name().to_string()).collect();
+        RuleManager::start(config, compiler, db.clone(), &tables, Metrics::new()).await.unwrap()
+    }
+}

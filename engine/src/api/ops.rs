@@ -6,13 +6,21 @@ use axum::response::IntoResponse;
 use serde_json::json;
 
 use super::ApiState;
+use super::schema::{ErrorBody, Live, Ready};
 
 /// `GET /health/live`: the process answers.
+#[utoipa::path(get, path = "/health/live", tag = "health",
+    responses((status = 200, description = "The process answers", body = Live)))]
 pub async fn live() -> impl IntoResponse {
     axum::Json(json!({"status": "live"}))
 }
 
 /// `GET /health/ready`: every component up (503 otherwise), and each sink's delivery state.
+#[utoipa::path(get, path = "/health/ready", tag = "health",
+    description = "Open to loopback clients by default (`api.open_status`); otherwise a viewer token.",
+    responses((status = 200, description = "Ready", body = Ready), (status = 503, description = "A component is down", body = Ready),
+        (status = 401, description = "Token needed", body = ErrorBody)),
+    security((), ("bearer" = [])))]
 pub async fn ready(State(s): State<ApiState>) -> impl IntoResponse {
     let (components, sinks) = (s.readiness)();
     let all = components.iter().all(|(_, ok)| *ok);
@@ -25,6 +33,11 @@ pub async fn ready(State(s): State<ApiState>) -> impl IntoResponse {
 }
 
 /// `GET /metrics`: Prometheus text format.
+#[utoipa::path(get, path = "/metrics", tag = "health",
+    description = "Open to loopback clients by default (`api.open_status`); otherwise a viewer token.",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String),
+        (status = 401, description = "Token needed", body = ErrorBody)),
+    security((), ("bearer" = [])))]
 pub async fn metrics_text(State(s): State<ApiState>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render())
 }

@@ -10,11 +10,12 @@ use serde_json::json;
 use vedette_actors::sinks::delivery::SinkHandle;
 
 use super::error::{ApiError, ApiResult};
+use super::schema::{DlqPage, ErrorBody, LimitParams, Purged, Replayed, SinkTest};
 use super::{ApiState, CallerExt};
 use crate::auth::Caller;
 
 /// A sink as `GET /api/v1/sinks` shows it.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct SinkView {
     /// Sink name.
     pub name: String,
@@ -38,6 +39,10 @@ pub struct SinkView {
 }
 
 /// `GET /api/v1/sinks`.
+#[utoipa::path(get, path = "/api/v1/sinks", tag = "sinks",
+    responses((status = 200, description = "Every sink's delivery state", body = Vec<SinkView>), (status = 401, description = "No, bad, revoked or expired token", body = ErrorBody),
+        (status = 403, description = "Role or scope too weak", body = ErrorBody),
+        (status = 429, description = "Rate limit of the token; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn list(State(s): State<ApiState>) -> impl IntoResponse {
     let views: Vec<SinkView> = s
         .sinks
@@ -70,6 +75,12 @@ fn sink(s: &ApiState, name: &str) -> ApiResult<Arc<SinkHandle>> {
 }
 
 /// `GET /api/v1/sinks/{name}/dlq?limit=N`: the caller's tenant's dead letters, oldest first.
+#[utoipa::path(get, path = "/api/v1/sinks/{name}/dlq", tag = "sinks",
+    params(("name" = String, Path, description = "Sink name"), LimitParams),
+    responses((status = 200, description = "Dead letters of the caller's tenant", body = DlqPage),
+        (status = 400, description = "Bad parameter", body = ErrorBody), (status = 404, description = "No such sink", body = ErrorBody), (status = 401, description = "No, bad, revoked or expired token", body = ErrorBody),
+        (status = 403, description = "Role or scope too weak", body = ErrorBody),
+        (status = 429, description = "Rate limit of the token; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn dlq_list(
     State(s): State<ApiState>,
     caller: CallerExt,
@@ -90,6 +101,12 @@ pub async fn dlq_list(
 }
 
 /// `POST /api/v1/sinks/{name}/dlq/replay`: the caller's tenant's dead letters back into the spool.
+#[utoipa::path(post, path = "/api/v1/sinks/{name}/dlq/replay", tag = "sinks",
+    params(("name" = String, Path, description = "Sink name")),
+    responses((status = 200, description = "Put back into the spool", body = Replayed),
+        (status = 404, description = "No such sink", body = ErrorBody), (status = 401, description = "No, bad, revoked or expired token", body = ErrorBody),
+        (status = 403, description = "Role or scope too weak", body = ErrorBody),
+        (status = 429, description = "Rate limit of the token; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn dlq_replay(State(s): State<ApiState>, caller: CallerExt, Path(name): Path<String>) -> ApiResult<Response> {
     let h = sink(&s, &name)?;
     let c = caller.0;
@@ -98,6 +115,12 @@ pub async fn dlq_replay(State(s): State<ApiState>, caller: CallerExt, Path(name)
 }
 
 /// `DELETE /api/v1/sinks/{name}/dlq`: delete the caller's tenant's dead letters.
+#[utoipa::path(delete, path = "/api/v1/sinks/{name}/dlq", tag = "sinks",
+    params(("name" = String, Path, description = "Sink name")),
+    responses((status = 200, description = "Deleted", body = Purged),
+        (status = 404, description = "No such sink", body = ErrorBody), (status = 401, description = "No, bad, revoked or expired token", body = ErrorBody),
+        (status = 403, description = "Role or scope too weak", body = ErrorBody),
+        (status = 429, description = "Rate limit of the token; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn dlq_purge(State(s): State<ApiState>, caller: CallerExt, Path(name): Path<String>) -> ApiResult<Response> {
     let h = sink(&s, &name)?;
     let c = caller.0;
@@ -107,6 +130,14 @@ pub async fn dlq_purge(State(s): State<ApiState>, caller: CallerExt, Path(name):
 
 /// `POST /api/v1/sinks/{name}/test`: one sample alert (rule `vedette.test`) straight to the
 /// destination, bypassing the spool; reports what the destination said.
+#[utoipa::path(post, path = "/api/v1/sinks/{name}/test", tag = "sinks",
+    params(("name" = String, Path, description = "Sink name")),
+    responses((status = 200, description = "Delivered", body = SinkTest),
+        (status = 502, description = "The destination failed or refused it", body = SinkTest),
+        (status = 404, description = "No such sink", body = ErrorBody),
+        (status = 422, description = "This sink cannot be tested (the internal history sink)", body = ErrorBody), (status = 401, description = "No, bad, revoked or expired token", body = ErrorBody),
+        (status = 403, description = "Role or scope too weak", body = ErrorBody),
+        (status = 429, description = "Rate limit of the token; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn test(State(s): State<ApiState>, Path(name): Path<String>) -> ApiResult<Response> {
     use vedette_actors::sinks::delivery::{Outcome, Outgoing};
     let h = sink(&s, &name)?;

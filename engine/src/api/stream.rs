@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 
 use super::alerts::{scoped_filter, tokio_stream};
 use super::error::{ApiError, ApiResult};
+use super::schema::{AlertFilterParams, ErrorBody, StreamParams};
 use super::{ApiState, CallerExt};
 use crate::history::query::{FILTER_PARAMS, Filter, ParamError, check_known};
 use crate::history::{Dir, History};
@@ -30,6 +31,16 @@ const QUEUE: usize = 32;
 const STEP: usize = 256;
 
 /// The stream.
+#[utoipa::path(get, path = "/api/v1/alerts/stream", tag = "alerts",
+    description = "Server-Sent Events: `event: alert` with `id` = position and the alert JSON as `data`; \
+        `event: cutoff` when the client read nothing for too long (reconnect with Last-Event-ID). \
+        Without Last-Event-ID or `after`, only new alerts are sent.",
+    params(AlertFilterParams, StreamParams,
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id (a position)")),
+    responses((status = 200, description = "An endless event stream", content_type = "text/event-stream", body = String),
+        (status = 400, description = "Bad or unknown parameter (named in `param`)", body = ErrorBody), (status = 401, description = "No, bad, revoked or expired token", body = ErrorBody),
+        (status = 403, description = "Role or scope too weak", body = ErrorBody),
+        (status = 429, description = "Rate limit of the token; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn stream(
     State(s): State<ApiState>,
     caller: CallerExt,

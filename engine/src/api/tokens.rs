@@ -10,17 +10,30 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::error::{ApiError, ApiResult};
+use super::schema::{AuditPage, AuditParams, CreatedToken, ErrorBody, WhoAmI};
 use super::{ApiState, CallerExt};
+use crate::auth::TokenInfo;
 use crate::auth::{Role, valid_tenant};
 use crate::history::query::{ParamError, check_known, parse_limit};
 
+/// Longest token lifetime (ten years; expiry times stay four-digit years, as RFC 3339 needs).
+const MAX_TTL: std::time::Duration = std::time::Duration::from_secs(3650 * 86_400);
+
 /// `GET /api/v1/whoami`: the caller's token id, name, role and tenant.
+#[utoipa::path(get, path = "/api/v1/whoami", tag = "access",
+    responses((status = 200, description = "The caller", body = WhoAmI), (status = 401, description = "No, bad, revoked or expired token", body = ErrorBody),
+        (status = 403, description = "Role or scope too weak", body = ErrorBody),
+        (status = 429, description = "Rate limit of the token; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn whoami(caller: CallerExt) -> impl IntoResponse {
     let c = caller.0;
     axum::Json(json!({"token_id": c.token_id, "name": c.name, "role": c.role, "tenant": c.tenant}))
 }
 
 /// `GET /api/v1/tokens`: tokens of the caller's tenant (every token for a fleet-wide admin).
+#[utoipa::path(get, path = "/api/v1/tokens", tag = "access",
+    responses((status = 200, description = "Tokens, without secrets", body = Vec<TokenInfo>), (status = 401, description = "No, bad, revoked or expired token", body = ErrorBody),
+        (status = 403, description = "Role or scope too weak", body = ErrorBody),
+        (status = 429, description = "Rate limit of the token; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn list(State(s): State<ApiState>, caller: CallerExt) -> ApiResult<Response> {
     let c = caller.0;
     let tokens: Vec<_> = s
@@ -34,22 +47,33 @@ pub async fn list(State(s): State<ApiState>, caller: CallerExt) -> ApiResult<Res
 }
 
 /// Body of `POST /api/v1/tokens`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateToken {
     /// A name for listings and the audit log.
+    #[schema(min_length = 1, max_length = 128, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]+$")]
     pub name: String,
     /// `viewer`, `analyst` or `admin`.
+    #[schema(value_type = Role)]
     pub role: String,
     /// Tenant (`*` = every tenant); default: the caller's.
     #[serde(default)]
+    #[schema(pattern = "^(\\*|[A-Za-z0-9._-]{1,64})$")]
     pub tenant: Option<String>,
-    /// Lifetime like `30d`, `12h`; default: no expiry.
+    /// Lifetime like `30d`, `12h` (at most `3650d`); default: no expiry.
     #[serde(default)]
+    #[schema(pattern = "^[0-9]*[1-9][0-9]*(ms|s|m|h|d)$")]
     pub ttl: Option<String>,
 }
 
 /// `POST /api/v1/tokens`: creates a token and returns it once (`token`); only its hash is kept.
+#[utoipa::path(post, path = "/api/v1/tokens", tag = "access",
+    request_body = CreateToken,
+    responses((status = 201, description = "Created; `token` is shown this once", body = CreatedToken),
+        (status = 400, description = "Bad field", body = ErrorBody), (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody), (status = 422, description = "Malformed JSON body", body = ErrorBody), (status = 401, description = "No, bad, revoked or expired token", body = ErrorBody),
+        (status = 403, description = "Role or scope too weak", body = ErrorBody),
+        (status = 429, description = "Rate limit of the token; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn create(
     State(s): State<ApiState>,
     caller: CallerExt,
@@ -58,7 +82,7 @@ pub async fn create(
     let c = caller.0;
     let axum::Json(req) = body.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
     let field = |f: &str, m: String| ApiError::bad_request(format!("`{f}`: {m}"));
-    if req.name.is_empty() || req.name.len() > 128 || req.name.chars().any(char::is_control) {
+    if req.name.is_empty() || req.name.chars().count() > 128 || req.name.chars().any(char::is_control) {
         return Err(field("name", "1 to 128 printable characters".into()));
     }
     let role = Role::parse(&req.role)
@@ -80,6 +104,9 @@ pub async fn create(
             if d.is_zero() {
                 return Err(field("ttl", "must be longer than 0".into()));
             }
+            if d > MAX_TTL {
+                return Err(field("ttl", format!("`{t}` is longer than the maximum, 3650d")));
+            }
             Some(chrono::Duration::from_std(d).map_err(|_| field("ttl", format!("`{t}` is too long")))?)
         }
     };
@@ -90,6 +117,12 @@ pub async fn create(
 }
 
 /// `DELETE /api/v1/tokens/{id}`: revokes a token; it is refused from its next request on.
+#[utoipa::path(delete, path = "/api/v1/tokens/{id}", tag = "access",
+    params(("id" = String, Path, description = "Token id")),
+    responses((status = 200, description = "Revoked", body = TokenInfo),
+        (status = 404, description = "No such token (or another tenant's)", body = ErrorBody), (status = 401, description = "No, bad, revoked or expired token", body = ErrorBody),
+        (status = 403, description = "Role or scope too weak", body = ErrorBody),
+        (status = 429, description = "Rate limit of the token; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn revoke(State(s): State<ApiState>, caller: CallerExt, Path(id): Path<String>) -> ApiResult<Response> {
     let c = caller.0;
     let missing = || ApiError::not_found(format!("no token with id `{id}` (`vedette tokens list` shows ids)"));
@@ -102,6 +135,12 @@ pub async fn revoke(State(s): State<ApiState>, caller: CallerExt, Path(id): Path
 }
 
 /// `GET /api/v1/audit?limit=N&before=SEQ`: audited calls, newest first.
+#[utoipa::path(get, path = "/api/v1/audit", tag = "access",
+    params(AuditParams),
+    responses((status = 200, description = "Audited calls, newest first", body = AuditPage),
+        (status = 400, description = "Bad parameter", body = ErrorBody), (status = 401, description = "No, bad, revoked or expired token", body = ErrorBody),
+        (status = 403, description = "Role or scope too weak", body = ErrorBody),
+        (status = 429, description = "Rate limit of the token; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn audit(
     State(s): State<ApiState>,
     caller: CallerExt,

@@ -10,7 +10,7 @@ use crate::error::{EngineError, Result};
 pub const MAX_ENTRIES: u64 = 100_000;
 
 /// One audited call.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct AuditEntry {
     /// Sequence number (ascending).
     pub seq: u64,

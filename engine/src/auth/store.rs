@@ -9,7 +9,7 @@ use super::{Caller, Role};
 use crate::error::{EngineError, Result};
 
 /// A token as listed: everything but the secret.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct TokenInfo {
     /// Public id.
     pub id: String,
