@@ -176,3 +176,83 @@ async fn the_stream_resumes_after_a_disconnect_and_after_a_restart_without_loss_
     assert_eq!(ids.len(), 3);
     assert!(ids.iter().all(|&id| id > last));
 }
+
+/// Parses the events of an SSE body.
+fn events(body: &str) -> Vec<(String, String, String)> {
+    body.split("\n\n")
+        .filter_map(|block| {
+            let mut id = String::new();
+            let mut event = String::new();
+            let mut data = String::new();
+            for line in block.lines() {
+                match line.split_once(':') {
+                    Some(("id", v)) => id = v.trim().to_string(),
+                    Some(("event", v)) => event = v.trim().to_string(),
+                    Some(("data", v)) => data.push_str(v.strip_prefix(' ').unwrap_or(v)),
+                    _ => {}
+                }
+            }
+            (!data.is_empty()).then_some((id, event, data))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_client_that_reads_nothing_is_cut_off_with_a_resume_point_and_loses_nothing() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const TOTAL: i64 = 12_000;
+    let t = TestEngine::start_with(|c| {
+        c.history.stream_stall_timeout = Duration::from_secs(1);
+        c.alerts.storm_max_per_rule = 0;
+    })
+    .await;
+    let token = t.admin_token();
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let mut s = sock.connect(t.engine.api_addr).await.unwrap();
+    let req = format!("GET /api/v1/alerts/stream HTTP/1.1\r\nHost: l\r\nAuthorization: Bearer {token}\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    // The stream is open (headers sent) before the alerts exist; then the client stops reading.
+    let mut head = [0u8; 256];
+    let n = s.read(&mut head).await.unwrap();
+    assert!(String::from_utf8_lossy(&head[..n]).starts_with("HTTP/1.1 200"));
+    let c = RawClient::connect(&t.sensor("s1", "acme"), 0).await.unwrap();
+    for f in 0..(TOTAL / 1000) {
+        let mut d = c.data_stream().await;
+        let rows: Vec<Value> = (f * 1000..(f + 1) * 1000).map(shadow_cat).collect();
+        d.write_all(&ndjson_frame(f as u64 + 1, "process_events", &rows)).await.unwrap();
+        d.finish().unwrap();
+    }
+    stored(&t, TOTAL as usize).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Now read what was queued: alerts, then the cut-off notice, then the end of the response.
+    let mut buf = head[..n].to_vec();
+    let mut chunk = vec![0u8; 65536];
+    while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(2), s.read(&mut chunk)).await {
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let body = vedette_tests::parse_http(&buf).body;
+    let evs = events(&body);
+    let (last_id, last_event, last_data) = evs.last().cloned().expect("some events");
+    assert_eq!(last_event, "cutoff", "the stalled client was cut off");
+    let alerts: Vec<&(String, String, String)> = evs.iter().filter(|e| e.1 == "alert").collect();
+    assert!((alerts.len() as i64) < TOTAL, "it was cut off before the end ({} alerts)", alerts.len());
+    let resume: Value = serde_json::from_str(&last_data).unwrap();
+    assert_eq!(resume["resume_after"].to_string(), last_id);
+    assert_eq!(alerts.last().map(|a| a.0.clone()).unwrap_or_else(|| "0".into()), last_id, "resume after the last sent");
+
+    // Resuming where it said gets exactly the rest.
+    let mut sse = SseClient::open(t.engine.api_addr, "/api/v1/alerts/stream", &token, Some(&last_id)).await;
+    let rest = collect(&mut sse, TOTAL as usize - alerts.len()).await;
+    let mut pids: Vec<i64> = alerts
+        .iter()
+        .map(|a| serde_json::from_str::<Value>(&a.2).unwrap()["row"]["pid"].as_i64().unwrap())
+        .chain(rest.iter().map(|e| e.1))
+        .collect();
+    pids.sort_unstable();
+    pids.dedup();
+    assert_eq!(pids.len() as i64, TOTAL, "every alert once across the cut");
+}

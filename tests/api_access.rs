@@ -212,3 +212,45 @@ async fn a_token_over_its_rate_gets_429_with_retry_after_and_big_bodies_get_413(
     assert_eq!(r.status, 413, "{}", r.body);
     assert!(r.json()["error"].as_str().unwrap().contains("too large"), "{}", r.body);
 }
+
+#[tokio::test]
+async fn https_api_serves_tls_with_the_configured_certificate_and_refuses_plain_http() {
+    let t = TestEngine::start_with(|c| {
+        vedette_engine::pki::ensure_dev_pki(&c.data_dir).unwrap();
+        let paths = vedette_engine::pki::PkiPaths::new(&c.data_dir);
+        c.api.tls_cert = Some(paths.server_cert);
+        c.api.tls_key = Some(paths.server_key);
+    })
+    .await;
+    vedette_actors::sinks::http::ensure_crypto_provider();
+    let ca = std::fs::read(vedette_engine::pki::PkiPaths::new(&t.data_dir()).ca_cert).unwrap();
+    let client =
+        reqwest::Client::builder().add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap()).build().unwrap();
+    let port = t.engine.api_addr.port();
+    let r = client
+        .get(format!("https://localhost:{port}/api/v1/whoami"))
+        .bearer_auth(t.admin_token())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let me: Value = r.json().await.unwrap();
+    assert_eq!((me["role"].as_str(), me["tenant"].as_str()), (Some("admin"), Some("*")));
+    // A client that does not trust the CA is refused at the handshake; plain HTTP gets no answer.
+    assert!(reqwest::Client::new().get(format!("https://localhost:{port}/health/live")).send().await.is_err());
+    let plain =
+        tokio::time::timeout(Duration::from_secs(5), http_call(t.engine.api_addr, "GET", "/health/live", None, None))
+            .await
+            .unwrap();
+    assert_ne!(plain.status, 200, "plain HTTP must not be served on an HTTPS listener");
+}
+
+#[test]
+fn a_non_loopback_api_without_tls_is_refused_unless_insecure_http_is_set() {
+    let err = vedette_config::Config::from_toml_str("[api]\nlisten = \"0.0.0.0:7780\"\n").unwrap_err();
+    assert_eq!(err.problems()[0].path, "api.listen", "{err}");
+    assert!(err.to_string().contains("tls_cert"), "{err}");
+    vedette_config::Config::from_toml_str("[api]\nlisten = \"0.0.0.0:7780\"\ninsecure_http = true\n").unwrap();
+    let err = vedette_config::Config::from_toml_str("[api]\ntls_cert = \"c.pem\"\n").unwrap_err();
+    assert_eq!(err.problems()[0].path, "api.tls_key", "{err}");
+}

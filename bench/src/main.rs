@@ -12,6 +12,8 @@ use vedette_engine::EngineHandle;
 use vedette_engine::pki;
 use vedette_engine::sensor::{self, Event, SensorConfig, SensorStats};
 
+mod history;
+
 #[derive(Parser)]
 #[command(about = "vedette benchmarks (print figures; not timed tests)")]
 struct Cli {
@@ -78,6 +80,22 @@ enum Cmd {
         /// Outage length, seconds.
         #[arg(long, default_value_t = 20)]
         outage: u64,
+    },
+    /// The alert history: write rate, filtered pages over HTTP on N stored alerts (p50/p99),
+    /// and the RSS cost of live-stream clients.
+    History {
+        /// Alerts to store (10 million by default; ~10 GB of disk).
+        #[arg(long, default_value_t = 10_000_000)]
+        alerts: u64,
+        /// Keep the filled data dir here (reused by the next run) instead of a temp dir.
+        #[arg(long)]
+        data_dir: Option<std::path::PathBuf>,
+        /// Filtered pages to time.
+        #[arg(long, default_value_t = 1000)]
+        queries: usize,
+        /// Live-stream clients.
+        #[arg(long, default_value_t = 100)]
+        clients: usize,
     },
     /// Windowed rules alone: 10 rules (windows, GROUP BY keys, HAVING) over auth_events in
     /// event-time order; prints events/s and window state per open key.
@@ -466,6 +484,7 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Kafka { rate, outage } => kafka_bench(rate, outage).await,
         Cmd::Windows { kind, events, users, batch_rows } => windows_bench(kind, events, users, batch_rows).await,
         Cmd::Reference { rows, events } => reference_bench(rows, events).await,
+        Cmd::History { alerts, data_dir, queries, clients } => history::run(alerts, data_dir, queries, clients).await,
     }
 }
 

@@ -120,6 +120,10 @@ enum Command {
     Tail {
         #[command(flatten)]
         filter: AlertFilter,
+        /// Start after this history position (0: replay the whole history first); default:
+        /// only alerts raised from now on.
+        #[arg(long)]
+        after: Option<u64>,
         /// Print each alert as one JSON line.
         #[arg(long)]
         json: bool,
@@ -411,7 +415,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Rules { command } => return rules_command(command).await,
         Command::Tokens { command } => return cli::tokens::run(command).await,
         Command::Alerts { command } => return cli::alerts::run(command).await,
-        Command::Tail { filter, json, api } => return cli::alerts::tail(filter, json, api).await,
+        Command::Tail { filter, after, json, api } => return cli::alerts::tail(filter, after, json, api).await,
         Command::Sinks { command: SinksCommand::List { api } } => {
             let sinks: Vec<vedette_engine::api::SinkView> =
                 serde_json::from_value(api_call(&api, reqwest::Method::GET, "/api/v1/sinks", None).await?)?;

@@ -274,3 +274,97 @@ fn spooled_alerts_survive_kill_9_and_are_delivered_after_restart() {
     assert!(Command::new("kill").args(["-INT", &serve2.id().to_string()]).status().unwrap().success());
     assert!(serve2.wait().unwrap().success());
 }
+
+#[test]
+fn tokens_alert_queries_exports_and_tail_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let (quic, http) = (free_udp_port(), free_tcp_port());
+    let api = format!("http://127.0.0.1:{http}");
+    let mut serve = serve(dir.path(), quic, http, &[], &[], false);
+    // Replays the whole history, then follows: no race with the sensor below.
+    let mut tail = Command::new(BIN)
+        .args(["tail", "--json", "--after", "0", "--api", &api, "--data-dir"])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let sensor = Command::new(BIN)
+        .args(["sensor", "--demo", "--no-proc", "--server", &format!("127.0.0.1:{quic}"), "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(sensor.status.success(), "{}", String::from_utf8_lossy(&sensor.stderr));
+
+    // The history holds the demo's alerts once delivered there.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let alerts = loop {
+        let (ok, out) = vedette_cmd(dir.path(), http, "alerts", &["query", "--json", "--limit", "1000"]);
+        assert!(ok, "{out}");
+        let lines: Vec<serde_json::Value> = out.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+        if lines.len() >= 10 || Instant::now() > deadline {
+            break lines;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(alerts.len() >= 10, "{alerts:?}");
+    let (ok, out) = vedette_cmd(dir.path(), http, "alerts", &["export", "--format", "cef"]);
+    assert!(ok, "{out}");
+    assert_eq!(out.lines().filter(|l| l.starts_with("CEF:0|")).count(), alerts.len(), "{out}");
+    let id = alerts[0]["alert_id"].as_str().unwrap();
+    let (ok, out) = vedette_cmd(dir.path(), http, "alerts", &["get", id]);
+    assert!(ok && out.contains(id), "{out}");
+    let (ok, out) = vedette_cmd(dir.path(), http, "alerts", &["query", "--severity", "urgent"]);
+    assert!(!ok && out.contains("severity"), "a bad filter is named: {out}");
+
+    // A viewer token: reads, but may not change rules; once revoked, refused.
+    let (ok, out) = vedette_cmd(dir.path(), http, "tokens", &["create", "--role", "viewer", "--name", "ops"]);
+    assert!(ok, "{out}");
+    let viewer = out.lines().next().unwrap().trim().to_string();
+    assert!(viewer.starts_with("vdt_"), "{out}");
+    let as_viewer = |args: &[&str]| {
+        let out = Command::new(BIN).args(args).args(["--api", &api, "--token", &viewer]).output().unwrap();
+        (
+            out.status.success(),
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        )
+    };
+    let (ok, out) = as_viewer(&["alerts", "query", "--limit", "1"]);
+    assert!(ok, "{out}");
+    let (ok, out) = as_viewer(&["rules", "disable", "linux.shadow_in_cmdline"]);
+    assert!(!ok && out.contains("needs role `analyst`"), "{out}");
+    let (ok, out) = vedette_cmd(dir.path(), http, "tokens", &["list"]);
+    assert!(ok && out.contains("ops") && out.contains("local-admin"), "{out}");
+    let viewer_id = &viewer[4..20];
+    let (ok, out) = vedette_cmd(dir.path(), http, "tokens", &["revoke", viewer_id]);
+    assert!(ok, "{out}");
+    let (ok, out) = as_viewer(&["alerts", "query"]);
+    assert!(!ok && out.contains("revoked"), "{out}");
+
+    // tail printed every alert of the history, as JSON lines.
+    let stdout = tail.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut tailed = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tailed.len() < alerts.len() && Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            tailed.insert(v["alert_id"].as_str().unwrap().to_string());
+        }
+    }
+    let queried: std::collections::BTreeSet<String> =
+        alerts.iter().map(|a| a["alert_id"].as_str().unwrap().to_string()).collect();
+    assert_eq!(tailed, queried);
+    tail.kill().unwrap();
+    let _ = tail.wait();
+    assert!(Command::new("kill").args(["-INT", &serve.id().to_string()]).status().unwrap().success());
+    assert!(serve.wait().unwrap().success());
+}

@@ -274,7 +274,8 @@ pub async fn http_call(
     parse_http(&buf)
 }
 
-fn parse_http(buf: &[u8]) -> HttpAnswer {
+/// Parses a whole HTTP/1.1 response (chunked bodies decoded).
+pub fn parse_http(buf: &[u8]) -> HttpAnswer {
     let text = String::from_utf8_lossy(buf);
     let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let mut lines = head.lines();

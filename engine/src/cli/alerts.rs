@@ -208,8 +208,8 @@ pub fn take_events(buf: &mut String) -> Vec<SseEvent> {
 
 /// `vedette tail`: prints the live stream, one line per alert; reconnects and resumes from the
 /// last event id on its own.
-pub async fn tail(filter: AlertFilter, json: bool, api: ApiArgs) -> anyhow::Result<()> {
-    let mut last: Option<String> = None;
+pub async fn tail(filter: AlertFilter, after: Option<u64>, json: bool, api: ApiArgs) -> anyhow::Result<()> {
+    let mut last: Option<String> = after.map(|a| a.to_string());
     let mut backoff = Duration::from_millis(500);
     loop {
         let path = with_query("/api/v1/alerts/stream", &filter.pairs());
