@@ -18,5 +18,7 @@ done
 "$bin" sensor --demo &
 sensor_pid=$!
 echo "vedette is running: alerts above/below, JSON in ./vedette-data/alerts.jsonl," >&2
-echo "metrics at http://127.0.0.1:7780/metrics. Ctrl-C to stop." >&2
+echo "metrics at http://127.0.0.1:7780/metrics. API token in ./vedette-data/admin.token:" >&2
+echo "  $bin tail          # live alerts from the API (another terminal)" >&2
+echo "  $bin alerts query  # the alert history. Ctrl-C to stop." >&2
 wait "$serve_pid"
