@@ -61,6 +61,14 @@ pub struct Metrics {
     pub sink_delivery_latency: HistogramVec,
     /// Actor restarts by supervisors, by child.
     pub actor_restarts: IntCounterVec,
+    /// API requests, by route template and status code.
+    pub api_requests: IntCounterVec,
+    /// Live alert stream clients connected now.
+    pub api_stream_clients: IntGauge,
+    /// Alerts in the alert history.
+    pub history_alerts: IntGauge,
+    /// Bytes of alert JSON in the alert history.
+    pub history_bytes: IntGauge,
 }
 
 /// Registers a metric and hands it back (names are static, so failures are bugs).
@@ -167,6 +175,21 @@ impl Metrics {
             sink_delivered: counter_vec(&r, "vedette_sink_delivered_total", "Alerts delivered", &["sink"]),
             sink_errors: counter_vec(&r, "vedette_sink_errors_total", "Delivery failures", &["sink"]),
             actor_restarts: counter_vec(&r, "vedette_actor_restarts_total", "Supervisor restarts", &["actor"]),
+            api_requests: counter_vec(
+                &r,
+                "vedette_api_requests_total",
+                "API requests by route and status",
+                &["route", "status"],
+            ),
+            api_stream_clients: register(
+                &r,
+                IntGauge::new("vedette_api_stream_clients", "Live alert stream clients connected"),
+            ),
+            history_alerts: register(&r, IntGauge::new("vedette_history_alerts", "Alerts in the alert history")),
+            history_bytes: register(
+                &r,
+                IntGauge::new("vedette_history_bytes", "Bytes of alert JSON in the alert history"),
+            ),
             registry: r,
         }
     }

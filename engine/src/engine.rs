@@ -158,7 +158,10 @@ impl EngineHandle {
         for sink in config.effective_sinks().into_iter().chain([history_sink]) {
             let make: Option<ConnectorFactory> = if matches!(sink.connector, vedette_config::Connector::History {}) {
                 let h = Arc::clone(&history);
-                Some(Arc::new(move || Ok(Box::new(HistoryConnector::new(Arc::clone(&h))) as Box<dyn Connector>)))
+                let m = metrics.clone();
+                Some(Arc::new(move || {
+                    Ok(Box::new(HistoryConnector::new(Arc::clone(&h), m.clone())) as Box<dyn Connector>)
+                }))
             } else {
                 // Fail at start, naming the sink, if its connector cannot be built.
                 vedette_actors::sinks::connector(&sink, &data_dir)?;
@@ -275,7 +278,7 @@ impl EngineHandle {
             stream_stall: config.history.stream_stall_timeout,
         });
         let (api, api_addr, api_stop) = serve_api(&config.api, &data_dir, app).await?;
-        let pruner = tokio::spawn(prune_history(Arc::clone(&history)));
+        let pruner = tokio::spawn(prune_history(Arc::clone(&history), metrics.clone()));
         info!(%ingest_addr, %api_addr, data_dir = %data_dir.display(), "vedette is running.");
         Ok(Self {
             ingest_addr,
@@ -439,8 +442,9 @@ async fn serve_api(
 }
 
 /// Applies the history's retention now and every minute.
-async fn prune_history(history: Arc<History>) {
+async fn prune_history(history: Arc<History>, metrics: Metrics) {
     loop {
+        crate::history::sink::publish_size(&history, &metrics);
         let h = Arc::clone(&history);
         match tokio::task::spawn_blocking(move || h.prune(chrono::Utc::now().timestamp_micros())).await {
             Ok(Ok(n)) if n > 0 => info!(removed = n, "Alert history: retention applied."),

@@ -57,6 +57,7 @@ pub async fn layer(State(s): State<ApiState>, mut req: Request, next: Next) -> R
         }
         Err(e) => e.to_response(),
     };
+    s.metrics.api_requests.with_label_values(&[spec.path, response.status().as_str()]).inc();
     if spec.mutating {
         audit(&s, spec, &target, caller, response.status());
     }

@@ -58,7 +58,12 @@ pub async fn stream(
     // A position beyond the head (a history that was wiped) resumes from the head.
     let start = resume.map_or_else(|| s.history.head(), |r| r.min(s.history.head()));
     let (tx, rx) = mpsc::channel::<Result<Event, Infallible>>(QUEUE);
-    tokio::spawn(feed(Arc::clone(&s.history), filter, start, tx, s.stream_stall));
+    let clients = s.metrics.api_stream_clients.clone();
+    clients.inc();
+    tokio::spawn(async move {
+        feed(Arc::clone(&s.history), filter, start, tx, s.stream_stall).await;
+        clients.dec();
+    });
     let sse = Sse::new(tokio_stream(rx)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)));
     Ok(sse.into_response())
 }

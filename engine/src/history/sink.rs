@@ -11,13 +11,21 @@ use super::store::History;
 /// Writes delivered batches into the history; a batch counts as delivered once flushed.
 pub struct HistoryConnector {
     history: Arc<History>,
+    metrics: vedette_actors::metrics::Metrics,
 }
 
 impl HistoryConnector {
     /// A connector into `history`.
-    pub fn new(history: Arc<History>) -> Self {
-        Self { history }
+    pub fn new(history: Arc<History>, metrics: vedette_actors::metrics::Metrics) -> Self {
+        Self { history, metrics }
     }
+}
+
+/// Publishes the history's size.
+pub fn publish_size(history: &History, metrics: &vedette_actors::metrics::Metrics) {
+    let (alerts, bytes) = history.size();
+    metrics.history_alerts.set(i64::try_from(alerts).unwrap_or(i64::MAX));
+    metrics.history_bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
 }
 
 impl Connector for HistoryConnector {
@@ -35,6 +43,7 @@ impl Connector for HistoryConnector {
                 Ok(Err(e)) => Err(e.to_string()),
                 Err(e) => Err(format!("history writer failed: {e}")),
             };
+            publish_size(&self.history, &self.metrics);
             match result {
                 Ok(()) => all(batch, Outcome::Delivered),
                 Err(e) => all(batch, Outcome::Retry(e)),

@@ -135,6 +135,7 @@ pub struct Retention {
 
 struct Counters {
     next: u64,
+    count: u64,
     bytes: u64,
     chunks: BTreeMap<u64, (i64, i64)>,
 }
@@ -179,6 +180,11 @@ impl History {
         let last = alerts.last().map_err(storage("alerts"))?.map(|(k, _)| pos_of(&k)).unwrap_or(0);
         let next = u64_of(meta.get("next").map_err(storage("meta"))?).max(last + 1);
         let bytes = u64_of(meta.get("bytes").map_err(storage("meta"))?);
+        // sled counts a tree by walking it: the count is kept in `meta`.
+        let count = match meta.get("count").map_err(storage("meta"))? {
+            Some(v) => u64_of(Some(v)),
+            None => alerts.len() as u64,
+        };
         let mut summary = BTreeMap::new();
         for kv in chunks.iter() {
             let (k, v) = kv.map_err(storage("chunks"))?;
@@ -196,7 +202,7 @@ impl History {
             idx,
             chunks,
             meta,
-            counters: Mutex::new(Counters { next, bytes, chunks: summary }),
+            counters: Mutex::new(Counters { next, count, bytes, chunks: summary }),
             head,
             retention,
         })
@@ -232,6 +238,7 @@ impl History {
             value.extend_from_slice(rec);
             alerts.insert(&pos.to_be_bytes(), value);
             c.bytes += rec.len() as u64;
+            c.count += 1;
             let e = touched.entry(pos >> CHUNK_BITS).or_insert((at, at));
             *e = (e.0.min(at), e.1.max(at));
             added += 1;
@@ -243,7 +250,7 @@ impl History {
         self.meta.insert("next", &c.next.to_be_bytes()).map_err(storage("meta"))?;
         self.idx.apply_batch(idx).map_err(storage("idx"))?;
         self.alerts.apply_batch(alerts).map_err(storage("alerts"))?;
-        self.meta.insert("bytes", &c.bytes.to_be_bytes()).map_err(storage("meta"))?;
+        self.save_sizes(&c)?;
         for (chunk, (min, max)) in touched {
             let e = c.chunks.entry(chunk).or_insert((min, max));
             *e = (e.0.min(min), e.1.max(max));
@@ -282,7 +289,14 @@ impl History {
 
     /// `(alerts, bytes)` stored.
     pub fn size(&self) -> (usize, u64) {
-        (self.alerts.len(), self.counters.lock().expect("history lock is never poisoned").bytes)
+        let c = self.counters.lock().expect("history lock is never poisoned");
+        (usize::try_from(c.count).unwrap_or(usize::MAX), c.bytes)
+    }
+
+    fn save_sizes(&self, c: &Counters) -> Result<()> {
+        self.meta.insert("bytes", &c.bytes.to_be_bytes()).map_err(storage("meta"))?;
+        self.meta.insert("count", &c.count.to_be_bytes()).map_err(storage("meta"))?;
+        Ok(())
     }
 
     /// One alert by id.
@@ -435,6 +449,7 @@ impl History {
             }
             self.alerts.remove(&k).map_err(storage("alerts"))?;
             c.bytes = c.bytes.saturating_sub(stored.json.len() as u64);
+            c.count = c.count.saturating_sub(1);
             let chunk = pos >> CHUNK_BITS;
             let stale: Vec<u64> = c.chunks.range(..chunk).map(|(k, _)| *k).collect();
             for s in stale {
@@ -443,12 +458,11 @@ impl History {
             }
             removed += 1;
             if removed % 1024 == 0 {
-                self.meta.insert("bytes", &c.bytes.to_be_bytes()).map_err(storage("meta"))?;
+                self.save_sizes(&c)?;
             }
         }
         if removed > 0 {
-            let bytes = self.counters.lock().expect("history lock").bytes;
-            self.meta.insert("bytes", &bytes.to_be_bytes()).map_err(storage("meta"))?;
+            self.save_sizes(&self.counters.lock().expect("history lock is never poisoned"))?;
         }
         Ok(removed)
     }
