@@ -70,11 +70,7 @@ fn serve_with_no_config_runs_the_demo_and_shuts_down_gracefully_on_sigint() {
     let dir = tempfile::tempdir().unwrap();
     let (quic, http) = (free_udp_port(), free_tcp_port());
     let mut serve = serve(dir.path(), quic, http, &[], &[], true);
-    let sensor = Command::new(BIN)
-        .args(["sensor", "--demo", "--no-proc", "--server", &format!("127.0.0.1:{quic}"), "--data-dir"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
+    let sensor = demo_sensor(dir.path(), quic);
     assert!(sensor.status.success(), "{}", String::from_utf8_lossy(&sensor.stderr));
     // Sinks deliver from their spools, a moment after the frames were acknowledged.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -95,6 +91,15 @@ fn serve_with_no_config_runs_the_demo_and_shuts_down_gracefully_on_sigint() {
     let mut stderr = String::new();
     serve.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
     assert!(stderr.contains("Shutdown complete."), "{stderr}");
+}
+
+/// `vedette sensor --demo --no-proc` against the engine on `quic`, to completion.
+fn demo_sensor(dir: &std::path::Path, quic: u16) -> std::process::Output {
+    Command::new(BIN)
+        .args(["sensor", "--demo", "--no-proc", "--server", &format!("127.0.0.1:{quic}"), "--data-dir"])
+        .arg(dir)
+        .output()
+        .unwrap()
 }
 
 fn vedette_api(dir: &std::path::Path, http: u16, args: &[&str]) -> (bool, String) {
@@ -231,11 +236,7 @@ fn spooled_alerts_survive_kill_9_and_are_delivered_after_restart() {
     let args = ["--config", config.to_str().unwrap()];
     let (quic, http) = (free_udp_port(), free_tcp_port());
     let mut serve1 = serve(dir.path(), quic, http, &[], &args, false);
-    let sensor = Command::new(BIN)
-        .args(["sensor", "--demo", "--no-proc", "--server", &format!("127.0.0.1:{quic}"), "--data-dir"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
+    let sensor = demo_sensor(dir.path(), quic);
     // Every frame was acknowledged although the destination is down: the alerts are spooled.
     assert!(sensor.status.success(), "{}", String::from_utf8_lossy(&sensor.stderr));
     assert_eq!(spooled(dir.path(), http, "siem"), Some(10));
@@ -289,11 +290,7 @@ fn tokens_alert_queries_exports_and_tail_from_the_cli() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let sensor = Command::new(BIN)
-        .args(["sensor", "--demo", "--no-proc", "--server", &format!("127.0.0.1:{quic}"), "--data-dir"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
+    let sensor = demo_sensor(dir.path(), quic);
     assert!(sensor.status.success(), "{}", String::from_utf8_lossy(&sensor.stderr));
 
     // The history holds the demo's alerts once delivered there.
