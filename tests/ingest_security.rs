@@ -31,7 +31,7 @@ async fn try_session(t: &TestEngine, client: quinn::ClientConfig) -> Result<Cont
 async fn sensor_with_certificate_from_another_ca_is_refused() {
     let t = TestEngine::start().await;
     let rogue_ca = pki::new_ca("rogue CA").unwrap();
-    let rogue = pki::issue_sensor(&rogue_ca, "demo-sensor", "default").unwrap();
+    let rogue = pki::issue_sensor(&rogue_ca, "demo-sensor", "default", 30).unwrap();
     let ca = std::fs::read(t.data_dir().join("ca/ca.pem")).unwrap();
     let client = tls::client_config(&ca, Some((rogue.cert.as_bytes(), rogue.key.as_bytes())), b"vedette/1").unwrap();
     let result = try_session(&t, client).await;

@@ -115,12 +115,12 @@ pub fn identity_from_cert(der: &[u8]) -> std::result::Result<PeerIdentity, Strin
         .and_then(|a| a.as_str().ok())
         .ok_or("certificate has no subject common name (the sensor id)")?;
     let ou = subject.iter_organizational_unit().next().and_then(|a| a.as_str().ok());
-    if cn.is_empty() {
-        return Err("certificate common name (the sensor id) is empty".into());
-    }
+    vedette_schemas::identity::check_sensor_id(cn).map_err(|e| format!("certificate common name: {e}"))?;
+    let tenant = ou.unwrap_or(DEFAULT_TENANT);
+    vedette_schemas::identity::check_tenant(tenant).map_err(|e| format!("certificate organizational unit: {e}"))?;
     Ok(PeerIdentity {
         sensor_id: cn.to_string(),
-        tenant: ou.unwrap_or(DEFAULT_TENANT).to_string(),
+        tenant: tenant.to_string(),
         fingerprint: hex::encode(Sha256::digest(der)),
     })
 }
@@ -131,4 +131,31 @@ pub fn peer_identity(conn: &quinn::Connection) -> std::result::Result<PeerIdenti
     let certs = any.downcast::<Vec<CertificateDer<'static>>>().map_err(|_| "unexpected peer identity type")?;
     let leaf = certs.first().ok_or("empty client certificate chain")?;
     identity_from_cert(leaf.as_ref())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cert(cn: &str, ou: Option<&str>) -> Vec<u8> {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        if let Some(ou) = ou {
+            params.distinguished_name.push(rcgen::DnType::OrganizationalUnitName, ou);
+        }
+        params.self_signed(&key).unwrap().der().to_vec()
+    }
+
+    #[test]
+    fn identities_come_from_the_subject_and_must_be_plain_names() {
+        let id = identity_from_cert(&cert("web-01", Some("acme"))).unwrap();
+        assert_eq!((id.sensor_id.as_str(), id.tenant.as_str()), ("web-01", "acme"));
+        assert_eq!(id.fingerprint.len(), 64);
+        assert_eq!(identity_from_cert(&cert("web-01", None)).unwrap().tenant, DEFAULT_TENANT);
+        let e = identity_from_cert(&cert("../ca/ca", Some("acme"))).unwrap_err();
+        assert!(e.contains("common name"), "{e}");
+        let e = identity_from_cert(&cert("web-01", Some("a cme"))).unwrap_err();
+        assert!(e.contains("organizational unit"), "{e}");
+    }
 }

@@ -145,12 +145,18 @@ enum CaCommand {
         /// Data dir.
         #[arg(long, default_value = "./vedette-data")]
         data_dir: PathBuf,
-        /// Sensor id.
+        /// Sensor id: 1–64 of A-Z a-z 0-9 . _ -, starting with a letter or digit.
         #[arg(long)]
         sensor_id: String,
-        /// Tenant.
+        /// Tenant (same rule as sensor ids).
         #[arg(long, default_value = "default")]
         tenant: String,
+        /// Days the certificate is valid.
+        #[arg(long, default_value_t = pki::SENSOR_CERT_DAYS)]
+        days: u32,
+        /// Replace an existing certificate and key of this sensor id.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -373,6 +379,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Sensor { server, server_name, data_dir, sensor_id, cert, key, ca, demo, no_proc } => {
             init_logging(&Config::embedded_default());
+            vedette_schemas::identity::check_sensor_id(&sensor_id).map_err(anyhow::Error::msg)?;
             let paths = PkiPaths::new(&data_dir);
             let (c, k) = match (cert, key) {
                 (Some(c), Some(k)) => (c, k),
@@ -485,9 +492,14 @@ async fn main() -> anyhow::Result<()> {
                 data_dir.display()
             );
         }
-        Command::Ca { command: CaCommand::Issue { data_dir, sensor_id, tenant } } => {
-            let (c, k) = pki::issue_sensor_files(&data_dir, &sensor_id, &tenant)?;
-            println!("certificate: {}\nkey: {}", c.display(), k.display());
+        Command::Ca { command: CaCommand::Issue { data_dir, sensor_id, tenant, days, force } } => {
+            let (c, k) = pki::issue_sensor_files(&data_dir, &sensor_id, &tenant, days, force)?;
+            println!(
+                "certificate: {}\nkey: {}\nexpires: {}",
+                c.display(),
+                k.display(),
+                pki::not_after(&c)?.to_rfc3339()
+            );
         }
     }
     Ok(())

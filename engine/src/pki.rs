@@ -12,12 +12,40 @@ use rcgen::{
 /// Sensor id of the demo sensor whose certificate `serve` creates.
 pub const DEMO_SENSOR_ID: &str = "demo-sensor";
 
+/// Default lifetime of a sensor certificate.
+pub const SENSOR_CERT_DAYS: u32 = 30;
+/// Lifetime of a CA made by `vedette ca init` or the first start.
+pub const CA_DAYS: u32 = 3650;
+/// Lifetime of the engine's generated server certificate.
+pub const SERVER_CERT_DAYS: u32 = 397;
+/// Generated certificates this close to expiry are issued again on start.
+pub const RENEW_BEFORE_DAYS: u32 = 7;
+
 /// Errors of the PKI tooling.
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
     /// Certificate generation failed.
     #[error("certificate generation: {0}")]
     Rcgen(#[from] rcgen::Error),
+    /// The sensor id is not a valid name.
+    #[error("{0}")]
+    BadName(String),
+    /// A certificate for this sensor id exists; pass `--force` to replace it (its key too).
+    #[error("a certificate for sensor `{sensor_id}` already exists at {path}; pass --force to replace it and its key")]
+    Exists {
+        /// Sensor id.
+        sensor_id: String,
+        /// Existing certificate.
+        path: String,
+    },
+    /// A certificate could not be parsed.
+    #[error("{path}: not a usable PEM certificate: {reason}")]
+    BadCertificate {
+        /// File.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A file could not be read or written; check permissions of the data dir.
     #[error("{path}: {source}")]
     Io {
@@ -101,10 +129,18 @@ pub struct CertPem {
     pub key: String,
 }
 
-/// Creates a self-signed CA.
+/// Sets a validity of `days` from five minutes ago (clock skew between hosts).
+fn validity(params: &mut CertificateParams, days: u32) {
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::minutes(5);
+    params.not_after = now + time::Duration::days(i64::from(days));
+}
+
+/// Creates a self-signed CA valid for [`CA_DAYS`].
 pub fn new_ca(name: &str) -> Result<CertPem, PkiError> {
     let key = KeyPair::generate()?;
     let mut params = CertificateParams::new(Vec::<String>::new())?;
+    validity(&mut params, CA_DAYS);
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.distinguished_name.push(DnType::CommonName, name);
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
@@ -112,9 +148,13 @@ pub fn new_ca(name: &str) -> Result<CertPem, PkiError> {
     Ok(CertPem { cert: cert.pem(), key: key.serialize_pem() })
 }
 
-/// Issues a sensor (client) certificate: CN = sensor id, OU = tenant.
-pub fn issue_sensor(ca: &CertPem, sensor_id: &str, tenant: &str) -> Result<CertPem, PkiError> {
+/// Issues a sensor (client) certificate valid for `days`: CN = sensor id, OU = tenant.
+pub fn issue_sensor(ca: &CertPem, sensor_id: &str, tenant: &str, days: u32) -> Result<CertPem, PkiError> {
+    vedette_schemas::identity::check_sensor_id(sensor_id).map_err(PkiError::BadName)?;
+    vedette_schemas::identity::check_tenant(tenant).map_err(PkiError::BadName)?;
     let mut params = CertificateParams::new(Vec::<String>::new())?;
+    validity(&mut params, days);
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.distinguished_name.push(DnType::CommonName, sensor_id);
     params.distinguished_name.push(DnType::OrganizationalUnitName, tenant);
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
@@ -125,6 +165,8 @@ pub fn issue_sensor(ca: &CertPem, sensor_id: &str, tenant: &str) -> Result<CertP
 pub fn issue_server(ca: &CertPem, names: &[&str]) -> Result<CertPem, PkiError> {
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     params.distinguished_name.push(DnType::CommonName, "vedette engine");
+    validity(&mut params, SERVER_CERT_DAYS);
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
     for n in names {
         let san = match n.parse::<std::net::IpAddr>() {
             Ok(ip) => SanType::IpAddress(ip),
@@ -157,15 +199,15 @@ pub fn ensure_dev_pki(data_dir: &Path) -> Result<bool, PkiError> {
         created = true;
         ca
     };
-    if created || !paths.server_cert.exists() {
+    if created || !paths.server_cert.exists() || expires_soon(&paths.server_cert)? {
         let server = issue_server(&ca, &["localhost", "127.0.0.1", "::1", "vedette"])?;
         write(&paths.server_cert, &server.cert, false)?;
         write(&paths.server_key, &server.key, true)?;
         created = true;
     }
     let (cert, key) = paths.sensor(DEMO_SENSOR_ID);
-    if created || !cert.exists() {
-        let s = issue_sensor(&ca, DEMO_SENSOR_ID, "default")?;
+    if created || !cert.exists() || expires_soon(&cert)? {
+        let s = issue_sensor(&ca, DEMO_SENSOR_ID, "default", SENSOR_CERT_DAYS)?;
         write(&cert, &s.cert, false)?;
         write(&key, &s.key, true)?;
         created = true;
@@ -173,12 +215,38 @@ pub fn ensure_dev_pki(data_dir: &Path) -> Result<bool, PkiError> {
     Ok(created)
 }
 
-/// Issues a sensor certificate with the data dir's CA and writes it under `sensors/`.
-pub fn issue_sensor_files(data_dir: &Path, sensor_id: &str, tenant: &str) -> Result<(PathBuf, PathBuf), PkiError> {
+/// When a certificate file expires.
+pub fn not_after(path: &Path) -> Result<chrono::DateTime<chrono::Utc>, PkiError> {
+    let pem = read(path)?;
+    let bad = |reason: String| PkiError::BadCertificate { path: path.display().to_string(), reason };
+    let der = vedette_actors::tls::certs_from_pem(pem.as_bytes(), "certificate").map_err(|e| bad(e.to_string()))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der[0].as_ref()).map_err(|e| bad(e.to_string()))?;
+    chrono::DateTime::from_timestamp(cert.validity().not_after.timestamp(), 0)
+        .ok_or_else(|| bad("expiry out of range".into()))
+}
+
+fn expires_soon(path: &Path) -> Result<bool, PkiError> {
+    Ok(not_after(path)? < chrono::Utc::now() + chrono::Duration::days(i64::from(RENEW_BEFORE_DAYS)))
+}
+
+/// Issues a sensor certificate (valid for `days`) with the data dir's CA and writes it under
+/// `sensors/`. Refuses an invalid sensor id, and an id that already has a certificate unless
+/// `force`.
+pub fn issue_sensor_files(
+    data_dir: &Path,
+    sensor_id: &str,
+    tenant: &str,
+    days: u32,
+    force: bool,
+) -> Result<(PathBuf, PathBuf), PkiError> {
+    vedette_schemas::identity::check_sensor_id(sensor_id).map_err(PkiError::BadName)?;
     let paths = PkiPaths::new(data_dir);
-    let ca = CertPem { cert: read(&paths.ca_cert)?, key: read(&paths.ca_key)? };
-    let s = issue_sensor(&ca, sensor_id, tenant)?;
     let (cert, key) = paths.sensor(sensor_id);
+    if cert.exists() && !force {
+        return Err(PkiError::Exists { sensor_id: sensor_id.into(), path: cert.display().to_string() });
+    }
+    let ca = CertPem { cert: read(&paths.ca_cert)?, key: read(&paths.ca_key)? };
+    let s = issue_sensor(&ca, sensor_id, tenant, days)?;
     write(&cert, &s.cert, false)?;
     write(&key, &s.key, true)?;
     Ok((cert, key))

@@ -365,3 +365,40 @@ fn tokens_alert_queries_exports_and_tail_from_the_cli() {
     assert!(Command::new("kill").args(["-INT", &serve.id().to_string()]).status().unwrap().success());
     assert!(serve.wait().unwrap().success());
 }
+
+#[test]
+fn ca_issue_refuses_path_like_ids_and_existing_ids_and_certificates_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN).args(args).output().unwrap();
+        (
+            out.status.success(),
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        )
+    };
+    assert!(run(&["ca", "init", "--data-dir", d]).0);
+    let ca_key = std::fs::read(dir.path().join("ca/ca.key")).unwrap();
+    let ca_cert = std::fs::read(dir.path().join("ca/ca.pem")).unwrap();
+    // Tried as a new user would: this used to overwrite the fleet CA's certificate and key.
+    let (ok, out) = run(&["ca", "issue", "--data-dir", d, "--sensor-id", "../ca/ca"]);
+    assert!(!ok && out.contains("must start with a letter or a digit"), "{out}");
+    let (ok, out) = run(&["ca", "issue", "--data-dir", d, "--sensor-id", "a/b"]);
+    assert!(!ok && out.contains("contains `/`"), "{out}");
+    assert_eq!(std::fs::read(dir.path().join("ca/ca.key")).unwrap(), ca_key, "CA key untouched");
+    assert_eq!(std::fs::read(dir.path().join("ca/ca.pem")).unwrap(), ca_cert, "CA certificate untouched");
+
+    let (ok, out) = run(&["ca", "issue", "--data-dir", d, "--sensor-id", "web-01", "--tenant", "acme"]);
+    assert!(ok, "{out}");
+    let expires = out.lines().find_map(|l| l.strip_prefix("expires: ")).unwrap();
+    let expires = chrono::DateTime::parse_from_rfc3339(expires).unwrap().with_timezone(&chrono::Utc);
+    let days = (expires - chrono::Utc::now()).num_days();
+    assert!((29..=30).contains(&days), "30-day default, got {days}");
+    let key = std::fs::read(dir.path().join("sensors/web-01.key")).unwrap();
+    let (ok, out) = run(&["ca", "issue", "--data-dir", d, "--sensor-id", "web-01"]);
+    assert!(!ok && out.contains("already exists") && out.contains("--force"), "{out}");
+    assert_eq!(std::fs::read(dir.path().join("sensors/web-01.key")).unwrap(), key, "key kept");
+    let (ok, out) = run(&["ca", "issue", "--data-dir", d, "--sensor-id", "web-01", "--force", "--days", "2"]);
+    assert!(ok, "{out}");
+    assert_ne!(std::fs::read(dir.path().join("sensors/web-01.key")).unwrap(), key, "replaced with --force");
+}

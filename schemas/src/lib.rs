@@ -4,11 +4,13 @@
 //! * [`frame`]: protocol v1 frames and control messages (no sockets here).
 //! * [`seq`]: per-sensor sequence bookkeeping (applied / in flight).
 //! * [`decode`]: NDJSON / Arrow IPC payloads → Arrow batches, with per-row errors.
+//! * [`identity`]: the rule for sensor ids and tenant names.
 #![warn(missing_docs)]
 
 pub mod decode;
 pub mod error;
 pub mod frame;
+pub mod identity;
 pub mod seq;
 pub mod tables;
 

@@ -108,7 +108,7 @@ pub fn sensor_config(
     let paths = PkiPaths::new(data_dir);
     let (cert, key) = paths.sensor(sensor_id);
     if !cert.exists() {
-        pki::issue_sensor_files(data_dir, sensor_id, tenant).expect("issue sensor certificate");
+        pki::issue_sensor_files(data_dir, sensor_id, tenant, 30, false).expect("issue sensor certificate");
     }
     SensorConfig {
         server,
