@@ -5,7 +5,9 @@
 //!
 //! Left out of the generated runs: the document itself, the live stream (it never ends; it has its own tests) and
 //! token revocation (schemathesis feeds the ids it lists back into `DELETE /tokens/{id}` and
-//! revokes its own token — correct behaviour, tested in `api_access`).
+//! revokes its own token — correct behaviour, tested in `api_access`). One worker: with two,
+//! schemathesis on Python 3.11 now and then fails inside itself ("AST constructor recursion
+//! depth mismatch"), which is not an API failure.
 
 use std::process::Command;
 use std::time::Duration;
@@ -47,9 +49,9 @@ async fn schemathesis_finds_no_server_error_and_no_response_outside_the_document
         Command::new(st)
             .args(["run", &url, "-H", &format!("Authorization: Bearer {token}")])
             .args(["--checks", "not_a_server_error,response_schema_conformance,content_type_conformance"])
-            .args(["--exclude-path", "/api/v1/alerts/stream", "--exclude-operation-id", "revoke"])
+            .args(["--exclude-path", "/api/v1/alerts/stream", "--exclude-operation-id", "revoke_token"])
             .args(["--exclude-path", "/api/v1/openapi.json"])
-            .args(["--phases", "examples,coverage,fuzzing", "--max-examples", "40", "--workers", "2"])
+            .args(["--phases", "examples,coverage,fuzzing", "--max-examples", "40", "--workers", "1"])
             .env("NO_COLOR", "1")
             .output()
             .expect("run schemathesis")

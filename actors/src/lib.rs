@@ -8,6 +8,7 @@ pub mod error;
 pub mod ingest;
 pub mod ledger;
 pub mod metrics;
+pub mod registry;
 pub mod rules;
 pub mod sessions;
 pub mod sinks;

@@ -18,6 +18,7 @@ pub const RESEND_CLOSE_CODE: u32 = 7;
 
 struct Entry {
     id: u64,
+    fingerprint: String,
     conn: quinn::Connection,
     ctrl: mpsc::Sender<Control>,
 }
@@ -31,9 +32,16 @@ pub struct Sessions {
 
 impl Sessions {
     /// Registers a session; closes the one it replaces. Returns the session id.
-    pub fn register(&self, sensor: &str, conn: quinn::Connection, ctrl: mpsc::Sender<Control>) -> u64 {
+    pub fn register(
+        &self,
+        sensor: &str,
+        fingerprint: &str,
+        conn: quinn::Connection,
+        ctrl: mpsc::Sender<Control>,
+    ) -> u64 {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let old = self.lock().insert(sensor.to_string(), Entry { id, conn, ctrl });
+        let entry = Entry { id, fingerprint: fingerprint.to_string(), conn, ctrl };
+        let old = self.lock().insert(sensor.to_string(), entry);
         if let Some(old) = old {
             old.conn.close(close_code::NORMAL.into(), b"superseded by a newer session of this sensor");
         }
@@ -61,6 +69,25 @@ impl Sessions {
         if let Some(e) = self.lock().remove(sensor) {
             e.conn.close(code.into(), reason.as_bytes());
         }
+    }
+
+    /// Closes the sensor's session if it runs on the certificate `fingerprint` (any
+    /// certificate when `None`); returns whether one was closed.
+    pub fn close_certificate(&self, sensor: &str, fingerprint: Option<&str>, code: u32, reason: &str) -> bool {
+        let mut map = self.lock();
+        let matches = map.get(sensor).is_some_and(|e| fingerprint.is_none_or(|f| e.fingerprint == f));
+        if !matches {
+            return false;
+        }
+        if let Some(e) = map.remove(sensor) {
+            e.conn.close(code.into(), reason.as_bytes());
+        }
+        true
+    }
+
+    /// Whether the sensor has a session now.
+    pub fn is_connected(&self, sensor: &str) -> bool {
+        self.lock().contains_key(sensor)
     }
 
     /// Closes every session.

@@ -37,20 +37,90 @@ pub fn key_from_pem(pem: &[u8], what: &str) -> Result<PrivateKeyDer<'static>> {
     PrivateKeyDer::from_pem_slice(pem).map_err(|e| ActorError::Tls(format!("{what}: not a PEM private key: {e}")))
 }
 
-/// Server side: our certificate, and client certificates must chain to `ca`.
+/// Decides whether a verified client certificate is revoked (checked at every handshake).
+pub trait RevocationCheck: Send + Sync + 'static {
+    /// True when the certificate must be refused.
+    fn is_revoked(&self, peer: &PeerIdentity) -> bool;
+}
+
+impl RevocationCheck for crate::registry::Registry {
+    fn is_revoked(&self, peer: &PeerIdentity) -> bool {
+        crate::registry::Registry::is_revoked(self, peer)
+    }
+}
+
+/// WebPKI verification (chain to the fleet CA, validity period), then the revocation check.
+struct RevokingVerifier {
+    inner: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    revocations: Arc<dyn RevocationCheck>,
+}
+
+impl std::fmt::Debug for RevokingVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RevokingVerifier")
+    }
+}
+
+impl rustls::server::danger::ClientCertVerifier for RevokingVerifier {
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: rustls_pki_types::UnixTime,
+    ) -> std::result::Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        let verified = self.inner.verify_client_cert(end_entity, intermediates, now)?;
+        let peer = identity_from_cert(end_entity.as_ref())
+            .map_err(|_| rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding))?;
+        if self.revocations.is_revoked(&peer) {
+            return Err(rustls::Error::InvalidCertificate(rustls::CertificateError::Revoked));
+        }
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// Server side: our certificate; client certificates must chain to `ca`, be within their
+/// validity period and not be revoked.
 pub fn server_config(
     ca_pem: &[u8],
     cert_pem: &[u8],
     key_pem: &[u8],
     idle_timeout: Duration,
+    revocations: Arc<dyn RevocationCheck>,
 ) -> Result<quinn::ServerConfig> {
     let mut roots = RootCertStore::empty();
     for ca in certs_from_pem(ca_pem, "fleet CA")? {
         roots.add(ca).map_err(|e| ActorError::Tls(format!("fleet CA: {e}")))?;
     }
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+    let inner = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
         .build()
         .map_err(|e| ActorError::Tls(format!("client verifier: {e}")))?;
+    let verifier = Arc::new(RevokingVerifier { inner, revocations });
     let mut tls = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| ActorError::Tls(e.to_string()))?

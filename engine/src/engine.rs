@@ -14,6 +14,7 @@ use vedette_actors::batcher::{BatchLimits, Batcher, BatcherMsg};
 use vedette_actors::ingest::{IngestContext, IngestListener, Limits, TableRoute};
 use vedette_actors::ledger::SeqLedger;
 use vedette_actors::metrics::Metrics;
+use vedette_actors::registry::Registry;
 use vedette_actors::rules::{RuleWorker, RuleWorkerMsg};
 use vedette_actors::sessions::{Acker, Sessions};
 use vedette_actors::sinks::delivery::Connector;
@@ -233,7 +234,10 @@ impl EngineHandle {
             _ => (pki.server_cert.clone(), pki.server_key.clone()),
         };
         let read = |p: &Path| std::fs::read(p).map_err(EngineError::io(format!("reading {}", p.display())));
-        let server = tls::server_config(&read(&ca)?, &read(&cert)?, &read(&key)?, config.ingest.idle_timeout)?;
+        let registry = Arc::new(Registry::open(&db)?);
+        let revocations: Arc<dyn tls::RevocationCheck> = registry.clone();
+        let server =
+            tls::server_config(&read(&ca)?, &read(&cert)?, &read(&key)?, config.ingest.idle_timeout, revocations)?;
         let endpoint = quinn::Endpoint::server(server, config.ingest.listen)
             .map_err(EngineError::io(format!("binding QUIC listener ingest.listen={}", config.ingest.listen)))?;
         let ingest_addr = endpoint.local_addr().map_err(EngineError::io("QUIC listener address"))?;
@@ -242,6 +246,7 @@ impl EngineHandle {
             routes,
             acker,
             sessions,
+            registry: Arc::clone(&registry),
             limits: Limits {
                 max_frame_bytes: config.ingest.max_frame_bytes,
                 max_frame_rows: config.ingest.max_frame_rows,
@@ -276,6 +281,8 @@ impl EngineHandle {
             history: Arc::clone(&history),
             config: config.api.clone(),
             stream_stall: config.history.stream_stall_timeout,
+            registry: Arc::clone(&registry),
+            sessions: Arc::clone(&ingest.sessions),
         });
         let (api, api_addr, api_stop) = serve_api(&config.api, &data_dir, app).await?;
         let pruner = tokio::spawn(prune_history(Arc::clone(&history), metrics.clone()));

@@ -105,6 +105,11 @@ enum Command {
         #[command(subcommand)]
         command: CaCommand,
     },
+    /// The fleet registry of a running engine: list, show, revoke, deregister.
+    Sensors {
+        #[command(subcommand)]
+        command: cli::sensors::SensorsCommand,
+    },
     /// API tokens of a running engine (roles viewer, analyst, admin; one tenant or `*`).
     Tokens {
         #[command(subcommand)]
@@ -421,6 +426,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Rules { command } => return rules_command(command).await,
         Command::Tokens { command } => return cli::tokens::run(command).await,
+        Command::Sensors { command } => return cli::sensors::run(command).await,
         Command::Alerts { command } => return cli::alerts::run(command).await,
         Command::Tail { filter, after, json, api } => return cli::alerts::tail(filter, after, json, api).await,
         Command::Sinks { command: SinksCommand::List { api } } => {

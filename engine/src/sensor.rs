@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 use vedette_schemas::frame::{
-    self, Control, Encoding, Goodbye, HEADER_LEN, Heartbeat, Hello, PROTOCOL_VERSION, Welcome,
+    self, Control, Encoding, Goodbye, HEADER_LEN, Heartbeat, Hello, PROTOCOL_VERSION, Welcome, close_code,
 };
 
 /// Frames kept unacknowledged at most; beyond it the sensor stops reading events.
@@ -39,6 +39,56 @@ pub enum SensorError {
     /// The engine answered something unexpected.
     #[error("protocol: {0}")]
     Protocol(String),
+    /// The engine refused this sensor in a way retrying will not fix (revoked or untrusted
+    /// certificate, identity or tenant mismatch): fix the certificate or enroll again.
+    #[error("refused: {message}")]
+    Refused {
+        /// What the engine (or the TLS handshake) said.
+        message: String,
+        /// Revoked: the sensor stops instead of retrying.
+        revoked: bool,
+    },
+}
+
+/// A refusal that retrying with the same certificate will not fix, read from how the
+/// connection was closed.
+pub fn refusal(e: &quinn::ConnectionError) -> Option<SensorError> {
+    let refused = |message: &str, revoked: bool| Some(SensorError::Refused { message: message.into(), revoked });
+    let tls_alert = |code: u64| match code.checked_sub(0x100)? {
+        42 => Some("the engine refused this sensor's certificate (bad certificate)"),
+        44 => Some("the engine refused this sensor's certificate: it is revoked"),
+        45 => Some("the engine refused this sensor's certificate: it expired"),
+        46 => Some("the engine refused this sensor's certificate (certificate unknown)"),
+        48 => Some("unknown CA: the certificate's issuer is not trusted (check --ca and the engine's fleet CA)"),
+        49 => Some("the engine refused this sensor's certificate (access denied)"),
+        116 => Some("the engine requires a client certificate"),
+        _ => None,
+    };
+    match e {
+        quinn::ConnectionError::ConnectionClosed(c) => {
+            let code = u64::from(c.error_code);
+            tls_alert(code).and_then(|m| refused(m, code == 0x100 + 44))
+        }
+        quinn::ConnectionError::TransportError(t) => tls_alert(u64::from(t.code)).and_then(|m| refused(m, false)),
+        quinn::ConnectionError::ApplicationClosed(c) => {
+            let reason = String::from_utf8_lossy(&c.reason).into_owned();
+            match u32::try_from(c.error_code.into_inner()).unwrap_or(u32::MAX) {
+                close_code::REVOKED => refused(&format!("revoked: {reason}"), true),
+                close_code::REFUSED | close_code::IDENTITY_MISMATCH | close_code::UNSUPPORTED_VERSION => {
+                    refused(&reason, false)
+                }
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+/// The error of a failed connection step: a refusal if the connection was closed as one.
+fn connection_error(conn: Option<&quinn::Connection>, e: &dyn std::fmt::Display) -> SensorError {
+    conn.and_then(quinn::Connection::close_reason)
+        .and_then(|r| refusal(&r))
+        .unwrap_or_else(|| SensorError::Connection(e.to_string()))
 }
 
 /// Where and how to connect.
@@ -126,11 +176,25 @@ pub async fn connect(ep: &quinn::Endpoint, cfg: &SensorConfig, hello: Hello) -> 
         .connect(cfg.server, &cfg.server_name)
         .map_err(|e| SensorError::Connection(e.to_string()))?
         .await
-        .map_err(|e| SensorError::Connection(e.to_string()))?;
-    let (mut ctrl_send, mut ctrl_recv) = conn.open_bi().await.map_err(|e| SensorError::Connection(e.to_string()))?;
-    ctrl_send.write_all(&Control::Hello(hello).to_frame()).await.map_err(|e| SensorError::Connection(e.to_string()))?;
-    match read_control(&mut ctrl_recv).await? {
+        .map_err(|e| refusal(&e).unwrap_or_else(|| SensorError::Connection(e.to_string())))?;
+    let (mut ctrl_send, mut ctrl_recv) = conn.open_bi().await.map_err(|e| connection_error(Some(&conn), &e))?;
+    ctrl_send.write_all(&Control::Hello(hello).to_frame()).await.map_err(|e| connection_error(Some(&conn), &e))?;
+    let answer = match read_control(&mut ctrl_recv).await {
+        Ok(a) => a,
+        Err(e) => {
+            // A refusal closes the connection right after its explanation (or instead of it).
+            let _ = tokio::time::timeout(Duration::from_millis(200), conn.closed()).await;
+            return Err(connection_error(Some(&conn), &e));
+        }
+    };
+    match answer {
         Control::Welcome(welcome) => Ok(Session { conn, ctrl_send, ctrl_recv, welcome }),
+        Control::Error(e)
+            if ["revoked", "tenant_mismatch", "identity_mismatch", "unsupported_version"]
+                .contains(&e.code.as_str()) =>
+        {
+            Err(SensorError::Refused { message: format!("{}: {}", e.code, e.message), revoked: e.code == "revoked" })
+        }
         Control::Error(e) => Err(SensorError::Protocol(format!("{}: {}", e.code, e.message))),
         other => Err(SensorError::Protocol(format!("expected WELCOME, got {other:?}"))),
     }
@@ -188,8 +252,12 @@ impl Outbox {
     }
 }
 
+/// Longest wait between attempts after the engine refused the sensor (other than revoked).
+const REFUSED_BACKOFF_MAX: Duration = Duration::from_secs(60);
+
 /// Runs the sensor until `events` is closed and every frame is acknowledged. Reconnects with
-/// backoff and resends unacknowledged frames after each reconnect.
+/// backoff and resends unacknowledged frames after each reconnect. Stops with an error when
+/// the engine revoked the sensor; other refusals are retried slowly.
 pub async fn run(
     cfg: SensorConfig,
     mut events: mpsc::Receiver<Event>,
@@ -203,6 +271,17 @@ pub async fn run(
     loop {
         let session = match connect(&ep, &cfg, out.hello(&cfg.host)).await {
             Ok(s) => s,
+            Err(SensorError::Refused { message, revoked: true }) => {
+                return Err(SensorError::Refused { message, revoked: true });
+            }
+            Err(e @ SensorError::Refused { .. }) => {
+                // Retrying hot will not help: say so, and wait long between attempts.
+                backoff = backoff.max(Duration::from_secs(5));
+                error!(error = %e, retry_in_s = backoff.as_secs(), "The engine refused this sensor.");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(REFUSED_BACKOFF_MAX);
+                continue;
+            }
             Err(e) => {
                 warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "Cannot reach the engine, retrying.");
                 tokio::time::sleep(backoff).await;
@@ -218,9 +297,17 @@ pub async fn run(
         if out.next_seq == 0 {
             out.next_seq = w.highest_seq + 1;
         }
+        let conn = session.conn.clone();
         match pump(&cfg, session, &mut out, &mut events, &mut closed, &stats).await {
-            Ok(()) => return Ok(()),
-            Err(e) => warn!(error = %e, unacked = out.unacked.len(), "Session lost; reconnecting and resending."),
+            Ok(()) => {
+                // Let the close reach the engine before the process may exit.
+                let _ = tokio::time::timeout(Duration::from_secs(2), ep.wait_idle()).await;
+                return Ok(());
+            }
+            Err(e) => match conn.close_reason().and_then(|r| refusal(&r)) {
+                Some(r @ SensorError::Refused { revoked: true, .. }) => return Err(r),
+                _ => warn!(error = %e, unacked = out.unacked.len(), "Session lost; reconnecting and resending."),
+            },
         }
     }
 }

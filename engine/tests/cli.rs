@@ -402,3 +402,37 @@ fn ca_issue_refuses_path_like_ids_and_existing_ids_and_certificates_expire() {
     assert!(ok, "{out}");
     assert_ne!(std::fs::read(dir.path().join("sensors/web-01.key")).unwrap(), key, "replaced with --force");
 }
+
+#[test]
+fn sensors_list_show_revoke_and_deregister_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let (quic, http) = (free_udp_port(), free_tcp_port());
+    let mut serve = serve(dir.path(), quic, http, &[], &[], false);
+    assert!(demo_sensor(dir.path(), quic).status.success());
+    // The engine sees the sensor's connection end a moment after the process exits.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let out = loop {
+        let (ok, out) = vedette_cmd(dir.path(), http, "sensors", &["list"]);
+        assert!(ok && out.contains("demo-sensor") && out.contains("default"), "{out}");
+        if out.contains("offline") || Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(out.contains("offline"), "{out}");
+    let (ok, out) = vedette_cmd(dir.path(), http, "sensors", &["show", "demo-sensor"]);
+    assert!(ok && out.contains("\"fingerprints\""), "{out}");
+    let (ok, out) = vedette_cmd(dir.path(), http, "sensors", &["revoke", "demo-sensor"]);
+    assert!(ok && out.contains("revoked"), "{out}");
+    let again = demo_sensor(dir.path(), quic);
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(!again.status.success() && err.contains("revoked"), "a revoked sensor stops and says why: {err}");
+    let (ok, out) = vedette_cmd(dir.path(), http, "sensors", &["list", "--status", "revoked", "--json"]);
+    assert!(ok && out.lines().count() == 1 && out.contains("demo-sensor"), "{out}");
+    let (ok, out) = vedette_cmd(dir.path(), http, "sensors", &["deregister", "demo-sensor"]);
+    assert!(ok, "{out}");
+    let (ok, out) = vedette_cmd(dir.path(), http, "sensors", &["show", "demo-sensor"]);
+    assert!(!ok && out.contains("no sensor `demo-sensor`"), "{out}");
+    assert!(Command::new("kill").args(["-INT", &serve.id().to_string()]).status().unwrap().success());
+    assert!(serve.wait().unwrap().success());
+}

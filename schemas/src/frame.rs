@@ -31,6 +31,10 @@ pub mod close_code {
     pub const SHUTTING_DOWN: u32 = 4;
     /// No HELLO arrived in time.
     pub const HELLO_TIMEOUT: u32 = 6;
+    /// The sensor or its certificate was revoked; do not reconnect with this certificate.
+    pub const REVOKED: u32 = 8;
+    /// The registry refused the HELLO (e.g. the sensor id belongs to another tenant).
+    pub const REFUSED: u32 = 9;
     /// A data stream was reset because a frame exceeded the maximum size.
     pub const FRAME_TOO_LARGE: u32 = 0x10;
     /// A data stream was reset because its framing could not be parsed.

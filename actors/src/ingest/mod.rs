@@ -50,6 +50,8 @@ pub struct IngestContext {
     pub acker: Arc<Acker>,
     /// Live sessions.
     pub sessions: Arc<Sessions>,
+    /// Registered sensors and revocations.
+    pub registry: Arc<crate::registry::Registry>,
     /// Limits.
     pub limits: Limits,
     /// Metrics.

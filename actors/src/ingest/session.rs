@@ -16,6 +16,7 @@ use vedette_schemas::seq::Admit;
 
 use super::IngestContext;
 use crate::batcher::BatcherMsg;
+use crate::registry::RegistryRefusal;
 use crate::sessions::FrameToken;
 use crate::tls::{PeerIdentity, peer_identity};
 
@@ -81,11 +82,15 @@ impl Drop for Registration {
     fn drop(&mut self) {
         self.ctx.sessions.unregister(&self.sensor, self.id);
         self.ctx.metrics.sensors_connected.dec();
+        if let Err(e) = self.ctx.registry.seen(&self.sensor) {
+            warn!(sensor = %self.sensor, error = %e, "Recording the end of a session in the registry failed.");
+        }
     }
 }
 
 /// Runs a connection from handshake to close.
 pub async fn run(ctx: Arc<IngestContext>, incoming: quinn::Incoming) {
+    let remote_addr = incoming.remote_address();
     let remote = incoming.remote_address();
     let conn = match incoming.await {
         Ok(c) => c,
@@ -104,12 +109,17 @@ pub async fn run(ctx: Arc<IngestContext>, incoming: quinn::Incoming) {
             return;
         }
     };
-    if let Err(reason) = serve(&ctx, &conn, &peer).await {
+    if let Err(reason) = serve(&ctx, &conn, &peer, remote_addr).await {
         debug!(sensor = %peer.sensor_id, %reason, "Session ended.");
     }
 }
 
-async fn serve(ctx: &Arc<IngestContext>, conn: &quinn::Connection, peer: &PeerIdentity) -> Result<(), String> {
+async fn serve(
+    ctx: &Arc<IngestContext>,
+    conn: &quinn::Connection,
+    peer: &PeerIdentity,
+    remote: std::net::SocketAddr,
+) -> Result<(), String> {
     let refuse = |code: u32, reason: &str| {
         ctx.metrics.ingest_refused.with_label_values(&["hello"]).inc();
         conn.close(code.into(), reason.as_bytes());
@@ -146,6 +156,19 @@ async fn serve(ctx: &Arc<IngestContext>, conn: &quinn::Connection, peer: &PeerId
         tell(&mut send, error_msg("identity_mismatch", &msg, None)).await;
         return Err(refuse(close_code::IDENTITY_MISMATCH, &msg));
     }
+    let registered = ctx
+        .registry
+        .hello(peer, &hello.sensor_version, hello.host.as_deref(), &hello.schemas, &remote.to_string())
+        .map_err(|e| e.to_string())?;
+    if let Err(refusal) = registered {
+        let (code, err) = match refusal {
+            RegistryRefusal::Revoked => (close_code::REVOKED, "revoked"),
+            RegistryRefusal::TenantMismatch { .. } => (close_code::REFUSED, "tenant_mismatch"),
+        };
+        let msg = refusal.to_string();
+        tell(&mut send, error_msg(err, &msg, None)).await;
+        return Err(refuse(code, &msg));
+    }
     let (through, highest) = ctx.acker.ledger.welcome(&peer.sensor_id, hello.low_seq).map_err(|e| e.to_string())?;
     let welcome = Control::Welcome(Welcome {
         sensor_id: peer.sensor_id.clone(),
@@ -160,7 +183,7 @@ async fn serve(ctx: &Arc<IngestContext>, conn: &quinn::Connection, peer: &PeerId
     send.write_all(&welcome.to_frame()).await.map_err(|e| e.to_string())?;
 
     let (ctrl_tx, ctrl_rx) = mpsc::channel::<Control>(1024);
-    let id = ctx.sessions.register(&peer.sensor_id, conn.clone(), ctrl_tx.clone());
+    let id = ctx.sessions.register(&peer.sensor_id, &peer.fingerprint, conn.clone(), ctrl_tx.clone());
     ctx.metrics.sensors_connected.inc();
     let _registration = Registration { ctx: Arc::clone(ctx), sensor: peer.sensor_id.clone(), id };
     info!(sensor = %peer.sensor_id, tenant = %peer.tenant, version = %hello.sensor_version, acked_through = through, "Sensor connected.");
@@ -173,13 +196,28 @@ async fn serve(ctx: &Arc<IngestContext>, conn: &quinn::Connection, peer: &PeerId
     });
     let mut tasks = JoinSet::new();
     tasks.spawn(write_control(send, ctrl_rx));
-    tasks.spawn(read_control(Arc::clone(ctx), recv, Arc::clone(&sensor)));
+    let mut control = tokio::spawn(read_control(Arc::clone(ctx), recv, Arc::clone(&sensor)));
+    let _abort_control = AbortOnDrop(control.abort_handle());
     loop {
         tokio::select! {
             stream = conn.accept_uni() => match stream {
                 Ok(s) => { tasks.spawn(read_data(Arc::clone(ctx), s, Arc::clone(&sensor))); }
                 Err(e) => return Err(e.to_string()),
             },
+            done = &mut control => {
+                // GOODBYE, or the control stream finished: the session is over (a sensor sends
+                // GOODBYE only once everything it sent is acknowledged).
+                let reason = match done {
+                    Ok(Ok(())) => {
+                        conn.close(close_code::NORMAL.into(), b"goodbye");
+                        return Ok(());
+                    }
+                    Ok(Err(reason)) => reason,
+                    Err(e) => e.to_string(),
+                };
+                conn.close(close_code::PROTOCOL_VIOLATION.into(), reason.as_bytes());
+                return Err(reason);
+            }
             Some(done) = tasks.join_next() => {
                 if let Ok(Err(reason)) = done {
                     conn.close(close_code::PROTOCOL_VIOLATION.into(), reason.as_bytes());
@@ -187,6 +225,15 @@ async fn serve(ctx: &Arc<IngestContext>, conn: &quinn::Connection, peer: &PeerId
                 }
             }
         }
+    }
+}
+
+/// Aborts a task when the session ends, however it ends.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

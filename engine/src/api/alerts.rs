@@ -83,7 +83,7 @@ pub async fn query(
 
 /// `GET /api/v1/alerts/{id}`: `{"position", "alert"}`; 404 for an unknown id or another
 /// tenant's alert.
-#[utoipa::path(get, path = "/api/v1/alerts/{id}", tag = "alerts",
+#[utoipa::path(get, path = "/api/v1/alerts/{id}", tag = "alerts", operation_id = "get_alert",
     params(("id" = uuid::Uuid, Path, description = "Alert id")),
     responses((status = 200, description = "The alert", body = AlertItem),
         (status = 400, description = "Not a UUID", body = ErrorBody),

@@ -16,6 +16,7 @@ pub mod listener;
 pub mod ops;
 pub mod rules;
 pub mod schema;
+pub mod sensors;
 pub mod sinks;
 pub mod stream;
 pub mod tokens;
@@ -100,6 +101,11 @@ pub const ROUTES: &[RouteSpec] = &[
     r("GET", "/api/v1/alerts/export", Tenant(Viewer), false),
     r("GET", "/api/v1/alerts/stream", Tenant(Viewer), false),
     r("GET", "/api/v1/alerts/{id}", Tenant(Viewer), false),
+    r("GET", "/api/v1/sensors", Tenant(Viewer), false),
+    r("GET", "/api/v1/sensors/{id}", Tenant(Viewer), false),
+    r("POST", "/api/v1/sensors/{id}/revoke", Tenant(Admin), true),
+    r("DELETE", "/api/v1/sensors/{id}", Tenant(Admin), true),
+    r("POST", "/api/v1/certificates/{fingerprint}/revoke", Tenant(Admin), true),
     r("GET", "/api/v1/tokens", Tenant(Admin), false),
     r("POST", "/api/v1/tokens", Tenant(Admin), true),
     r("DELETE", "/api/v1/tokens/{id}", Tenant(Admin), true),
@@ -126,6 +132,8 @@ pub struct ApiState {
     pub(crate) config: Arc<ApiConfig>,
     pub(crate) stream_stall: std::time::Duration,
     pub(crate) document: Arc<std::sync::OnceLock<String>>,
+    pub(crate) registry: Arc<vedette_actors::registry::Registry>,
+    pub(crate) sessions: Arc<vedette_actors::sessions::Sessions>,
 }
 
 /// What the API is built from.
@@ -150,6 +158,10 @@ pub struct ApiParts {
     pub config: ApiConfig,
     /// `history.stream_stall_timeout`.
     pub stream_stall: std::time::Duration,
+    /// Registered sensors and revocations.
+    pub registry: Arc<vedette_actors::registry::Registry>,
+    /// Live sensor sessions.
+    pub sessions: Arc<vedette_actors::sessions::Sessions>,
 }
 
 /// The router and its OpenAPI document, built from the same annotated handlers (so no route
@@ -177,6 +189,8 @@ pub fn router_and_doc(parts: ApiParts) -> (Router, utoipa::openapi::OpenApi) {
         config: Arc::new(parts.config),
         stream_stall: parts.stream_stall,
         document: Arc::clone(&document),
+        registry: parts.registry,
+        sessions: parts.sessions,
     };
     let (schemas, paths, upload) = routes!(rules::reference_upload);
     let upload = (schemas, paths, upload.layer(axum::extract::DefaultBodyLimit::max(upload_limit)));
@@ -201,6 +215,10 @@ pub fn router_and_doc(parts: ApiParts) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(alerts::export))
         .routes(routes!(stream::stream))
         .routes(routes!(alerts::one))
+        .routes(routes!(sensors::list))
+        .routes(routes!(sensors::one, sensors::deregister))
+        .routes(routes!(sensors::revoke))
+        .routes(routes!(sensors::revoke_certificate))
         .routes(routes!(tokens::list, tokens::create))
         .routes(routes!(tokens::revoke))
         .routes(routes!(tokens::audit))
@@ -255,6 +273,19 @@ mod tests {
             ROUTES.iter().map(|r| (r.method.to_string(), r.path.to_string())).collect();
         table.sort();
         assert_eq!(documented, table);
+        let mut ids: Vec<&str> = doc
+            .paths
+            .paths
+            .values()
+            .flat_map(|i| [&i.get, &i.post, &i.put, &i.delete, &i.patch])
+            .flatten()
+            .filter_map(|op| op.operation_id.as_deref())
+            .collect();
+        let n = ids.len();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), n, "operation ids are unique");
+        assert_eq!(n, ROUTES.len(), "every operation has an id");
         let json: serde_json::Value = serde_json::from_str(&doc.to_json().unwrap()).unwrap();
         assert_eq!(json["openapi"], "3.1.0");
     }
@@ -281,6 +312,8 @@ mod tests {
             history: Arc::new(history),
             config: ApiConfig::default(),
             stream_stall: std::time::Duration::from_secs(1),
+            registry: Arc::new(vedette_actors::registry::Registry::open(&db).unwrap()),
+            sessions: Arc::default(),
         })
         .1
     }

@@ -12,7 +12,7 @@ use crate::reference::RefStatus;
 use crate::ruleset::{ApplyReport, RulesStatus};
 
 /// `GET /api/v1/rules`.
-#[utoipa::path(get, path = "/api/v1/rules", tag = "rules",
+#[utoipa::path(get, path = "/api/v1/rules", tag = "rules", operation_id = "list_rules",
     responses((status = 200, description = "Applied packs and rules", body = RulesStatus), (status = 401, description = "No, bad, revoked or expired token", body = ErrorBody),
         (status = 403, description = "Role or scope too weak", body = ErrorBody),
         (status = 429, description = "Rate limit of the token; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]

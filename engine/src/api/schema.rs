@@ -240,6 +240,7 @@ pub struct AuditParams {
         (name = "alerts", description = "Alert history, export and live stream"),
         (name = "rules", description = "Rules and reference tables (shared by every tenant)"),
         (name = "sinks", description = "Delivery state and dead letters"),
+        (name = "fleet", description = "Registered sensors, revocation"),
         (name = "access", description = "Tokens, identity and the audit log"),
     )
 )]

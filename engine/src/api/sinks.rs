@@ -39,7 +39,7 @@ pub struct SinkView {
 }
 
 /// `GET /api/v1/sinks`.
-#[utoipa::path(get, path = "/api/v1/sinks", tag = "sinks",
+#[utoipa::path(get, path = "/api/v1/sinks", tag = "sinks", operation_id = "list_sinks",
     responses((status = 200, description = "Every sink's delivery state", body = Vec<SinkView>), (status = 401, description = "No, bad, revoked or expired token", body = ErrorBody),
         (status = 403, description = "Role or scope too weak", body = ErrorBody),
         (status = 429, description = "Rate limit of the token; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]

@@ -30,7 +30,7 @@ pub async fn whoami(caller: CallerExt) -> impl IntoResponse {
 }
 
 /// `GET /api/v1/tokens`: tokens of the caller's tenant (every token for a fleet-wide admin).
-#[utoipa::path(get, path = "/api/v1/tokens", tag = "access",
+#[utoipa::path(get, path = "/api/v1/tokens", tag = "access", operation_id = "list_tokens",
     responses((status = 200, description = "Tokens, without secrets", body = Vec<TokenInfo>), (status = 401, description = "No, bad, revoked or expired token", body = ErrorBody),
         (status = 403, description = "Role or scope too weak", body = ErrorBody),
         (status = 429, description = "Rate limit of the token; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
@@ -117,7 +117,7 @@ pub async fn create(
 }
 
 /// `DELETE /api/v1/tokens/{id}`: revokes a token; it is refused from its next request on.
-#[utoipa::path(delete, path = "/api/v1/tokens/{id}", tag = "access",
+#[utoipa::path(delete, path = "/api/v1/tokens/{id}", tag = "access", operation_id = "revoke_token",
     params(("id" = String, Path, description = "Token id")),
     responses((status = 200, description = "Revoked", body = TokenInfo),
         (status = 404, description = "No such token (or another tenant's)", body = ErrorBody), (status = 401, description = "No, bad, revoked or expired token", body = ErrorBody),

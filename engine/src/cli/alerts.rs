@@ -54,7 +54,7 @@ impl AlertFilter {
 }
 
 /// Builds `path?k=v&…` with percent-encoding.
-fn with_query(path: &str, pairs: &[(&str, String)]) -> String {
+pub(crate) fn with_query(path: &str, pairs: &[(&str, String)]) -> String {
     if pairs.is_empty() {
         return path.to_string();
     }
@@ -62,7 +62,7 @@ fn with_query(path: &str, pairs: &[(&str, String)]) -> String {
     format!("{path}?{}", q.join("&"))
 }
 
-fn encode(v: &str) -> String {
+pub(crate) fn encode(v: &str) -> String {
     v.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),

@@ -2,4 +2,5 @@
 
 pub mod alerts;
 pub mod client;
+pub mod sensors;
 pub mod tokens;
