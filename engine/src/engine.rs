@@ -151,8 +151,9 @@ impl EngineHandle {
             .map_err(|e| ActorError::Spawn { name: "supervisor".into(), reason: e.to_string() })?;
 
         let retention = Retention { max_age: config.history.max_age, max_bytes: config.history.max_bytes };
-        let history_db = open_db(&data_dir.join("history"), crate::history::store::CACHE_BYTES).await?;
-        let history = Arc::new(History::with_db(history_db, retention)?);
+        let history_dir = data_dir.join("history");
+        let history_db = open_db(&history_dir.join("ids"), crate::history::store::CACHE_BYTES).await?;
+        let history = Arc::new(History::with_db(&history_dir, history_db, retention)?);
         let mut handles = Vec::new();
         let mut sink_slots = Vec::new();
         let history_sink = vedette_config::SinkConfig::history(config.history.spool_max_bytes);

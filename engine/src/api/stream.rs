@@ -28,7 +28,12 @@ use crate::history::{Dir, History};
 /// Events queued per client (one slot is kept for the cut-off notice).
 const QUEUE: usize = 32;
 /// Alerts read from the history per step.
-const STEP: usize = 256;
+const STEP: usize = 64;
+
+/// History reads of all stream clients at once: a burst of alerts wakes every client together,
+/// and each blocking read on its own thread (with its own allocator arena) would make memory
+/// grow with the number of clients.
+static READS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
 
 /// The stream.
 #[utoipa::path(get, path = "/api/v1/alerts/stream", tag = "alerts",
@@ -86,7 +91,10 @@ async fn feed(
     loop {
         let seen_head = *head.borrow_and_update();
         let (h, f) = (Arc::clone(&history), filter.clone());
-        let batch = match tokio::task::spawn_blocking(move || h.scan(&f, Dir::Asc, after, STEP)).await {
+        let Ok(permit) = READS.acquire().await else { return };
+        let read = tokio::task::spawn_blocking(move || h.scan(&f, Dir::Asc, after, STEP)).await;
+        drop(permit);
+        let batch = match read {
             Ok(Ok(b)) => b,
             _ => {
                 let _ = tx.try_send(Ok(cutoff(after, "the history could not be read")));

@@ -6,6 +6,7 @@
 //! * [`sink`]: the connector the internal `history` sink delivers through.
 
 pub mod query;
+pub mod segment;
 pub mod sink;
 pub mod store;
 

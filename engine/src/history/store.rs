@@ -1,25 +1,22 @@
-//! The alert history on disk: its own sled database (`<data_dir>/history`).
+//! The alert history on disk (`<data_dir>/history`): append-only segment files of alert
+//! records with their indexes ([`super::segment`]), and an id → position map (its own small
+//! sled database, `ids/`).
 //!
-//! * `alerts`: position (u64, big-endian, append order) → `detected_at` (i64 µs, BE) + the
-//!   alert's JSON exactly as spooled.
-//! * `ids`: alert id (16 bytes) → position. An alert delivered twice (a replayed spool batch)
-//!   is stored once.
-//! * `idx`: `[tag][len u16][value][position]` → empty, one entry per filterable field (tenant,
-//!   rule, sensor, host, severity). A query intersects the lists of its filters (leapfrog
-//!   join over positions), so a page costs in proportion to what it returns, not to the size
-//!   of the history.
-//! * `chunks`: per 4,096 positions, the min and max `detected_at`: time ranges skip whole
-//!   chunks (positions follow arrival, so times are nearly ordered).
-//! * `meta`: next position and stored bytes.
-//!
-//! Write order makes a crash harmless: `ids` and `meta.next` first, then `idx`, then `alerts`.
-//! A batch cut short is delivered again by the history's spool; an id whose record is missing
-//! gets a fresh position, and index entries left behind point at positions no record will
-//! ever use.
+//! * Positions are consecutive: segment `first` holds `first, first+1, …`. A query walks the
+//!   segments newest first (or oldest first for the stream), intersecting the posting lists of
+//!   its filters (tenant, rule, sensor, host, severity ≥) inside each segment, and skipping
+//!   segments and 1,024-record blocks whose time range misses `since`/`until`; so a page costs
+//!   in proportion to what it returns, not to the size of the history.
+//! * An alert id is stored once: `ids` maps it to its position, and a position counts only if
+//!   the record there carries that id (so an `ids` entry that outlived a torn segment tail is
+//!   ignored, and the alert is stored again).
+//! * Durability: a batch is appended to the active segment, then [`History::flush`] fsyncs the
+//!   segment, then the id map; only then do readers (the live stream) see the new head. A torn
+//!   tail is cut off on open, and the history's spool delivers the batch again.
+//! * Retention drops whole sealed segments (age by their newest alert; bytes by alert JSON).
 
-use std::collections::BTreeMap;
-use std::path::Path;
-use std::sync::Mutex;
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
 
 use serde::Deserialize;
 use tokio::sync::watch;
@@ -27,17 +24,20 @@ use uuid::Uuid;
 use vedette_pipelines::rule::Severity;
 
 use super::query::Filter;
+use super::segment::{self, BLOCK, Segment};
 use crate::error::{EngineError, Result};
 
-/// Positions per time summary: 4,096 (16 in unit tests, so tests cross chunk boundaries).
-const CHUNK_BITS: u32 = if cfg!(test) { 4 } else { 12 };
+/// Alerts per segment before it is sealed (16 in unit tests, so tests cross segments).
+const SEGMENT_ALERTS: u32 = if cfg!(test) { 16 } else { 131_072 };
+/// Log bytes per segment before it is sealed.
+const SEGMENT_BYTES: u64 = 128 << 20;
 const TAG_TENANT: u8 = b'T';
 const TAG_RULE: u8 = b'R';
 const TAG_SENSOR: u8 = b'S';
 const TAG_HOST: u8 = b'H';
 const TAG_SEVERITY: u8 = b'V';
 
-/// sled page cache of the history database.
+/// sled page cache of the id map.
 pub const CACHE_BYTES: u64 = 32 << 20;
 
 /// The fields of an alert the history indexes (the rest stays in the JSON).
@@ -53,39 +53,33 @@ struct Keys {
 }
 
 impl Keys {
-    fn index_keys(&self, pos: u64) -> Vec<Vec<u8>> {
+    fn index_keys(&self) -> Vec<Vec<u8>> {
         let mut out = vec![
-            idx_key(TAG_TENANT, self.tenant.as_deref().unwrap_or("").as_bytes(), pos),
-            idx_key(TAG_RULE, self.rule_id.as_bytes(), pos),
-            idx_key(TAG_SEVERITY, &[self.severity as u8], pos),
+            key(TAG_TENANT, self.tenant.as_deref().unwrap_or("").as_bytes()),
+            key(TAG_RULE, self.rule_id.as_bytes()),
+            key(TAG_SEVERITY, &[self.severity as u8]),
         ];
         if let Some(s) = &self.sensor_id {
-            out.push(idx_key(TAG_SENSOR, s.as_bytes(), pos));
+            out.push(key(TAG_SENSOR, s.as_bytes()));
         }
         if let Some(h) = &self.host {
-            out.push(idx_key(TAG_HOST, h.as_bytes(), pos));
+            out.push(key(TAG_HOST, h.as_bytes()));
         }
         out
     }
 }
 
-fn prefix(tag: u8, value: &[u8]) -> Vec<u8> {
+fn key(tag: u8, value: &[u8]) -> Vec<u8> {
     let len = u16::try_from(value.len()).unwrap_or(u16::MAX);
-    let mut k = Vec::with_capacity(3 + value.len() + 8);
+    let mut k = Vec::with_capacity(3 + value.len());
     k.push(tag);
     k.extend_from_slice(&len.to_be_bytes());
     k.extend_from_slice(&value[..usize::from(len)]);
     k
 }
 
-fn idx_key(tag: u8, value: &[u8], pos: u64) -> Vec<u8> {
-    let mut k = prefix(tag, value);
-    k.extend_from_slice(&pos.to_be_bytes());
-    k
-}
-
-fn pos_of(key: &[u8]) -> u64 {
-    key.len().checked_sub(8).and_then(|i| key[i..].try_into().ok()).map(u64::from_be_bytes).unwrap_or_default()
+fn keys_of(json: &[u8]) -> Option<Vec<Vec<u8>>> {
+    serde_json::from_slice::<Keys>(json).ok().map(|k| k.index_keys())
 }
 
 /// One stored alert: its position and JSON.
@@ -96,15 +90,10 @@ pub struct Stored {
     /// When the engine raised it (µs).
     pub detected_at: i64,
     /// The alert as JSON.
-    pub json: sled::IVec,
+    pub json: Vec<u8>,
 }
 
 impl Stored {
-    fn from_value(position: u64, v: sled::IVec) -> Option<Self> {
-        let detected_at = i64::from_be_bytes(v.get(..8)?.try_into().ok()?);
-        Some(Self { position, detected_at, json: v.subslice(8, v.len() - 8) })
-    }
-
     /// The alert's tenant ("" when it has none).
     pub fn tenant(&self) -> String {
         #[derive(Deserialize)]
@@ -133,22 +122,33 @@ pub struct Retention {
     pub max_bytes: u64,
 }
 
-struct Counters {
-    next: u64,
+struct Inner {
+    /// Ascending by first position; the last one is the active segment.
+    segments: Vec<Segment>,
     count: u64,
     bytes: u64,
-    chunks: BTreeMap<u64, (i64, i64)>,
+    /// Positions appended but not yet flushed.
+    unflushed: bool,
+}
+
+impl Inner {
+    fn next(&self) -> u64 {
+        self.segments.last().map_or(1, |s| s.first + u64::from(s.count))
+    }
+
+    fn segment_of(&self, pos: u64) -> Option<&Segment> {
+        let i = self.segments.partition_point(|s| s.first <= pos).checked_sub(1)?;
+        let s = &self.segments[i];
+        (pos < s.first + u64::from(s.count)).then_some(s)
+    }
 }
 
 /// The alert history.
 pub struct History {
+    dir: PathBuf,
     db: sled::Db,
-    alerts: sled::Tree,
     ids: sled::Tree,
-    idx: sled::Tree,
-    chunks: sled::Tree,
-    meta: sled::Tree,
-    counters: Mutex<Counters>,
+    inner: RwLock<Inner>,
     head: watch::Sender<u64>,
     retention: Retention,
 }
@@ -157,65 +157,79 @@ fn storage(what: &str) -> impl Fn(sled::Error) -> EngineError + '_ {
     move |source| EngineError::from(vedette_actors::ActorError::Storage { path: format!("history {what}"), source })
 }
 
-fn u64_of(v: Option<sled::IVec>) -> u64 {
-    v.and_then(|v| v.as_ref().try_into().ok()).map(u64::from_be_bytes).unwrap_or_default()
+fn file_err(what: &str) -> impl Fn(std::io::Error) -> EngineError + '_ {
+    move |source| EngineError::Io { what: format!("alert history: {what}"), source }
+}
+
+fn pos_of(v: &[u8]) -> Option<u64> {
+    v.try_into().ok().map(u64::from_be_bytes)
 }
 
 impl History {
-    /// Opens (or creates) the history at `path`.
+    /// Opens (or creates) the history in directory `path`.
     pub fn open(path: &Path, retention: Retention) -> Result<Self> {
         let db = sled::Config::new()
-            .path(path)
+            .path(path.join("ids"))
             .cache_capacity(CACHE_BYTES)
             .open()
             .map_err(storage(&path.display().to_string()))?;
-        Self::with_db(db, retention)
+        Self::with_db(path, db, retention)
     }
 
-    /// The history in an opened database.
-    pub fn with_db(db: sled::Db, retention: Retention) -> Result<Self> {
-        let tree = |n: &str| db.open_tree(n).map_err(storage(n));
-        let (alerts, ids, idx, chunks, meta) =
-            (tree("alerts")?, tree("ids")?, tree("idx")?, tree("chunks")?, tree("meta")?);
-        let last = alerts.last().map_err(storage("alerts"))?.map(|(k, _)| pos_of(&k)).unwrap_or(0);
-        let next = u64_of(meta.get("next").map_err(storage("meta"))?).max(last + 1);
-        let bytes = u64_of(meta.get("bytes").map_err(storage("meta"))?);
-        // sled counts a tree by walking it: the count is kept in `meta`.
-        let count = match meta.get("count").map_err(storage("meta"))? {
-            Some(v) => u64_of(Some(v)),
-            None => alerts.len() as u64,
-        };
-        let mut summary = BTreeMap::new();
-        for kv in chunks.iter() {
-            let (k, v) = kv.map_err(storage("chunks"))?;
-            if let (Ok(k), Some(min), Some(max)) = (k.as_ref().try_into(), v.get(..8), v.get(8..16)) {
-                let min = i64::from_be_bytes(min.try_into().expect("8 bytes"));
-                let max = i64::from_be_bytes(max.try_into().expect("8 bytes"));
-                summary.insert(u64::from_be_bytes(k), (min, max));
+    /// The history in directory `path` whose id map is the opened database `db`.
+    pub fn with_db(path: &Path, db: sled::Db, retention: Retention) -> Result<Self> {
+        let ids = db.open_tree("ids").map_err(storage("ids"))?;
+        let dir = path.join("segments");
+        std::fs::create_dir_all(&dir).map_err(file_err("creating the segments directory"))?;
+        let mut segments = Vec::new();
+        let (mut count, mut bytes) = (0u64, 0u64);
+        for first in segment::list(&dir).map_err(file_err("listing segments"))? {
+            let (seg, active_ids) = Segment::open(&dir, first, &keys_of).map_err(file_err("opening a segment"))?;
+            // Records that reached the active segment's file may lack their id entry (a crash
+            // between the two writes): put them back, so a replayed batch is not stored twice.
+            for (n, id) in active_ids.iter().enumerate() {
+                ids.insert(id, &(first + n as u64).to_be_bytes()).map_err(storage("ids"))?;
             }
+            count += u64::from(seg.count);
+            bytes += seg.json_bytes;
+            segments.push(seg);
         }
-        let (head, _) = watch::channel(next - 1);
-        Ok(Self {
-            db,
-            alerts,
-            ids,
-            idx,
-            chunks,
-            meta,
-            counters: Mutex::new(Counters { next, count, bytes, chunks: summary }),
-            head,
-            retention,
-        })
+        if segments.last().is_none_or(Segment::is_sealed) {
+            let first = segments.last().map_or(1, |s| s.first + u64::from(s.count));
+            segments.push(Segment::create(&dir, first).map_err(file_err("creating a segment"))?);
+        }
+        let inner = Inner { segments, count, bytes, unflushed: false };
+        let (head, _) = watch::channel(inner.next() - 1);
+        Ok(Self { dir, db, ids, inner: RwLock::new(inner), head, retention })
+    }
+
+    fn read_inner(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
+        self.inner.read().expect("history lock is never poisoned")
+    }
+
+    fn write_inner(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
+        self.inner.write().expect("history lock is never poisoned")
+    }
+
+    /// Whether the alert `id` is stored (its id entry points at a record carrying it).
+    fn is_stored(&self, inner: &Inner, id: &Uuid) -> Result<bool> {
+        let Some(p) = self.ids.get(id.as_bytes()).map_err(storage("ids"))?.and_then(|v| pos_of(&v)) else {
+            return Ok(false);
+        };
+        let Some(seg) = inner.segment_of(p) else { return Ok(false) };
+        let rec = seg.read((p - seg.first) as u32).map_err(file_err("reading a record"))?;
+        Ok(rec.id == *id.as_bytes())
     }
 
     /// Stores alerts (JSON, as spooled) in order; an id already stored is skipped. Returns how
-    /// many were new. Durable after [`History::flush`].
+    /// many were new. Durable (and visible to the live stream) after [`History::flush`].
     pub fn append(&self, records: &[&[u8]]) -> Result<usize> {
-        let mut c = self.counters.lock().expect("history lock is never poisoned");
-        let (mut ids, mut idx, mut alerts) = (sled::Batch::default(), sled::Batch::default(), sled::Batch::default());
-        let mut touched = BTreeMap::new();
-        let mut added = 0;
+        let mut inner = self.write_inner();
+        let mut bytes = Vec::with_capacity(records.iter().map(|r| r.len() + 28).sum());
+        let mut meta = Vec::with_capacity(records.len());
+        let mut ids = sled::Batch::default();
         let mut seen = std::collections::HashSet::new();
+        let next = inner.next();
         for rec in records {
             // Anything the spool holds was serialized from an alert; a record that does not
             // parse would be an engine bug, and is skipped rather than blocking the history.
@@ -223,249 +237,247 @@ impl History {
                 tracing::error!("An alert in the history spool is not valid alert JSON; skipped.");
                 continue;
             };
-            if !seen.insert(keys.alert_id) || self.is_stored(&keys.alert_id)? {
+            if !seen.insert(keys.alert_id) || self.is_stored(&inner, &keys.alert_id)? {
                 continue;
             }
-            let pos = c.next;
-            c.next += 1;
             let at = keys.detected_at.timestamp_micros();
-            ids.insert(keys.alert_id.as_bytes().as_slice(), &pos.to_be_bytes());
-            for k in keys.index_keys(pos) {
-                idx.insert(k, &[]);
-            }
-            let mut value = Vec::with_capacity(8 + rec.len());
-            value.extend_from_slice(&at.to_be_bytes());
-            value.extend_from_slice(rec);
-            alerts.insert(&pos.to_be_bytes(), value);
-            c.bytes += rec.len() as u64;
-            c.count += 1;
-            let e = touched.entry(pos >> CHUNK_BITS).or_insert((at, at));
-            *e = (e.0.min(at), e.1.max(at));
-            added += 1;
+            ids.insert(keys.alert_id.as_bytes().as_slice(), &(next + meta.len() as u64).to_be_bytes());
+            segment::encode(at, keys.alert_id.as_bytes(), rec, &mut bytes);
+            meta.push((at, rec.len(), keys.index_keys()));
         }
-        if added == 0 {
+        if meta.is_empty() {
             return Ok(0);
         }
+        let added = meta.len();
+        let active = inner.segments.last_mut().expect("there is always an active segment");
+        active.append(&bytes, &meta).map_err(file_err("appending to a segment"))?;
+        inner.count += added as u64;
+        inner.bytes += meta.iter().map(|m| m.1 as u64).sum::<u64>();
+        inner.unflushed = true;
         self.ids.apply_batch(ids).map_err(storage("ids"))?;
-        self.meta.insert("next", &c.next.to_be_bytes()).map_err(storage("meta"))?;
-        self.idx.apply_batch(idx).map_err(storage("idx"))?;
-        self.alerts.apply_batch(alerts).map_err(storage("alerts"))?;
-        self.save_sizes(&c)?;
-        for (chunk, (min, max)) in touched {
-            let e = c.chunks.entry(chunk).or_insert((min, max));
-            *e = (e.0.min(min), e.1.max(max));
-            let mut v = e.0.to_be_bytes().to_vec();
-            v.extend_from_slice(&e.1.to_be_bytes());
-            self.chunks.insert(chunk.to_be_bytes(), v).map_err(storage("chunks"))?;
-        }
-        let last = c.next - 1;
-        drop(c);
-        self.head.send_replace(last);
         Ok(added)
     }
 
-    fn is_stored(&self, id: &Uuid) -> Result<bool> {
-        match self.ids.get(id.as_bytes()).map_err(storage("ids"))? {
-            Some(p) => Ok(self.alerts.contains_key(&p).map_err(storage("alerts"))?),
-            None => Ok(false),
-        }
-    }
-
-    /// Makes everything appended durable.
+    /// Makes everything appended durable (segment first, then the id map), seals a full
+    /// segment, and publishes the new head.
     pub async fn flush(&self) -> Result<()> {
+        let head = {
+            let mut inner = self.write_inner();
+            if inner.unflushed {
+                let active = inner.segments.last_mut().expect("there is always an active segment");
+                active.sync().map_err(file_err("syncing a segment"))?;
+                if active.count >= SEGMENT_ALERTS || active.log_len >= SEGMENT_BYTES {
+                    active.seal(&self.dir).map_err(file_err("sealing a segment"))?;
+                    let first = inner.next();
+                    let fresh = Segment::create(&self.dir, first).map_err(file_err("creating a segment"))?;
+                    inner.segments.push(fresh);
+                }
+                inner.unflushed = false;
+            }
+            inner.next() - 1
+        };
         self.db.flush_async().await.map_err(storage("flush"))?;
+        self.head.send_if_modified(|h| std::mem::replace(h, head) != head);
         Ok(())
     }
 
-    /// The newest position (0 when empty); changes as alerts are appended.
+    /// The newest durable position (0 when empty); changes as alerts are flushed.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.head.subscribe()
     }
 
-    /// The newest position now.
+    /// The newest durable position now.
     pub fn head(&self) -> u64 {
         *self.head.borrow()
     }
 
-    /// `(alerts, bytes)` stored.
+    /// `(alerts, bytes of alert JSON)` stored.
     pub fn size(&self) -> (usize, u64) {
-        let c = self.counters.lock().expect("history lock is never poisoned");
-        (usize::try_from(c.count).unwrap_or(usize::MAX), c.bytes)
+        let inner = self.read_inner();
+        (usize::try_from(inner.count).unwrap_or(usize::MAX), inner.bytes)
     }
 
-    fn save_sizes(&self, c: &Counters) -> Result<()> {
-        self.meta.insert("bytes", &c.bytes.to_be_bytes()).map_err(storage("meta"))?;
-        self.meta.insert("count", &c.count.to_be_bytes()).map_err(storage("meta"))?;
-        Ok(())
+    /// Bytes the segments take on disk.
+    pub fn disk_bytes(&self) -> u64 {
+        self.read_inner().segments.iter().map(Segment::disk_bytes).sum()
     }
 
     /// One alert by id.
     pub fn get(&self, id: &Uuid) -> Result<Option<Stored>> {
-        let Some(p) = self.ids.get(id.as_bytes()).map_err(storage("ids"))? else { return Ok(None) };
-        Ok(self.alerts.get(&p).map_err(storage("alerts"))?.and_then(|v| Stored::from_value(pos_of(&p), v)))
+        let Some(p) = self.ids.get(id.as_bytes()).map_err(storage("ids"))?.and_then(|v| pos_of(&v)) else {
+            return Ok(None);
+        };
+        let inner = self.read_inner();
+        let Some(seg) = inner.segment_of(p) else { return Ok(None) };
+        let rec = seg.read((p - seg.first) as u32).map_err(file_err("reading a record"))?;
+        Ok((rec.id == *id.as_bytes()).then_some(Stored { position: p, detected_at: rec.detected_at, json: rec.json }))
     }
 
     /// Up to `limit` alerts matching `filter`, walking from `from` (exclusive) in `dir`:
     /// newest first below `from` (`u64::MAX` = from the newest), or oldest first above it.
+    /// Only durable alerts (at or below [`History::head`]) are returned.
     pub fn scan(&self, filter: &Filter, dir: Dir, from: u64, limit: usize) -> Result<Vec<Stored>> {
-        let sources = self.sources(filter);
-        let chunks = filter.has_time().then(|| self.counters.lock().expect("history lock").chunks.clone());
+        let groups = groups(filter);
+        let head = self.head();
+        let inner = self.read_inner();
         let mut out = Vec::new();
-        let mut bound = from;
-        while out.len() < limit {
-            let Some(cand) = self.leapfrog(&sources, dir, bound)? else { break };
-            bound = cand;
-            if let Some(chunks) = &chunks {
-                let chunk = cand >> CHUNK_BITS;
-                let overlaps = chunks.get(&chunk).is_none_or(|&(min, max)| {
-                    filter.since.is_none_or(|s| max >= s) && filter.until.is_none_or(|u| min < u)
-                });
-                if !overlaps {
-                    // Jump over the whole chunk.
-                    bound = match dir {
-                        Dir::Desc => chunk << CHUNK_BITS,
-                        Dir::Asc => ((chunk + 1) << CHUNK_BITS) - 1,
-                    };
-                    continue;
-                }
+        let order: Box<dyn Iterator<Item = &Segment>> = match dir {
+            Dir::Desc => Box::new(inner.segments.iter().rev()),
+            Dir::Asc => Box::new(inner.segments.iter()),
+        };
+        for seg in order {
+            if out.len() >= limit {
+                break;
             }
-            let Some(v) = self.alerts.get(cand.to_be_bytes()).map_err(storage("alerts"))? else { continue };
-            let Some(stored) = Stored::from_value(cand, v) else { continue };
-            if filter.time_matches(stored.detected_at) {
-                out.push(stored);
+            let end = (seg.first + u64::from(seg.count)).min(head + 1); // exclusive
+            if end <= seg.first {
+                continue;
+            }
+            // Local range [lo, hi) of candidates.
+            let (lo, hi) = match dir {
+                Dir::Desc => (0, end.min(from).saturating_sub(seg.first)),
+                Dir::Asc => (from.saturating_add(1).max(seg.first) - seg.first, end - seg.first),
+            };
+            if lo >= hi || filter.since.is_some_and(|s| seg.max_t < s) || filter.until.is_some_and(|u| seg.min_t >= u) {
+                continue;
+            }
+            let (lo, hi) = (lo as u32, hi as u32);
+            let take = |n: u32, out: &mut Vec<Stored>| -> Result<()> {
+                if filter.has_time() && !seg.block_overlaps(n / BLOCK, filter.since, filter.until) {
+                    return Ok(());
+                }
+                let rec = seg.read(n).map_err(file_err("reading a record"))?;
+                if filter.time_matches(rec.detected_at) {
+                    out.push(Stored {
+                        position: seg.first + u64::from(n),
+                        detected_at: rec.detected_at,
+                        json: rec.json,
+                    });
+                }
+                Ok(())
+            };
+            if groups.is_empty() {
+                let mut range: Box<dyn Iterator<Item = u32>> = match dir {
+                    Dir::Desc => Box::new((lo..hi).rev()),
+                    Dir::Asc => Box::new(lo..hi),
+                };
+                while out.len() < limit {
+                    let Some(n) = range.next() else { break };
+                    if filter.has_time() && !seg.block_overlaps(n / BLOCK, filter.since, filter.until) {
+                        // Skip to the block's edge.
+                        let edge = match dir {
+                            Dir::Desc => (n / BLOCK) * BLOCK,
+                            Dir::Asc => (n / BLOCK + 1) * BLOCK,
+                        };
+                        range = match dir {
+                            Dir::Desc => Box::new((lo..edge.max(lo)).rev()),
+                            Dir::Asc => Box::new(edge.min(hi)..hi),
+                        };
+                        continue;
+                    }
+                    take(n, &mut out)?;
+                }
+            } else {
+                let hits = intersect(seg, &groups).map_err(file_err("reading an index"))?;
+                let window = &hits[hits.partition_point(|&n| n < lo)..hits.partition_point(|&n| n < hi)];
+                match dir {
+                    Dir::Desc => {
+                        for &n in window.iter().rev() {
+                            if out.len() >= limit {
+                                break;
+                            }
+                            take(n, &mut out)?;
+                        }
+                    }
+                    Dir::Asc => {
+                        for &n in window {
+                            if out.len() >= limit {
+                                break;
+                            }
+                            take(n, &mut out)?;
+                        }
+                    }
+                }
             }
         }
         Ok(out)
     }
 
-    /// Index prefixes per filter; each inner list is a union (severity ≥ x), the outer an
-    /// intersection.
-    fn sources(&self, f: &Filter) -> Vec<Vec<Vec<u8>>> {
-        let mut s = Vec::new();
-        if let Some(t) = &f.tenant {
-            s.push(vec![prefix(TAG_TENANT, t.as_bytes())]);
-        }
-        if let Some(r) = &f.rule {
-            s.push(vec![prefix(TAG_RULE, r.as_bytes())]);
-        }
-        if let Some(x) = &f.sensor {
-            s.push(vec![prefix(TAG_SENSOR, x.as_bytes())]);
-        }
-        if let Some(h) = &f.host {
-            s.push(vec![prefix(TAG_HOST, h.as_bytes())]);
-        }
-        if let Some(min) = f.min_severity
-            && min > Severity::Info
-        {
-            s.push((min as u8..=Severity::Critical as u8).map(|v| prefix(TAG_SEVERITY, &[v])).collect());
-        }
-        s
-    }
-
-    /// The next position past `bound` (in `dir`) present in every source.
-    fn leapfrog(&self, sources: &[Vec<Vec<u8>>], dir: Dir, mut bound: u64) -> Result<Option<u64>> {
-        if sources.is_empty() {
-            return self.next_alert(dir, bound);
-        }
-        'outer: loop {
-            let Some(cand) = self.next_in(&sources[0], dir, bound)? else { return Ok(None) };
-            for s in &sources[1..] {
-                // Probe from just before `cand` so `cand` itself can match.
-                let probe = match dir {
-                    Dir::Desc => cand + 1,
-                    Dir::Asc => cand - 1,
-                };
-                let Some(c) = self.next_in(s, dir, probe)? else { return Ok(None) };
-                if c != cand {
-                    bound = match dir {
-                        Dir::Desc => c + 1,
-                        Dir::Asc => c - 1,
-                    };
-                    continue 'outer;
-                }
-            }
-            return Ok(Some(cand));
-        }
-    }
-
-    fn next_alert(&self, dir: Dir, bound: u64) -> Result<Option<u64>> {
-        let kv = match dir {
-            Dir::Desc => self.alerts.range(..bound.to_be_bytes()).next_back(),
-            Dir::Asc if bound == u64::MAX => None,
-            Dir::Asc => self.alerts.range((bound + 1).to_be_bytes()..).next(),
-        };
-        Ok(kv.transpose().map_err(storage("alerts"))?.map(|(k, _)| pos_of(&k)))
-    }
-
-    /// The nearest position past `bound` in the union of `prefixes`.
-    fn next_in(&self, prefixes: &[Vec<u8>], dir: Dir, bound: u64) -> Result<Option<u64>> {
-        let mut best: Option<u64> = None;
-        for p in prefixes {
-            let key = |pos: u64| {
-                let mut k = p.clone();
-                k.extend_from_slice(&pos.to_be_bytes());
-                k
-            };
-            let kv = match dir {
-                Dir::Desc => self.idx.range(key(0)..key(bound)).next_back(),
-                Dir::Asc if bound == u64::MAX => None,
-                Dir::Asc => self.idx.range(key(bound + 1)..=key(u64::MAX)).next(),
-            };
-            if let Some((k, _)) = kv.transpose().map_err(storage("idx"))? {
-                let pos = pos_of(&k);
-                best = Some(match (best, dir) {
-                    (None, _) => pos,
-                    (Some(b), Dir::Desc) => b.max(pos),
-                    (Some(b), Dir::Asc) => b.min(pos),
-                });
-            }
-        }
-        Ok(best)
-    }
-
-    /// Deletes the oldest alerts while the history is over its byte bound or they are older
-    /// than its age bound; returns how many. Positions are in arrival order, so "oldest" is by
-    /// position, and age stops at the first alert young enough.
+    /// Deletes the oldest sealed segments while the history is over its byte bound or their
+    /// newest alert is older than its age bound; returns how many alerts left.
     pub fn prune(&self, now_micros: i64) -> Result<usize> {
         let cutoff = now_micros - i64::try_from(self.retention.max_age.as_micros()).unwrap_or(i64::MAX);
         let mut removed = 0;
         loop {
-            let mut c = self.counters.lock().expect("history lock is never poisoned");
-            let Some((k, v)) = self.alerts.first().map_err(storage("alerts"))? else { break };
-            let pos = pos_of(&k);
-            let Some(stored) = Stored::from_value(pos, v) else { break };
-            if c.bytes <= self.retention.max_bytes && stored.detected_at >= cutoff {
-                break;
-            }
-            if let Ok(keys) = serde_json::from_slice::<Keys>(&stored.json) {
-                let mut idx = sled::Batch::default();
-                for key in keys.index_keys(pos) {
-                    idx.remove(key);
+            let seg = {
+                let mut inner = self.write_inner();
+                let Some(oldest) = inner.segments.first() else { break };
+                let over = inner.bytes > self.retention.max_bytes || oldest.max_t < cutoff;
+                if !oldest.is_sealed() || !over {
+                    break;
                 }
-                self.idx.apply_batch(idx).map_err(storage("idx"))?;
-                if self.ids.get(keys.alert_id.as_bytes()).map_err(storage("ids"))?.as_deref() == Some(&k[..]) {
-                    self.ids.remove(keys.alert_id.as_bytes()).map_err(storage("ids"))?;
+                let seg = inner.segments.remove(0);
+                inner.count -= u64::from(seg.count);
+                inner.bytes -= seg.json_bytes;
+                seg
+            };
+            for n in 0..seg.count {
+                let Ok(rec) = seg.read(n) else { continue };
+                let pos = (seg.first + u64::from(n)).to_be_bytes();
+                if self.ids.get(rec.id).map_err(storage("ids"))?.as_deref() == Some(&pos[..]) {
+                    self.ids.remove(rec.id).map_err(storage("ids"))?;
                 }
             }
-            self.alerts.remove(&k).map_err(storage("alerts"))?;
-            c.bytes = c.bytes.saturating_sub(stored.json.len() as u64);
-            c.count = c.count.saturating_sub(1);
-            let chunk = pos >> CHUNK_BITS;
-            let stale: Vec<u64> = c.chunks.range(..chunk).map(|(k, _)| *k).collect();
-            for s in stale {
-                c.chunks.remove(&s);
-                self.chunks.remove(s.to_be_bytes()).map_err(storage("chunks"))?;
-            }
-            removed += 1;
-            if removed % 1024 == 0 {
-                self.save_sizes(&c)?;
-            }
-        }
-        if removed > 0 {
-            self.save_sizes(&self.counters.lock().expect("history lock is never poisoned"))?;
+            removed += seg.count as usize;
+            seg.remove(&self.dir).map_err(file_err("removing a segment"))?;
         }
         Ok(removed)
     }
+}
+
+/// Index keys per filter; each inner list is a union (severity ≥ x), the outer an
+/// intersection.
+fn groups(f: &Filter) -> Vec<Vec<Vec<u8>>> {
+    let mut g = Vec::new();
+    if let Some(t) = &f.tenant {
+        g.push(vec![key(TAG_TENANT, t.as_bytes())]);
+    }
+    if let Some(r) = &f.rule {
+        g.push(vec![key(TAG_RULE, r.as_bytes())]);
+    }
+    if let Some(x) = &f.sensor {
+        g.push(vec![key(TAG_SENSOR, x.as_bytes())]);
+    }
+    if let Some(h) = &f.host {
+        g.push(vec![key(TAG_HOST, h.as_bytes())]);
+    }
+    if let Some(min) = f.min_severity
+        && min > Severity::Info
+    {
+        g.push((min as u8..=Severity::Critical as u8).map(|v| key(TAG_SEVERITY, &[v])).collect());
+    }
+    g
+}
+
+/// The ascending local record numbers of `seg` in every group (a union inside a group).
+fn intersect(seg: &Segment, groups: &[Vec<Vec<u8>>]) -> std::io::Result<Vec<u32>> {
+    let mut lists = Vec::with_capacity(groups.len());
+    for group in groups {
+        let mut list = Vec::new();
+        for k in group {
+            list.extend(seg.postings(k)?);
+        }
+        if group.len() > 1 {
+            list.sort_unstable();
+        }
+        if list.is_empty() {
+            return Ok(Vec::new());
+        }
+        lists.push(list);
+    }
+    lists.sort_by_key(Vec::len);
+    let (first, rest) = lists.split_first().expect("at least one group");
+    Ok(first.iter().copied().filter(|n| rest.iter().all(|l| l.binary_search(n).is_ok())).collect())
 }
 
 #[cfg(test)]

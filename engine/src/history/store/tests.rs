@@ -18,6 +18,13 @@ fn open(dir: &Path) -> History {
         .unwrap()
 }
 
+/// Appends and flushes, as the history sink does.
+fn store(h: &History, recs: &[&[u8]]) -> usize {
+    let n = h.append(recs).unwrap();
+    tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(h.flush()).unwrap();
+    n
+}
+
 fn positions(v: &[Stored]) -> Vec<u64> {
     v.iter().map(|s| s.position).collect()
 }
@@ -29,38 +36,52 @@ fn duplicates_are_stored_once_and_survive_reopening() {
     let a = alert(1, "r1", "high", Some("t1"), "s1", 0);
     let b = alert(2, "r2", "low", Some("t1"), "s1", 1);
     assert_eq!(h.append(&[&a, &b, &a]).unwrap(), 2);
-    assert_eq!(h.append(&[&b]).unwrap(), 0, "a replayed batch adds nothing");
+    assert_eq!(h.head(), 0, "not visible before the flush");
+    assert_eq!(store(&h, &[&b]), 0, "a replayed batch adds nothing");
     assert_eq!(h.head(), 2);
     drop(h);
     let h = open(dir.path());
     assert_eq!(h.size().0, 2);
-    assert_eq!(h.append(&[&alert(3, "r1", "high", None, "s2", 2)]).unwrap(), 1);
+    assert_eq!(store(&h, &[&alert(3, "r1", "high", None, "s2", 2)]), 1);
     assert_eq!(h.head(), 3, "positions continue after a restart");
     let got = h.get(&Uuid::from_u128(2)).unwrap().unwrap();
     assert_eq!((got.position, got.tenant()), (1, "t1".to_string()));
 }
 
 #[test]
-fn a_crash_after_the_index_but_before_the_record_neither_loses_nor_misfiles() {
+fn a_torn_tail_is_cut_off_and_the_replayed_batch_is_stored_again_once() {
     let dir = tempfile::tempdir().unwrap();
     let h = open(dir.path());
-    // Simulate the first half of a cut-short batch: id, next and index entries, no record.
-    let keys: Keys = serde_json::from_slice(&alert(1, "ghost", "high", Some("t1"), "s1", 0)).unwrap();
-    h.ids.insert(keys.alert_id.as_bytes(), &1u64.to_be_bytes()).unwrap();
-    h.meta.insert("next", &2u64.to_be_bytes()).unwrap();
-    for k in keys.index_keys(1) {
-        h.idx.insert(k, &[]).unwrap();
-    }
+    let first: Vec<Vec<u8>> = (0..5).map(|n| alert(n, "r", "high", Some("t1"), "s1", n as i64)).collect();
+    store(&h, &first.iter().map(Vec::as_slice).collect::<Vec<_>>());
     drop(h);
+    // The next batch reached the file only halfway (and its ids were written): a crash.
+    let seg = super::segment::list(&dir.path().join("h/segments")).unwrap();
+    let log = dir.path().join(format!("h/segments/{:020}.log", seg.last().unwrap()));
+    let replay = alert(5, "late", "high", Some("t1"), "s1", 5);
+    let mut torn = Vec::new();
+    super::segment::encode(0, Uuid::from_u128(6).as_bytes(), &replay, &mut torn);
+    let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    std::io::Write::write_all(&mut f, &torn[..torn.len() / 2]).unwrap();
+    drop(f);
     let h = open(dir.path());
-    // The replay of the same alert gets a fresh position; another rule's alert does not land
-    // on the ghost's index entries.
-    assert_eq!(h.append(&[&alert(1, "ghost", "high", Some("t1"), "s1", 0)]).unwrap(), 1);
-    assert_eq!(h.append(&[&alert(9, "other", "low", Some("t1"), "s1", 0)]).unwrap(), 1);
-    let ghost = Filter { rule: Some("ghost".into()), ..Filter::default() };
-    assert_eq!(positions(&h.scan(&ghost, Dir::Desc, u64::MAX, 10).unwrap()), [2]);
-    let other = Filter { rule: Some("other".into()), ..Filter::default() };
-    assert_eq!(positions(&h.scan(&other, Dir::Desc, u64::MAX, 10).unwrap()), [3]);
+    assert_eq!(h.size().0, 5, "the torn record is gone, the others stay");
+    assert_eq!(store(&h, &[&replay, &first[4]]), 1, "the replay is stored; an alert already stored is not");
+    let late = Filter { rule: Some("late".into()), ..Filter::default() };
+    assert_eq!(positions(&h.scan(&late, Dir::Desc, u64::MAX, 10).unwrap()), [6]);
+    assert_eq!(h.get(&Uuid::from_u128(6)).unwrap().unwrap().position, 6);
+}
+
+#[test]
+fn an_id_entry_pointing_at_a_lost_record_does_not_count_as_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = open(dir.path());
+    store(&h, &[&alert(0, "r", "high", None, "s1", 0)]);
+    // An id entry that outlived its record (written, then the record's file tail was lost).
+    h.ids.insert(Uuid::from_u128(42).as_bytes(), &1u64.to_be_bytes()).unwrap();
+    assert!(h.get(&Uuid::from_u128(42)).unwrap().is_none());
+    assert_eq!(store(&h, &[&alert(41, "r", "high", None, "s1", 1)]), 1);
+    assert_eq!(h.get(&Uuid::from_u128(42)).unwrap().unwrap().position, 2);
 }
 
 #[test]
@@ -73,14 +94,19 @@ fn pruning_keeps_the_byte_bound_and_the_age_bound() {
     .unwrap();
     let recs: Vec<Vec<u8>> = (0..200).map(|n| alert(n, "r", "high", Some("t"), "s", n as i64)).collect();
     let refs: Vec<&[u8]> = recs.iter().map(Vec::as_slice).collect();
-    h.append(&refs).unwrap();
+    for chunk in refs.chunks(10) {
+        store(&h, chunk);
+    }
     let now = (1_764_000_000 + 150) * 1_000_000;
     h.prune(now).unwrap();
     let (n, bytes) = h.size();
+    // Whole segments (16 alerts) leave: at most one segment over the bound stays.
     assert!(bytes <= 10_000, "{bytes}");
     let left = h.scan(&Filter::default(), Dir::Asc, 0, 1000).unwrap();
     assert_eq!(left.len(), n);
-    assert!(left[0].detected_at >= now - 100_000_000, "older than max_age is gone");
+    // Whole sealed segments leave, so the oldest kept alert is at most one segment (16 alerts,
+    // 16 s apart here) older than the age bound.
+    assert!(left[0].detected_at >= now - 100_000_000 - 16_000_000, "older than max_age is gone");
     assert_eq!(left.last().unwrap().position, 200, "the newest stay");
     let by_rule = h.scan(&Filter { rule: Some("r".into()), ..Filter::default() }, Dir::Asc, 0, 1000).unwrap();
     assert_eq!(positions(&by_rule), positions(&left), "index entries of pruned alerts are gone too");
@@ -160,7 +186,7 @@ proptest! {
         }).collect();
         for chunk in recs.chunks(37) {
             let refs: Vec<&[u8]> = chunk.iter().map(Vec::as_slice).collect();
-            h.append(&refs).unwrap();
+            store(&h, &refs);
         }
         let expected: Vec<u64> = alerts.iter().enumerate()
             .filter(|(_, g)| model_matches(&filter, g)).map(|(n, _)| n as u64 + 1).collect();
