@@ -267,6 +267,23 @@ fn spooled_alerts_survive_kill_9_and_are_delivered_after_restart() {
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["alert_id"].as_str().unwrap().to_string())
         .collect();
     assert_eq!((text.lines().count(), ids.len()), (10, 10), "every alert once: {text}");
+    // The alert history, fed from its own spool, holds the same alerts once too.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let history: Vec<String> = loop {
+        let (ok, out) = vedette_cmd(dir.path(), http, "alerts", &["query", "--json", "--limit", "1000"]);
+        assert!(ok, "{out}");
+        let got: Vec<String> = out
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .map(|a| a["alert_id"].as_str().unwrap().to_string())
+            .collect();
+        if got.len() >= 10 || Instant::now() > deadline {
+            break got;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(history.iter().cloned().collect::<std::collections::BTreeSet<_>>(), ids, "history after kill -9");
+    assert_eq!(history.len(), 10, "no alert twice in the history");
     // Dead letters: none here; an unknown sink is named, with the sinks there are.
     let (ok, out) = vedette_cmd(dir.path(), http, "dlq", &["list", "siem"]);
     assert!(ok && out.contains("0 dead letter(s) in `siem`"), "{out}");

@@ -255,3 +255,29 @@ pub async fn revoke_certificate(
     let sensor_id = owner.map(|o| o.sensor_id);
     Ok(axum::Json(RevokedCertificate { fingerprint: fp, sensor_id, disconnected }).into_response())
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn selectors_are_key_value_pairs() {
+        let s = parse_selector("env=prod, role=db").unwrap();
+        assert_eq!(s.get("env").map(String::as_str), Some("prod"));
+        assert_eq!(s.len(), 2);
+        assert_eq!(parse_selector("env").unwrap_err().param, "label");
+        assert!(parse_selector(" , ").is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn any_selector_or_fingerprint_text_is_read_or_refused(s in ".{0,120}") {
+            let _ = parse_selector(&s);
+            if let Some(fp) = normalize_fingerprint(&s) {
+                prop_assert_eq!(fp.len(), 64);
+            }
+        }
+    }
+}

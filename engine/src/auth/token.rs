@@ -86,3 +86,18 @@ mod tests {
         assert!(!same_hash(&hash(t.expose()), &hash(t2.expose())));
     }
 }
+
+#[cfg(test)]
+mod no_panic {
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_presented_token_is_split_or_refused(t in "(vdt_)?[0-9a-f_A-Za-z-]{0,80}|.{0,100}") {
+            if let Some((id, secret)) = super::split(&t) {
+                prop_assert_eq!(id.len(), 16);
+                prop_assert_eq!(secret.len(), 43);
+            }
+        }
+    }
+}

@@ -145,11 +145,7 @@ impl Segment {
     /// Opens a segment: sealed if its index exists, else active (its index rebuilt from the
     /// log, whose torn tail, if any, is cut off). `index_keys` gives a record's keys from its
     /// JSON. Returns the segment and the ids of an active segment's records.
-    pub fn open(
-        dir: &Path,
-        first: u64,
-        index_keys: &KeysOf,
-    ) -> std::io::Result<(Self, Vec<[u8; 16]>)> {
+    pub fn open(dir: &Path, first: u64, index_keys: &KeysOf) -> std::io::Result<(Self, Vec<[u8; 16]>)> {
         let log_path = dir.join(format!("{}.log", name(first)));
         let idx_path = dir.join(format!("{}.idx", name(first)));
         let log = File::options().read(true).append(true).open(&log_path)?;
