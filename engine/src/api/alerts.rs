@@ -10,7 +10,7 @@ use vedette_config::Format;
 use vedette_pipelines::alert::Alert;
 
 use super::error::{ApiError, ApiResult};
-use super::schema::{AlertFilterParams, AlertItem, AlertPage, ErrorBody, ExportParams, PageParams};
+use super::schema::{AlertFilterParams, AlertItem, AlertPage, AuthErrors, ErrorBody, ExportParams, PageParams};
 use super::{ApiState, CallerExt};
 use crate::auth::Caller;
 use crate::history::query::{
@@ -42,9 +42,7 @@ fn allowed(extra: &[&'static str]) -> Vec<&'static str> {
 #[utoipa::path(get, path = "/api/v1/alerts", tag = "alerts",
     params(AlertFilterParams, PageParams),
     responses((status = 200, description = "Newest first", body = AlertPage),
-        (status = 400, description = "Bad or unknown parameter (named in `param`)", body = ErrorBody), (status = 401, description = "No, bad, revoked or expired token", body = ErrorBody),
-        (status = 403, description = "Role or scope too weak", body = ErrorBody),
-        (status = 429, description = "Rate limit of the token; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
+        (status = 400, description = "Bad or unknown parameter (named in `param`)", body = ErrorBody), AuthErrors), security(("bearer" = [])))]
 pub async fn query(
     State(s): State<ApiState>,
     caller: CallerExt,
@@ -87,9 +85,7 @@ pub async fn query(
     params(("id" = uuid::Uuid, Path, description = "Alert id")),
     responses((status = 200, description = "The alert", body = AlertItem),
         (status = 400, description = "Not a UUID", body = ErrorBody),
-        (status = 404, description = "Not in the history (or another tenant's)", body = ErrorBody), (status = 401, description = "No, bad, revoked or expired token", body = ErrorBody),
-        (status = 403, description = "Role or scope too weak", body = ErrorBody),
-        (status = 429, description = "Rate limit of the token; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
+        (status = 404, description = "Not in the history (or another tenant's)", body = ErrorBody), AuthErrors), security(("bearer" = [])))]
 pub async fn one(State(s): State<ApiState>, caller: CallerExt, Path(id): Path<String>) -> ApiResult<Response> {
     let uuid =
         uuid::Uuid::parse_str(&id).map_err(|_| ParamError::new("id", format!("`{id}` is not an alert id (a UUID)")))?;
@@ -123,9 +119,7 @@ fn export_format(params: &BTreeMap<String, String>) -> Result<Format, ParamError
     params(AlertFilterParams, ExportParams),
     responses((status = 200, description = "One alert per line, newest first",
             content((String = "application/x-ndjson"), (String = "text/plain"))),
-        (status = 400, description = "Bad or unknown parameter (named in `param`)", body = ErrorBody), (status = 401, description = "No, bad, revoked or expired token", body = ErrorBody),
-        (status = 403, description = "Role or scope too weak", body = ErrorBody),
-        (status = 429, description = "Rate limit of the token; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
+        (status = 400, description = "Bad or unknown parameter (named in `param`)", body = ErrorBody), AuthErrors), security(("bearer" = [])))]
 pub async fn export(
     State(s): State<ApiState>,
     caller: CallerExt,

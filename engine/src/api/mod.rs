@@ -286,6 +286,25 @@ mod tests {
         ids.dedup();
         assert_eq!(ids.len(), n, "operation ids are unique");
         assert_eq!(n, ROUTES.len(), "every operation has an id");
+        // Every route behind a token documents the access layer's refusals.
+        for r in ROUTES.iter().filter(|r| matches!(r.access, Access::Tenant(_) | Access::Fleet(_))) {
+            let item = &doc.paths.paths[r.path];
+            let op = match r.method {
+                "GET" => &item.get,
+                "POST" => &item.post,
+                "PUT" => &item.put,
+                _ => &item.delete,
+            };
+            let codes: Vec<&String> = op.as_ref().unwrap().responses.responses.keys().collect();
+            for code in ["401", "403", "429"] {
+                assert!(
+                    codes.iter().any(|c| *c == code),
+                    "{} {} does not document {code}: {codes:?}",
+                    r.method,
+                    r.path
+                );
+            }
+        }
         let json: serde_json::Value = serde_json::from_str(&doc.to_json().unwrap()).unwrap();
         assert_eq!(json["openapi"], "3.1.0");
     }

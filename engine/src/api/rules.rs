@@ -7,15 +7,13 @@ use serde_json::json;
 
 use super::ApiState;
 use super::error::{ApiError, ApiResult};
-use super::schema::{ErrorBody, RuleToggle};
+use super::schema::{AuthErrors, ErrorBody, RuleToggle};
 use crate::reference::RefStatus;
 use crate::ruleset::{ApplyReport, RulesStatus};
 
 /// `GET /api/v1/rules`.
 #[utoipa::path(get, path = "/api/v1/rules", tag = "rules", operation_id = "list_rules",
-    responses((status = 200, description = "Applied packs and rules", body = RulesStatus), (status = 401, description = "No, bad, revoked or expired token", body = ErrorBody),
-        (status = 403, description = "Role or scope too weak", body = ErrorBody),
-        (status = 429, description = "Rate limit of the token; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
+    responses((status = 200, description = "Applied packs and rules", body = RulesStatus), AuthErrors), security(("bearer" = [])))]
 pub async fn list(State(s): State<ApiState>) -> impl IntoResponse {
     axum::Json(s.rules.lock().await.status())
 }
@@ -24,9 +22,7 @@ pub async fn list(State(s): State<ApiState>) -> impl IntoResponse {
 #[utoipa::path(post, path = "/api/v1/rules/apply", tag = "rules",
     description = "Needs a fleet-wide analyst. On error the running rules are unchanged.",
     responses((status = 200, description = "Applied", body = ApplyReport),
-        (status = 422, description = "A pack or rule was refused", body = ErrorBody), (status = 401, description = "No, bad, revoked or expired token", body = ErrorBody),
-        (status = 403, description = "Role or scope too weak", body = ErrorBody),
-        (status = 429, description = "Rate limit of the token; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
+        (status = 422, description = "A pack or rule was refused", body = ErrorBody), AuthErrors), security(("bearer" = [])))]
 pub async fn apply(State(s): State<ApiState>) -> ApiResult<Response> {
     let report = s.rules.lock().await.apply().await?;
     Ok(axum::Json(report).into_response())
@@ -36,9 +32,7 @@ pub async fn apply(State(s): State<ApiState>) -> ApiResult<Response> {
 #[utoipa::path(post, path = "/api/v1/rules/{id}/enable", tag = "rules",
     params(("id" = String, Path, description = "Rule id")),
     responses((status = 200, description = "Enabled (persisted)", body = RuleToggle),
-        (status = 404, description = "No such rule", body = ErrorBody), (status = 422, description = "Refused", body = ErrorBody), (status = 401, description = "No, bad, revoked or expired token", body = ErrorBody),
-        (status = 403, description = "Role or scope too weak", body = ErrorBody),
-        (status = 429, description = "Rate limit of the token; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
+        (status = 404, description = "No such rule", body = ErrorBody), (status = 422, description = "Refused", body = ErrorBody), AuthErrors), security(("bearer" = [])))]
 pub async fn enable(s: State<ApiState>, id: Path<String>) -> ApiResult<Response> {
     set_enabled(s, id, true).await
 }
@@ -47,9 +41,7 @@ pub async fn enable(s: State<ApiState>, id: Path<String>) -> ApiResult<Response>
 #[utoipa::path(post, path = "/api/v1/rules/{id}/disable", tag = "rules",
     params(("id" = String, Path, description = "Rule id")),
     responses((status = 200, description = "Disabled (persisted)", body = RuleToggle),
-        (status = 404, description = "No such rule", body = ErrorBody), (status = 422, description = "Refused", body = ErrorBody), (status = 401, description = "No, bad, revoked or expired token", body = ErrorBody),
-        (status = 403, description = "Role or scope too weak", body = ErrorBody),
-        (status = 429, description = "Rate limit of the token; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
+        (status = 404, description = "No such rule", body = ErrorBody), (status = 422, description = "Refused", body = ErrorBody), AuthErrors), security(("bearer" = [])))]
 pub async fn disable(s: State<ApiState>, id: Path<String>) -> ApiResult<Response> {
     set_enabled(s, id, false).await
 }
@@ -61,9 +53,7 @@ async fn set_enabled(State(s): State<ApiState>, Path(id): Path<String>, enabled:
 
 /// `GET /api/v1/reference`.
 #[utoipa::path(get, path = "/api/v1/reference", tag = "rules",
-    responses((status = 200, description = "Reference tables", body = Vec<RefStatus>), (status = 401, description = "No, bad, revoked or expired token", body = ErrorBody),
-        (status = 403, description = "Role or scope too weak", body = ErrorBody),
-        (status = 429, description = "Rate limit of the token; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
+    responses((status = 200, description = "Reference tables", body = Vec<RefStatus>), AuthErrors), security(("bearer" = [])))]
 pub async fn reference_list(State(s): State<ApiState>) -> impl IntoResponse {
     axum::Json(s.rules.lock().await.references())
 }
@@ -72,9 +62,7 @@ pub async fn reference_list(State(s): State<ApiState>) -> impl IntoResponse {
 #[utoipa::path(post, path = "/api/v1/reference/{name}/reload", tag = "rules",
     params(("name" = String, Path, description = "Reference table")),
     responses((status = 200, description = "Reloaded from its file", body = RefStatus),
-        (status = 422, description = "Unknown table or refused file (previous rows stay)", body = ErrorBody), (status = 401, description = "No, bad, revoked or expired token", body = ErrorBody),
-        (status = 403, description = "Role or scope too weak", body = ErrorBody),
-        (status = 429, description = "Rate limit of the token; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
+        (status = 422, description = "Unknown table or refused file (previous rows stay)", body = ErrorBody), AuthErrors), security(("bearer" = [])))]
 pub async fn reference_reload(s: State<ApiState>, Path(name): Path<String>) -> ApiResult<Response> {
     replace(s, name, None).await
 }
@@ -85,9 +73,7 @@ pub async fn reference_reload(s: State<ApiState>, Path(name): Path<String>) -> A
     request_body(content = String, content_type = "text/plain", description = "The table in its configured format (CSV with a header, or JSON)"),
     responses((status = 200, description = "Replaced", body = RefStatus),
         (status = 413, description = "Larger than api.max_upload_bytes", body = ErrorBody),
-        (status = 422, description = "Unknown table or refused contents", body = ErrorBody), (status = 401, description = "No, bad, revoked or expired token", body = ErrorBody),
-        (status = 403, description = "Role or scope too weak", body = ErrorBody),
-        (status = 429, description = "Rate limit of the token; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
+        (status = 422, description = "Unknown table or refused contents", body = ErrorBody), AuthErrors), security(("bearer" = [])))]
 pub async fn reference_upload(
     s: State<ApiState>,
     Path(name): Path<String>,

@@ -18,6 +18,21 @@ pub struct ErrorBody {
     pub param: Option<String>,
 }
 
+/// The refusals every authenticated route may answer before its handler runs.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum AuthErrors {
+    /// No, bad, revoked or expired token.
+    #[response(status = 401, description = "No, bad, revoked or expired token")]
+    Unauthorized(ErrorBody),
+    /// Role or scope too weak.
+    #[response(status = 403, description = "Role or scope too weak")]
+    Forbidden(ErrorBody),
+    /// Rate limit of the token.
+    #[response(status = 429, description = "Rate limit of the token; see Retry-After")]
+    TooManyRequests(ErrorBody),
+}
+
 /// `GET /health/live`.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Live {

@@ -10,7 +10,7 @@ use vedette_actors::registry::{SensorRecord, normalize_fingerprint};
 use vedette_schemas::frame::close_code;
 
 use super::error::{ApiError, ApiResult};
-use super::schema::ErrorBody;
+use super::schema::{AuthErrors, ErrorBody};
 use super::{ApiState, CallerExt};
 use crate::auth::Caller;
 use crate::history::query::{ParamError, check_known, parse_limit};
@@ -114,10 +114,7 @@ fn visible(s: &ApiState, caller: &Caller, id: &str) -> ApiResult<SensorRecord> {
 #[utoipa::path(get, path = "/api/v1/sensors", tag = "fleet", operation_id = "list_sensors",
     params(SensorParams),
     responses((status = 200, description = "Sensors by id", body = SensorPage),
-        (status = 400, description = "Bad or unknown parameter (named in `param`)", body = ErrorBody),
-        (status = 401, description = "No, bad, revoked or expired token", body = ErrorBody),
-        (status = 403, description = "Role or scope too weak", body = ErrorBody),
-        (status = 429, description = "Rate limit of the token; see Retry-After", body = ErrorBody)),
+        (status = 400, description = "Bad or unknown parameter (named in `param`)", body = ErrorBody), AuthErrors),
     security(("bearer" = [])))]
 pub async fn list(
     State(s): State<ApiState>,
@@ -166,10 +163,7 @@ pub async fn list(
 #[utoipa::path(get, path = "/api/v1/sensors/{id}", tag = "fleet", operation_id = "get_sensor",
     params(("id" = String, Path, description = "Sensor id")),
     responses((status = 200, description = "The sensor", body = SensorView),
-        (status = 404, description = "Not registered (or another tenant's)", body = ErrorBody),
-        (status = 401, description = "No, bad, revoked or expired token", body = ErrorBody),
-        (status = 403, description = "Role or scope too weak", body = ErrorBody),
-        (status = 429, description = "Rate limit of the token; see Retry-After", body = ErrorBody)),
+        (status = 404, description = "Not registered (or another tenant's)", body = ErrorBody), AuthErrors),
     security(("bearer" = [])))]
 pub async fn one(State(s): State<ApiState>, caller: CallerExt, Path(id): Path<String>) -> ApiResult<Response> {
     let rec = visible(&s, &caller.0, &id)?;
@@ -181,10 +175,7 @@ pub async fn one(State(s): State<ApiState>, caller: CallerExt, Path(id): Path<St
 #[utoipa::path(post, path = "/api/v1/sensors/{id}/revoke", tag = "fleet", operation_id = "revoke_sensor",
     params(("id" = String, Path, description = "Sensor id")),
     responses((status = 200, description = "Revoked", body = SensorView),
-        (status = 404, description = "Not registered (or another tenant's)", body = ErrorBody),
-        (status = 401, description = "No, bad, revoked or expired token", body = ErrorBody),
-        (status = 403, description = "Role or scope too weak", body = ErrorBody),
-        (status = 429, description = "Rate limit of the token; see Retry-After", body = ErrorBody)),
+        (status = 404, description = "Not registered (or another tenant's)", body = ErrorBody), AuthErrors),
     security(("bearer" = [])))]
 pub async fn revoke(State(s): State<ApiState>, caller: CallerExt, Path(id): Path<String>) -> ApiResult<Response> {
     visible(&s, &caller.0, &id)?;
@@ -200,10 +191,7 @@ pub async fn revoke(State(s): State<ApiState>, caller: CallerExt, Path(id): Path
 #[utoipa::path(delete, path = "/api/v1/sensors/{id}", tag = "fleet",
     params(("id" = String, Path, description = "Sensor id")),
     responses((status = 200, description = "Removed from the registry", body = SensorRecord),
-        (status = 404, description = "Not registered (or another tenant's)", body = ErrorBody),
-        (status = 401, description = "No, bad, revoked or expired token", body = ErrorBody),
-        (status = 403, description = "Role or scope too weak", body = ErrorBody),
-        (status = 429, description = "Rate limit of the token; see Retry-After", body = ErrorBody)),
+        (status = 404, description = "Not registered (or another tenant's)", body = ErrorBody), AuthErrors),
     security(("bearer" = [])))]
 pub async fn deregister(State(s): State<ApiState>, caller: CallerExt, Path(id): Path<String>) -> ApiResult<Response> {
     visible(&s, &caller.0, &id)?;
@@ -229,10 +217,7 @@ pub struct RevokedCertificate {
     params(("fingerprint" = String, Path, description = "SHA-256 of the certificate: 64 hex digits, colons allowed")),
     responses((status = 200, description = "Revoked", body = RevokedCertificate),
         (status = 400, description = "Not a SHA-256 fingerprint", body = ErrorBody),
-        (status = 404, description = "A tenant-scoped token named a certificate none of its sensors used", body = ErrorBody),
-        (status = 401, description = "No, bad, revoked or expired token", body = ErrorBody),
-        (status = 403, description = "Role or scope too weak", body = ErrorBody),
-        (status = 429, description = "Rate limit of the token; see Retry-After", body = ErrorBody)),
+        (status = 404, description = "A tenant-scoped token named a certificate none of its sensors used", body = ErrorBody), AuthErrors),
     security(("bearer" = [])))]
 pub async fn revoke_certificate(
     State(s): State<ApiState>,

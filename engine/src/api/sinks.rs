@@ -10,7 +10,7 @@ use serde_json::json;
 use vedette_actors::sinks::delivery::SinkHandle;
 
 use super::error::{ApiError, ApiResult};
-use super::schema::{DlqPage, ErrorBody, LimitParams, Purged, Replayed, SinkTest};
+use super::schema::{AuthErrors, DlqPage, ErrorBody, LimitParams, Purged, Replayed, SinkTest};
 use super::{ApiState, CallerExt};
 use crate::auth::Caller;
 
@@ -40,9 +40,7 @@ pub struct SinkView {
 
 /// `GET /api/v1/sinks`.
 #[utoipa::path(get, path = "/api/v1/sinks", tag = "sinks", operation_id = "list_sinks",
-    responses((status = 200, description = "Every sink's delivery state", body = Vec<SinkView>), (status = 401, description = "No, bad, revoked or expired token", body = ErrorBody),
-        (status = 403, description = "Role or scope too weak", body = ErrorBody),
-        (status = 429, description = "Rate limit of the token; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
+    responses((status = 200, description = "Every sink's delivery state", body = Vec<SinkView>), AuthErrors), security(("bearer" = [])))]
 pub async fn list(State(s): State<ApiState>) -> impl IntoResponse {
     let views: Vec<SinkView> = s
         .sinks
@@ -78,9 +76,7 @@ fn sink(s: &ApiState, name: &str) -> ApiResult<Arc<SinkHandle>> {
 #[utoipa::path(get, path = "/api/v1/sinks/{name}/dlq", tag = "sinks",
     params(("name" = String, Path, description = "Sink name"), LimitParams),
     responses((status = 200, description = "Dead letters of the caller's tenant", body = DlqPage),
-        (status = 400, description = "Bad parameter", body = ErrorBody), (status = 404, description = "No such sink", body = ErrorBody), (status = 401, description = "No, bad, revoked or expired token", body = ErrorBody),
-        (status = 403, description = "Role or scope too weak", body = ErrorBody),
-        (status = 429, description = "Rate limit of the token; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
+        (status = 400, description = "Bad parameter", body = ErrorBody), (status = 404, description = "No such sink", body = ErrorBody), AuthErrors), security(("bearer" = [])))]
 pub async fn dlq_list(
     State(s): State<ApiState>,
     caller: CallerExt,
@@ -104,9 +100,7 @@ pub async fn dlq_list(
 #[utoipa::path(post, path = "/api/v1/sinks/{name}/dlq/replay", tag = "sinks",
     params(("name" = String, Path, description = "Sink name")),
     responses((status = 200, description = "Put back into the spool", body = Replayed),
-        (status = 404, description = "No such sink", body = ErrorBody), (status = 401, description = "No, bad, revoked or expired token", body = ErrorBody),
-        (status = 403, description = "Role or scope too weak", body = ErrorBody),
-        (status = 429, description = "Rate limit of the token; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
+        (status = 404, description = "No such sink", body = ErrorBody), AuthErrors), security(("bearer" = [])))]
 pub async fn dlq_replay(State(s): State<ApiState>, caller: CallerExt, Path(name): Path<String>) -> ApiResult<Response> {
     let h = sink(&s, &name)?;
     let c = caller.0;
@@ -118,9 +112,7 @@ pub async fn dlq_replay(State(s): State<ApiState>, caller: CallerExt, Path(name)
 #[utoipa::path(delete, path = "/api/v1/sinks/{name}/dlq", tag = "sinks",
     params(("name" = String, Path, description = "Sink name")),
     responses((status = 200, description = "Deleted", body = Purged),
-        (status = 404, description = "No such sink", body = ErrorBody), (status = 401, description = "No, bad, revoked or expired token", body = ErrorBody),
-        (status = 403, description = "Role or scope too weak", body = ErrorBody),
-        (status = 429, description = "Rate limit of the token; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
+        (status = 404, description = "No such sink", body = ErrorBody), AuthErrors), security(("bearer" = [])))]
 pub async fn dlq_purge(State(s): State<ApiState>, caller: CallerExt, Path(name): Path<String>) -> ApiResult<Response> {
     let h = sink(&s, &name)?;
     let c = caller.0;
@@ -135,9 +127,7 @@ pub async fn dlq_purge(State(s): State<ApiState>, caller: CallerExt, Path(name):
     responses((status = 200, description = "Delivered", body = SinkTest),
         (status = 502, description = "The destination failed or refused it", body = SinkTest),
         (status = 404, description = "No such sink", body = ErrorBody),
-        (status = 422, description = "This sink cannot be tested (the internal history sink)", body = ErrorBody), (status = 401, description = "No, bad, revoked or expired token", body = ErrorBody),
-        (status = 403, description = "Role or scope too weak", body = ErrorBody),
-        (status = 429, description = "Rate limit of the token; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
+        (status = 422, description = "This sink cannot be tested (the internal history sink)", body = ErrorBody), AuthErrors), security(("bearer" = [])))]
 pub async fn test(State(s): State<ApiState>, Path(name): Path<String>) -> ApiResult<Response> {
     use vedette_actors::sinks::delivery::{Outcome, Outgoing};
     let h = sink(&s, &name)?;

@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 
 use super::alerts::{scoped_filter, tokio_stream};
 use super::error::{ApiError, ApiResult};
-use super::schema::{AlertFilterParams, ErrorBody, StreamParams};
+use super::schema::{AlertFilterParams, AuthErrors, ErrorBody, StreamParams};
 use super::{ApiState, CallerExt};
 use crate::history::query::{FILTER_PARAMS, Filter, ParamError, check_known};
 use crate::history::{Dir, History};
@@ -43,9 +43,7 @@ static READS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
     params(AlertFilterParams, StreamParams,
         ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id (a position)")),
     responses((status = 200, description = "An endless event stream", content_type = "text/event-stream", body = String),
-        (status = 400, description = "Bad or unknown parameter (named in `param`)", body = ErrorBody), (status = 401, description = "No, bad, revoked or expired token", body = ErrorBody),
-        (status = 403, description = "Role or scope too weak", body = ErrorBody),
-        (status = 429, description = "Rate limit of the token; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
+        (status = 400, description = "Bad or unknown parameter (named in `param`)", body = ErrorBody), AuthErrors), security(("bearer" = [])))]
 pub async fn stream(
     State(s): State<ApiState>,
     caller: CallerExt,

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::error::{ApiError, ApiResult};
-use super::schema::{AuditPage, AuditParams, CreatedToken, ErrorBody, WhoAmI};
+use super::schema::{AuditPage, AuditParams, AuthErrors, CreatedToken, ErrorBody, WhoAmI};
 use super::{ApiState, CallerExt};
 use crate::auth::TokenInfo;
 use crate::auth::{Role, valid_tenant};
@@ -21,9 +21,7 @@ const MAX_TTL: std::time::Duration = std::time::Duration::from_secs(3650 * 86_40
 
 /// `GET /api/v1/whoami`: the caller's token id, name, role and tenant.
 #[utoipa::path(get, path = "/api/v1/whoami", tag = "access",
-    responses((status = 200, description = "The caller", body = WhoAmI), (status = 401, description = "No, bad, revoked or expired token", body = ErrorBody),
-        (status = 403, description = "Role or scope too weak", body = ErrorBody),
-        (status = 429, description = "Rate limit of the token; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
+    responses((status = 200, description = "The caller", body = WhoAmI), AuthErrors), security(("bearer" = [])))]
 pub async fn whoami(caller: CallerExt) -> impl IntoResponse {
     let c = caller.0;
     axum::Json(json!({"token_id": c.token_id, "name": c.name, "role": c.role, "tenant": c.tenant}))
@@ -31,9 +29,7 @@ pub async fn whoami(caller: CallerExt) -> impl IntoResponse {
 
 /// `GET /api/v1/tokens`: tokens of the caller's tenant (every token for a fleet-wide admin).
 #[utoipa::path(get, path = "/api/v1/tokens", tag = "access", operation_id = "list_tokens",
-    responses((status = 200, description = "Tokens, without secrets", body = Vec<TokenInfo>), (status = 401, description = "No, bad, revoked or expired token", body = ErrorBody),
-        (status = 403, description = "Role or scope too weak", body = ErrorBody),
-        (status = 429, description = "Rate limit of the token; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
+    responses((status = 200, description = "Tokens, without secrets", body = Vec<TokenInfo>), AuthErrors), security(("bearer" = [])))]
 pub async fn list(State(s): State<ApiState>, caller: CallerExt) -> ApiResult<Response> {
     let c = caller.0;
     let tokens: Vec<_> = s
@@ -71,9 +67,7 @@ pub struct CreateToken {
     request_body = CreateToken,
     responses((status = 201, description = "Created; `token` is shown this once", body = CreatedToken),
         (status = 400, description = "Bad field", body = ErrorBody), (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 415, description = "Not JSON", body = ErrorBody), (status = 422, description = "Malformed JSON body", body = ErrorBody), (status = 401, description = "No, bad, revoked or expired token", body = ErrorBody),
-        (status = 403, description = "Role or scope too weak", body = ErrorBody),
-        (status = 429, description = "Rate limit of the token; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
+        (status = 415, description = "Not JSON", body = ErrorBody), (status = 422, description = "Malformed JSON body", body = ErrorBody), AuthErrors), security(("bearer" = [])))]
 pub async fn create(
     State(s): State<ApiState>,
     caller: CallerExt,
@@ -120,9 +114,7 @@ pub async fn create(
 #[utoipa::path(delete, path = "/api/v1/tokens/{id}", tag = "access", operation_id = "revoke_token",
     params(("id" = String, Path, description = "Token id")),
     responses((status = 200, description = "Revoked", body = TokenInfo),
-        (status = 404, description = "No such token (or another tenant's)", body = ErrorBody), (status = 401, description = "No, bad, revoked or expired token", body = ErrorBody),
-        (status = 403, description = "Role or scope too weak", body = ErrorBody),
-        (status = 429, description = "Rate limit of the token; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
+        (status = 404, description = "No such token (or another tenant's)", body = ErrorBody), AuthErrors), security(("bearer" = [])))]
 pub async fn revoke(State(s): State<ApiState>, caller: CallerExt, Path(id): Path<String>) -> ApiResult<Response> {
     let c = caller.0;
     let missing = || ApiError::not_found(format!("no token with id `{id}` (`vedette tokens list` shows ids)"));
@@ -138,9 +130,7 @@ pub async fn revoke(State(s): State<ApiState>, caller: CallerExt, Path(id): Path
 #[utoipa::path(get, path = "/api/v1/audit", tag = "access",
     params(AuditParams),
     responses((status = 200, description = "Audited calls, newest first", body = AuditPage),
-        (status = 400, description = "Bad parameter", body = ErrorBody), (status = 401, description = "No, bad, revoked or expired token", body = ErrorBody),
-        (status = 403, description = "Role or scope too weak", body = ErrorBody),
-        (status = 429, description = "Rate limit of the token; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
+        (status = 400, description = "Bad parameter", body = ErrorBody), AuthErrors), security(("bearer" = [])))]
 pub async fn audit(
     State(s): State<ApiState>,
     caller: CallerExt,
