@@ -254,33 +254,29 @@ mod tests {
     #[test]
     fn the_document_and_the_access_table_list_the_same_routes() {
         let doc = test_doc();
-        let mut documented: Vec<(String, String)> = Vec::new();
-        for (path, item) in &doc.paths.paths {
-            for (method, op) in [
+        let ops = |item: &utoipa::openapi::PathItem| {
+            [
                 ("GET", &item.get),
                 ("POST", &item.post),
                 ("PUT", &item.put),
                 ("DELETE", &item.delete),
                 ("PATCH", &item.patch),
-            ] {
-                if op.is_some() {
-                    documented.push((method.to_string(), path.clone()));
-                }
-            }
+            ]
+            .into_iter()
+            .filter_map(|(m, op)| op.clone().map(|op| (m, op)))
+            .collect::<Vec<_>>()
+        };
+        let mut documented: Vec<(String, String)> = Vec::new();
+        for (path, item) in &doc.paths.paths {
+            documented.extend(ops(item).into_iter().map(|(m, _)| (m.to_string(), path.clone())));
         }
         documented.sort();
         let mut table: Vec<(String, String)> =
             ROUTES.iter().map(|r| (r.method.to_string(), r.path.to_string())).collect();
         table.sort();
         assert_eq!(documented, table);
-        let mut ids: Vec<&str> = doc
-            .paths
-            .paths
-            .values()
-            .flat_map(|i| [&i.get, &i.post, &i.put, &i.delete, &i.patch])
-            .flatten()
-            .filter_map(|op| op.operation_id.as_deref())
-            .collect();
+        let mut ids: Vec<String> =
+            doc.paths.paths.values().flat_map(ops).filter_map(|(_, op)| op.operation_id).collect();
         let n = ids.len();
         ids.sort_unstable();
         ids.dedup();
@@ -288,14 +284,8 @@ mod tests {
         assert_eq!(n, ROUTES.len(), "every operation has an id");
         // Every route behind a token documents the access layer's refusals.
         for r in ROUTES.iter().filter(|r| matches!(r.access, Access::Tenant(_) | Access::Fleet(_))) {
-            let item = &doc.paths.paths[r.path];
-            let op = match r.method {
-                "GET" => &item.get,
-                "POST" => &item.post,
-                "PUT" => &item.put,
-                _ => &item.delete,
-            };
-            let codes: Vec<&String> = op.as_ref().unwrap().responses.responses.keys().collect();
+            let (_, op) = ops(&doc.paths.paths[r.path]).into_iter().find(|(m, _)| *m == r.method).unwrap();
+            let codes: Vec<&String> = op.responses.responses.keys().collect();
             for code in ["401", "403", "429"] {
                 assert!(
                     codes.iter().any(|c| *c == code),

@@ -87,11 +87,14 @@ pub async fn dlq_list(
     let limit = crate::history::query::parse_limit(&params, 100, 10_000)?;
     let h = sink(&s, &name)?;
     let c: Caller = caller.0;
-    let entries = h.dead_letters.list_where(limit, |d| c.sees(d.tenant())).map_err(ApiError::internal)?;
-    let total = if c.fleet_wide() {
-        h.dead_letters.len()
+    let (entries, total) = if c.fleet_wide() {
+        (h.dead_letters.list(limit).map_err(ApiError::internal)?, h.dead_letters.len())
     } else {
-        h.dead_letters.list_where(usize::MAX, |d| c.sees(d.tenant())).map_err(ApiError::internal)?.len()
+        // One pass: the tenant's entries, counted and cut to the page.
+        let mut all = h.dead_letters.list_where(usize::MAX, |d| c.sees(d.tenant())).map_err(ApiError::internal)?;
+        let total = all.len();
+        all.truncate(limit);
+        (all, total)
     };
     Ok(axum::Json(json!({"sink": name, "total": total, "entries": entries})).into_response())
 }

@@ -1,7 +1,8 @@
 //! The local alert history: every alert, fed from its own spool, kept within an age and byte
 //! bound, queried (filters, cursor pages), exported and streamed by the API.
 //!
-//! * [`store`]: the sled store with its indexes.
+//! * [`store`]: the store: segments, the id map, queries, retention.
+//! * [`segment`]: one segment file and its index.
 //! * [`query`]: filters, parameter validation and cursors (pure).
 //! * [`sink`]: the connector the internal `history` sink delivers through.
 
