@@ -254,3 +254,21 @@ fn a_non_loopback_api_without_tls_is_refused_unless_insecure_http_is_set() {
     let err = vedette_config::Config::from_toml_str("[api]\ntls_cert = \"c.pem\"\n").unwrap_err();
     assert_eq!(err.problems()[0].path, "api.tls_key", "{err}");
 }
+
+#[tokio::test]
+async fn a_bad_token_request_names_the_field() {
+    let t = TestEngine::start().await;
+    for (body, field) in [
+        (json!({"name": "x", "role": "root"}), "`role`"),
+        (json!({"name": "", "role": "viewer"}), "`name`"),
+        (json!({"name": "x", "role": "viewer", "tenant": "a b"}), "`tenant`"),
+        (json!({"name": "x", "role": "viewer", "ttl": "0s"}), "`ttl`"),
+        (json!({"name": "x", "role": "viewer", "ttl": "9999d"}), "`ttl`"),
+        (json!({"name": "x", "role": "viewer", "colour": "red"}), "colour"),
+    ] {
+        let raw = serde_json::to_vec(&body).unwrap();
+        let r = http_call(t.engine.api_addr, "POST", "/api/v1/tokens", Some(&t.admin_token()), Some(&raw)).await;
+        assert!(matches!(r.status, 400 | 422), "{body}: {} {}", r.status, r.body);
+        assert!(r.json()["error"].as_str().unwrap().contains(field), "{body}: {}", r.body);
+    }
+}
