@@ -5,6 +5,7 @@
 
 pub mod batcher;
 pub mod error;
+pub mod fleet;
 pub mod ingest;
 pub mod ledger;
 pub mod metrics;

@@ -6,10 +6,11 @@
 //! in sled and mirrored in memory, so the TLS handshake refuses them without touching disk.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::RwLock;
+use std::sync::{Mutex, RwLock};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use vedette_schemas::fleet::{Action, ObserveLevel};
 
 use crate::error::{ActorError, Result};
 use crate::tls::PeerIdentity;
@@ -44,6 +45,60 @@ pub struct SensorRecord {
     pub remote_addr: Option<String>,
     /// When the sensor was revoked (every certificate of this id is refused).
     pub revoked_at: Option<DateTime<Utc>>,
+    /// Observe level the sensor last acknowledged (`minimal`, `standard`, `verbose`).
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub observe_level: Option<ObserveLevel>,
+    /// Version of the configuration document the sensor last acknowledged.
+    #[serde(default)]
+    pub config_version: Option<u64>,
+    /// When the sensor said GOODBYE (a deliberate stop: offline, never "silent"); cleared by
+    /// its next HELLO.
+    #[serde(default)]
+    pub offline_at: Option<DateTime<Utc>>,
+    /// When the sensor was last heard from before its current silence (set while silent).
+    #[serde(default)]
+    pub silent_since: Option<DateTime<Utc>>,
+    /// Whether the `vedette.sensor_silent` alert of the current silence was delivered to the
+    /// sinks' spools.
+    #[serde(default)]
+    pub silent_alerted: bool,
+    /// Enrollment token it enrolled with, if it enrolled.
+    #[serde(default)]
+    pub enrolled_with: Option<String>,
+}
+
+impl SensorRecord {
+    fn new(sensor_id: &str, tenant: &str, now: DateTime<Utc>) -> Self {
+        Self {
+            sensor_id: sensor_id.to_string(),
+            tenant: tenant.to_string(),
+            fingerprints: Vec::new(),
+            labels: BTreeMap::new(),
+            sensor_version: None,
+            schemas: BTreeMap::new(),
+            host: None,
+            first_seen: now,
+            last_seen: now,
+            remote_addr: None,
+            revoked_at: None,
+            observe_level: None,
+            config_version: None,
+            offline_at: None,
+            silent_since: None,
+            silent_alerted: false,
+            enrolled_with: None,
+        }
+    }
+
+    /// Makes `fingerprint` the current certificate, keeping a few previous ones.
+    fn use_certificate(&mut self, fingerprint: &str) {
+        if self.fingerprints.first().map(String::as_str) != Some(fingerprint) {
+            self.fingerprints.retain(|f| f != fingerprint);
+            self.fingerprints.insert(0, fingerprint.to_string());
+            self.fingerprints.truncate(FINGERPRINTS_KEPT);
+        }
+    }
 }
 
 /// One revocation.
@@ -68,6 +123,11 @@ pub enum RegistryRefusal {
         /// Tenant in the certificate.
         presented: String,
     },
+    /// Enrollment for an id that is registered: deregister it first.
+    #[error(
+        "sensor id `{0}` is already registered; deregister it (`vedette sensors deregister {0}`) before enrolling it again"
+    )]
+    AlreadyRegistered(String),
 }
 
 /// The registry.
@@ -76,6 +136,8 @@ pub struct Registry {
     revoked: sled::Tree,
     /// Mirror of `revoked`: `fp:<hex>` and `id:<sensor>` keys.
     cache: RwLock<HashSet<String>>,
+    /// Serializes read-modify-write of records (sessions, the monitor and the API update them).
+    write: Mutex<()>,
 }
 
 fn storage(tree: &str) -> impl Fn(sled::Error) -> ActorError + '_ {
@@ -109,7 +171,7 @@ impl Registry {
             let (k, _) = kv.map_err(storage("revoked"))?;
             cache.insert(String::from_utf8_lossy(&k).into_owned());
         }
-        Ok(Self { sensors, revoked, cache: RwLock::new(cache) })
+        Ok(Self { sensors, revoked, cache: RwLock::new(cache), write: Mutex::new(()) })
     }
 
     /// Whether a presented certificate is refused: its fingerprint or its sensor id is revoked.
@@ -132,6 +194,7 @@ impl Registry {
             return Ok(Err(RegistryRefusal::Revoked));
         }
         let now = Utc::now();
+        let _w = self.lock();
         let mut rec = match self.get(&peer.sensor_id)? {
             Some(r) if r.tenant != peer.tenant => {
                 return Ok(Err(RegistryRefusal::TenantMismatch {
@@ -141,40 +204,97 @@ impl Registry {
                 }));
             }
             Some(r) => r,
-            None => SensorRecord {
-                sensor_id: peer.sensor_id.clone(),
-                tenant: peer.tenant.clone(),
-                fingerprints: Vec::new(),
-                labels: BTreeMap::new(),
-                sensor_version: None,
-                schemas: BTreeMap::new(),
-                host: None,
-                first_seen: now,
-                last_seen: now,
-                remote_addr: None,
-                revoked_at: None,
-            },
+            None => SensorRecord::new(&peer.sensor_id, &peer.tenant, now),
         };
-        if rec.fingerprints.first() != Some(&peer.fingerprint) {
-            rec.fingerprints.retain(|f| *f != peer.fingerprint);
-            rec.fingerprints.insert(0, peer.fingerprint.clone());
-            rec.fingerprints.truncate(FINGERPRINTS_KEPT);
-        }
+        rec.use_certificate(&peer.fingerprint);
         rec.sensor_version = Some(version.to_string());
         rec.host = host.map(str::to_string).or(rec.host);
         rec.schemas.clone_from(schemas);
         rec.last_seen = now;
         rec.remote_addr = Some(remote.to_string());
+        rec.offline_at = None;
         self.put(&rec)?;
         Ok(Ok(rec))
     }
 
+    /// Registers an enrolled sensor with its first certificate. Refused when the id is
+    /// registered already (deregister it first) or revoked.
+    pub async fn enroll(
+        &self,
+        sensor_id: &str,
+        tenant: &str,
+        fingerprint: &str,
+        labels: BTreeMap<String, String>,
+        token_id: &str,
+    ) -> Result<std::result::Result<SensorRecord, RegistryRefusal>> {
+        let peer = PeerIdentity { sensor_id: sensor_id.into(), tenant: tenant.into(), fingerprint: fingerprint.into() };
+        if self.is_revoked(&peer) {
+            return Ok(Err(RegistryRefusal::Revoked));
+        }
+        let rec = {
+            let _w = self.lock();
+            if self.get(sensor_id)?.is_some() {
+                return Ok(Err(RegistryRefusal::AlreadyRegistered(sensor_id.into())));
+            }
+            let mut rec = SensorRecord::new(sensor_id, tenant, Utc::now());
+            rec.use_certificate(fingerprint);
+            rec.labels = labels;
+            rec.enrolled_with = Some(token_id.into());
+            rec.offline_at = Some(rec.first_seen);
+            self.put(&rec)?;
+            rec
+        };
+        self.sensors.flush_async().await.map_err(storage("sensors"))?;
+        Ok(Ok(rec))
+    }
+
+    /// Changes a record under the write lock; `None` if the sensor is not registered.
+    pub fn update(&self, sensor_id: &str, f: impl FnOnce(&mut SensorRecord)) -> Result<Option<SensorRecord>> {
+        let _w = self.lock();
+        let Some(mut rec) = self.get(sensor_id)? else { return Ok(None) };
+        f(&mut rec);
+        self.put(&rec)?;
+        Ok(Some(rec))
+    }
+
+    /// A renewed certificate became the sensor's current one.
+    pub fn renewed(&self, sensor_id: &str, fingerprint: &str) -> Result<Option<SensorRecord>> {
+        self.update(sensor_id, |r| r.use_certificate(fingerprint))
+    }
+
+    /// The sensor acknowledged `action` as applied.
+    pub fn applied(&self, sensor_id: &str, action: &Action) -> Result<Option<SensorRecord>> {
+        self.update(sensor_id, |r| match action {
+            Action::SetLevel { level } => r.observe_level = Some(*level),
+            Action::ApplyConfig { config } => r.config_version = Some(config.version),
+            Action::RenewCertificate {} => {}
+        })
+    }
+
+    /// The sensor said GOODBYE: offline on purpose.
+    pub fn goodbye(&self, sensor_id: &str) -> Result<()> {
+        let now = Utc::now();
+        self.update(sensor_id, |r| {
+            r.offline_at = Some(now);
+            r.last_seen = now;
+        })?;
+        Ok(())
+    }
+
+    /// Flushes the registry to disk.
+    pub async fn flush(&self) -> Result<()> {
+        self.sensors.flush_async().await.map_err(storage("sensors"))?;
+        Ok(())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.write.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// A session of the sensor ended now.
     pub fn seen(&self, sensor_id: &str) -> Result<()> {
-        if let Some(mut rec) = self.get(sensor_id)? {
-            rec.last_seen = Utc::now();
-            self.put(&rec)?;
-        }
+        let now = Utc::now();
+        self.update(sensor_id, |r| r.last_seen = now)?;
         Ok(())
     }
 
@@ -211,14 +331,16 @@ impl Registry {
     /// Revokes a sensor: its id and every certificate it has used are refused from now on
     /// (durably). `None` if no such sensor is registered.
     pub async fn revoke_sensor(&self, sensor_id: &str) -> Result<Option<SensorRecord>> {
-        let Some(mut rec) = self.get(sensor_id)? else { return Ok(None) };
+        let Some(rec) = self.get(sensor_id)? else { return Ok(None) };
         let mut keys = vec![id_key(sensor_id)];
         keys.extend(rec.fingerprints.iter().map(|f| fp_key(f)));
         self.add_revocations(&keys).await?;
-        if rec.revoked_at.is_none() {
-            rec.revoked_at = Some(Utc::now());
-            self.put(&rec)?;
-        }
+        let now = Utc::now();
+        let rec = self
+            .update(sensor_id, |r| {
+                r.revoked_at.get_or_insert(now);
+            })?
+            .unwrap_or(rec);
         self.sensors.flush_async().await.map_err(storage("sensors"))?;
         Ok(Some(rec))
     }
@@ -251,7 +373,10 @@ impl Registry {
     /// Returns the removed record.
     pub async fn deregister(&self, sensor_id: &str) -> Result<Option<SensorRecord>> {
         let Some(rec) = self.get(sensor_id)? else { return Ok(None) };
-        self.sensors.remove(sensor_id.as_bytes()).map_err(storage("sensors"))?;
+        {
+            let _w = self.lock();
+            self.sensors.remove(sensor_id.as_bytes()).map_err(storage("sensors"))?;
+        }
         self.revoked.remove(id_key(sensor_id).as_bytes()).map_err(storage("revoked"))?;
         self.sensors.flush_async().await.map_err(storage("sensors"))?;
         self.revoked.flush_async().await.map_err(storage("revoked"))?;

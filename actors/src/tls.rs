@@ -66,6 +66,14 @@ impl rustls::server::danger::ClientCertVerifier for RevokingVerifier {
         self.inner.root_hint_subjects()
     }
 
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+
     fn verify_client_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -105,29 +113,40 @@ impl rustls::server::danger::ClientCertVerifier for RevokingVerifier {
 }
 
 /// Server side: our certificate; client certificates must chain to `ca`, be within their
-/// validity period and not be revoked.
+/// validity period and not be revoked. With `enrollment`, the enrollment ALPN is offered too
+/// and a client certificate is optional at the handshake (the ingest session refuses a
+/// connection without one); the fleet CA is sent with the server certificate so an enrolling
+/// sensor can pin it.
 pub fn server_config(
     ca_pem: &[u8],
     cert_pem: &[u8],
     key_pem: &[u8],
     idle_timeout: Duration,
     revocations: Arc<dyn RevocationCheck>,
+    enrollment: bool,
 ) -> Result<quinn::ServerConfig> {
     let mut roots = RootCertStore::empty();
-    for ca in certs_from_pem(ca_pem, "fleet CA")? {
-        roots.add(ca).map_err(|e| ActorError::Tls(format!("fleet CA: {e}")))?;
+    let cas = certs_from_pem(ca_pem, "fleet CA")?;
+    for ca in &cas {
+        roots.add(ca.clone()).map_err(|e| ActorError::Tls(format!("fleet CA: {e}")))?;
     }
-    let inner = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
-        .build()
-        .map_err(|e| ActorError::Tls(format!("client verifier: {e}")))?;
+    let builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
+    let builder = if enrollment { builder.allow_unauthenticated() } else { builder };
+    let inner = builder.build().map_err(|e| ActorError::Tls(format!("client verifier: {e}")))?;
     let verifier = Arc::new(RevokingVerifier { inner, revocations });
+    let mut chain = certs_from_pem(cert_pem, "server certificate")?;
+    let extra: Vec<_> = cas.into_iter().filter(|ca| !chain.contains(ca)).collect();
+    chain.extend(extra);
     let mut tls = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| ActorError::Tls(e.to_string()))?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(certs_from_pem(cert_pem, "server certificate")?, key_from_pem(key_pem, "server key")?)
+        .with_single_cert(chain, key_from_pem(key_pem, "server key")?)
         .map_err(|e| ActorError::Tls(format!("server certificate/key: {e}")))?;
     tls.alpn_protocols = vec![ALPN.to_vec()];
+    if enrollment {
+        tls.alpn_protocols.push(vedette_schemas::fleet::ENROLL_ALPN.to_vec());
+    }
     let crypto = QuicServerConfig::try_from(tls).map_err(|e| ActorError::Tls(e.to_string()))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     let mut transport = quinn::TransportConfig::default();
@@ -164,6 +183,79 @@ pub fn client_config(ca_pem: &[u8], client: Option<(&[u8], &[u8])>, alpn: &[u8])
     Ok(config)
 }
 
+/// The SHA-256 fingerprint of a certificate (DER), lowercase hex.
+pub fn fingerprint(der: &[u8]) -> String {
+    hex::encode(Sha256::digest(der))
+}
+
+/// Verifies the engine's certificate against a CA known only by its SHA-256 fingerprint
+/// (enrollment, kubeadm-style): the CA must be in the chain the engine sends, have that
+/// fingerprint, and the server certificate must chain to it and name the server.
+#[derive(Debug)]
+struct PinnedCaVerifier {
+    pin: String,
+}
+
+impl rustls::client::danger::ServerCertVerifier for PinnedCaVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &rustls_pki_types::ServerName<'_>,
+        ocsp: &[u8],
+        now: rustls_pki_types::UnixTime,
+    ) -> std::result::Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let Some(ca) = intermediates.iter().find(|c| fingerprint(c.as_ref()) == self.pin) else {
+            return Err(rustls::Error::General(format!(
+                "the engine's CA does not have the pinned SHA-256 fingerprint {} (a man in the middle, or the wrong --ca-sha256)",
+                self.pin
+            )));
+        };
+        let mut roots = RootCertStore::empty();
+        roots.add(ca.clone().into_owned()).map_err(|e| rustls::Error::General(format!("pinned CA: {e}")))?;
+        let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+            .build()
+            .map_err(|e| rustls::Error::General(e.to_string()))?;
+        inner.verify_server_cert(end_entity, &[], server_name, ocsp, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &provider().signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &provider().signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        provider().signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Client side for enrollment: no client certificate, the engine's CA pinned by its SHA-256
+/// fingerprint (64 lowercase hex digits).
+pub fn enrollment_client_config(ca_sha256: &str) -> Result<quinn::ClientConfig> {
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| ActorError::Tls(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(PinnedCaVerifier { pin: ca_sha256.to_string() }))
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![vedette_schemas::fleet::ENROLL_ALPN.to_vec()];
+    let crypto = QuicClientConfig::try_from(tls).map_err(|e| ActorError::Tls(e.to_string()))?;
+    Ok(quinn::ClientConfig::new(Arc::new(crypto)))
+}
+
 /// Who a sensor is, according to its verified client certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerIdentity {
@@ -188,11 +280,7 @@ pub fn identity_from_cert(der: &[u8]) -> std::result::Result<PeerIdentity, Strin
     vedette_schemas::identity::check_sensor_id(cn).map_err(|e| format!("certificate common name: {e}"))?;
     let tenant = ou.unwrap_or(DEFAULT_TENANT);
     vedette_schemas::identity::check_tenant(tenant).map_err(|e| format!("certificate organizational unit: {e}"))?;
-    Ok(PeerIdentity {
-        sensor_id: cn.to_string(),
-        tenant: tenant.to_string(),
-        fingerprint: hex::encode(Sha256::digest(der)),
-    })
+    Ok(PeerIdentity { sensor_id: cn.to_string(), tenant: tenant.to_string(), fingerprint: fingerprint(der) })
 }
 
 /// Identity of the peer of an established connection.

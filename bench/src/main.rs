@@ -140,13 +140,8 @@ async fn spine(events: u64, match_every: u64, batch_rows: usize) -> anyhow::Resu
     let paths = pki::PkiPaths::new(dir.path());
     let (cert, key) = paths.sensor(pki::DEMO_SENSOR_ID);
     let cfg = SensorConfig {
-        server: engine.ingest_addr,
-        server_name: "localhost".into(),
-        ca: paths.ca_cert,
-        cert,
-        key,
-        host: "bench".into(),
         linger: Duration::from_millis(20),
+        ..SensorConfig::new(engine.ingest_addr, paths.ca_cert, cert, key, "bench")
     };
     let (tx, rx) = mpsc::channel(65_536);
     let stats = Arc::new(SensorStats::default());

@@ -94,6 +94,9 @@ pub struct Config {
     /// The local alert history behind `/api/v1/alerts`.
     #[serde(default)]
     pub history: HistoryConfig,
+    /// Sensor fleet: silence detection, certificates issued by enrollment and renewal.
+    #[serde(default)]
+    pub fleet: FleetConfig,
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
@@ -294,6 +297,47 @@ impl Default for HistoryConfig {
             spool_max_bytes: default_history_spool(),
             stream_stall_timeout: default_stream_stall(),
         }
+    }
+}
+
+/// Sensor fleet settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FleetConfig {
+    /// A sensor not heard from for this long raises `vedette.sensor_silent`. Default: three
+    /// heartbeat intervals.
+    #[serde(default, with = "crate::duration::option")]
+    pub silent_after: Option<Duration>,
+    /// Days a certificate issued by enrollment or renewal is valid.
+    #[serde(default = "default_cert_days")]
+    pub cert_days: u32,
+    /// A connected sensor renews its certificate when less than this much validity is left.
+    #[serde(default = "default_renew_before", with = "crate::duration")]
+    pub renew_before: Duration,
+    /// Fleet CA private key (PEM) used to sign enrollments and renewals when `ingest.ca_cert`
+    /// is set. Without it such an engine neither enrolls nor renews (the development CA's key
+    /// is used otherwise).
+    #[serde(default)]
+    pub ca_key: Option<PathBuf>,
+}
+
+fn default_cert_days() -> u32 {
+    30
+}
+fn default_renew_before() -> Duration {
+    Duration::from_secs(10 * 86_400)
+}
+
+impl Default for FleetConfig {
+    fn default() -> Self {
+        Self { silent_after: None, cert_days: default_cert_days(), renew_before: default_renew_before(), ca_key: None }
+    }
+}
+
+impl Config {
+    /// When a sensor counts as silent: `fleet.silent_after`, else three heartbeat intervals.
+    pub fn silent_after(&self) -> Duration {
+        self.fleet.silent_after.unwrap_or(self.ingest.heartbeat_interval * 3)
     }
 }
 
@@ -531,6 +575,15 @@ impl Config {
         if self.history.max_bytes < (1 << 20) {
             push("history.max_bytes".into(), "must be at least 1MiB".into());
         }
+        if self.fleet.silent_after.is_some_and(|s| s < self.ingest.heartbeat_interval) {
+            push("fleet.silent_after".into(), "must be at least `ingest.heartbeat_interval`".into());
+        }
+        if !(1..=3650).contains(&self.fleet.cert_days) {
+            push("fleet.cert_days".into(), "must be between 1 and 3650".into());
+        }
+        if self.fleet.renew_before.as_secs() >= u64::from(self.fleet.cert_days) * 86_400 {
+            push("fleet.renew_before".into(), "must be shorter than `cert_days`".into());
+        }
         if self.history.stream_stall_timeout.is_zero() {
             push("history.stream_stall_timeout".into(), "must be longer than 0".into());
         }
@@ -748,13 +801,14 @@ fn deserialize_sections(mut table: toml::Table, problems: &mut Vec<Problem>) -> 
         sinks: sinks(&mut table, problems, &mut ok),
         alerts: section(&mut table, "alerts", problems, &mut ok),
         history: section(&mut table, "history", problems, &mut ok),
+        fleet: section(&mut table, "fleet", problems, &mut ok),
         log: section(&mut table, "log", problems, &mut ok),
     };
     for key in table.keys() {
         ok = false;
         problems.push(Problem {
             path: key.clone(),
-            message: "unknown key (expected one of: data_dir, ingest, api, pipeline, rules, tables, reference_tables, sinks, alerts, history, log)".into(),
+            message: "unknown key (expected one of: data_dir, ingest, api, pipeline, rules, tables, reference_tables, sinks, alerts, history, fleet, log)".into(),
         });
     }
     ok.then_some(config)

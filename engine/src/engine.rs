@@ -11,6 +11,8 @@ use ractor::{Actor, ActorRef};
 use tokio::sync::Semaphore;
 use tracing::{info, warn};
 use vedette_actors::batcher::{BatchLimits, Batcher, BatcherMsg};
+use vedette_actors::fleet::commands::Commands;
+use vedette_actors::fleet::liveness::{Liveness, Monitor, MonitorMsg};
 use vedette_actors::ingest::{IngestContext, IngestListener, Limits, TableRoute};
 use vedette_actors::ledger::SeqLedger;
 use vedette_actors::metrics::Metrics;
@@ -31,6 +33,7 @@ use crate::api::access::Peer;
 use crate::api::listener::TlsListener;
 use crate::auth::TokenStore;
 use crate::auth::audit::AuditLog;
+use crate::auth::enrollment::EnrollmentTokens;
 use crate::auth::local::ensure_local_admin;
 use crate::error::{EngineError, Result};
 use crate::history::sink::HistoryConnector;
@@ -236,18 +239,31 @@ impl EngineHandle {
         };
         let read = |p: &Path| std::fs::read(p).map_err(EngineError::io(format!("reading {}", p.display())));
         let registry = Arc::new(Registry::open(&db)?);
+        let enrollments = EnrollmentTokens::open(&db)?;
+        let issuer = fleet_issuer(&config, &pki, &data_dir, &ca, &registry, &enrollments)?;
         let revocations: Arc<dyn tls::RevocationCheck> = registry.clone();
-        let server =
-            tls::server_config(&read(&ca)?, &read(&cert)?, &read(&key)?, config.ingest.idle_timeout, revocations)?;
+        let server = tls::server_config(
+            &read(&ca)?,
+            &read(&cert)?,
+            &read(&key)?,
+            config.ingest.idle_timeout,
+            revocations,
+            issuer.is_some(),
+        )?;
         let endpoint = quinn::Endpoint::server(server, config.ingest.listen)
             .map_err(EngineError::io(format!("binding QUIC listener ingest.listen={}", config.ingest.listen)))?;
         let ingest_addr = endpoint.local_addr().map_err(EngineError::io("QUIC listener address"))?;
+        let commands = Arc::new(Commands::open(&db)?);
+        let liveness = Arc::new(Liveness::default());
         let ingest = Arc::new(IngestContext {
             catalog: Arc::clone(&catalog),
             routes,
             acker,
             sessions,
             registry: Arc::clone(&registry),
+            commands: Arc::clone(&commands),
+            liveness: Arc::clone(&liveness),
+            issuer,
             limits: Limits {
                 max_frame_bytes: config.ingest.max_frame_bytes,
                 max_frame_rows: config.ingest.max_frame_rows,
@@ -261,6 +277,15 @@ impl EngineHandle {
         let (ep, ic) = (endpoint.clone(), Arc::clone(&ingest));
         let spec = Child::new("ingest", listener_slot.clone(), move || {
             (IngestListener { endpoint: ep.clone(), ctx: Arc::clone(&ic) }, ())
+        });
+        add_child(&supervisor, Arc::new(spec)).await?;
+        let monitor_slot = Slot::<MonitorMsg>::default();
+        let (r, l, s, threshold, started) =
+            (Arc::clone(&registry), Arc::clone(&liveness), sinks.clone(), config.silent_after(), chrono::Utc::now());
+        let spec = Child::new("fleet-monitor", monitor_slot, move || {
+            let m =
+                Monitor { registry: Arc::clone(&r), liveness: Arc::clone(&l), sinks: s.clone(), threshold, started };
+            (m, ())
         });
         add_child(&supervisor, Arc::new(spec)).await?;
 
@@ -284,6 +309,9 @@ impl EngineHandle {
             stream_stall: config.history.stream_stall_timeout,
             registry: Arc::clone(&registry),
             sessions: Arc::clone(&ingest.sessions),
+            commands,
+            liveness,
+            enrollments,
         });
         let (api, api_addr, api_stop) = serve_api(&config.api, &data_dir, app).await?;
         let pruner = tokio::spawn(prune_history(Arc::clone(&history), metrics.clone()));
@@ -408,6 +436,30 @@ impl EngineHandle {
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
         info!("Shutdown complete.");
     }
+}
+
+/// The certificate issuer of enrollment and renewal: the development CA's key, or
+/// `fleet.ca_key` with `ingest.ca_cert`. `None` (both off) for a configured CA without key.
+fn fleet_issuer(
+    config: &Config,
+    pki: &PkiPaths,
+    data_dir: &Path,
+    ca_cert: &Path,
+    registry: &Arc<Registry>,
+    tokens: &EnrollmentTokens,
+) -> Result<Option<Arc<dyn vedette_actors::fleet::CertIssuer>>> {
+    let key = match (&config.ingest.ca_cert, &config.fleet.ca_key) {
+        (None, _) => pki.ca_key.clone(),
+        (Some(_), Some(k)) => resolve(data_dir, k),
+        (Some(_), None) => return Ok(None),
+    };
+    let ca = crate::pki::CertPem::load(ca_cert, &key)?;
+    Ok(Some(Arc::new(crate::issuer::Issuer {
+        ca,
+        tokens: tokens.clone(),
+        registry: Arc::clone(registry),
+        days: config.fleet.cert_days,
+    })))
 }
 
 /// Binds the API (HTTPS when `api.tls_cert`/`tls_key` are set) and serves `app` until the

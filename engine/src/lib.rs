@@ -8,6 +8,7 @@ pub mod auth;
 pub mod engine;
 pub mod error;
 pub mod history;
+pub mod issuer;
 pub mod pki;
 pub mod reference;
 pub mod rules_cli;

@@ -1,18 +1,13 @@
 //! `vedette`: the command-line entry point.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use tokio::sync::mpsc;
 use vedette_config::Config;
-use vedette_engine::pki::{self, DEMO_SENSOR_ID, PkiPaths};
+use vedette_engine::pki;
 use vedette_engine::reference::RefStatus;
 use vedette_engine::ruleset::{ApplyReport, RulesStatus};
-use vedette_engine::sensor::{self, SensorConfig, SensorStats};
 use vedette_engine::{EngineHandle, rules_cli};
 
 mod cli;
@@ -45,35 +40,13 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
-    /// Run the reference sensor.
+    /// Run the reference sensor; `vedette sensor enroll` obtains its certificate with a token.
+    #[command(args_conflicts_with_subcommands = true)]
     Sensor {
-        /// Engine QUIC address.
-        #[arg(long, default_value = "127.0.0.1:7700")]
-        server: SocketAddr,
-        /// Name in the engine's server certificate.
-        #[arg(long, default_value = "localhost")]
-        server_name: String,
-        /// Data dir holding `ca/ca.pem` and `sensors/<id>.{pem,key}`.
-        #[arg(long, default_value = "./vedette-data")]
-        data_dir: PathBuf,
-        /// Sensor id (selects the certificate in the data dir).
-        #[arg(long, default_value = DEMO_SENSOR_ID)]
-        sensor_id: String,
-        /// Explicit certificate (overrides the data dir lookup).
-        #[arg(long, requires = "key")]
-        cert: Option<PathBuf>,
-        /// Explicit private key.
-        #[arg(long, requires = "cert")]
-        key: Option<PathBuf>,
-        /// Explicit CA certificate.
-        #[arg(long)]
-        ca: Option<PathBuf>,
-        /// Replay the scripted attack scenario (every built-in rule fires).
-        #[arg(long)]
-        demo: bool,
-        /// Do not watch /proc (with --demo: exit once the scenario is acknowledged).
-        #[arg(long)]
-        no_proc: bool,
+        #[command(subcommand)]
+        action: Option<cli::sensor::SensorAction>,
+        #[command(flatten)]
+        run: cli::sensor::RunArgs,
     },
     /// Rule pack tooling for analysts.
     Rules {
@@ -162,7 +135,49 @@ enum CaCommand {
         /// Replace an existing certificate and key of this sensor id.
         #[arg(long)]
         force: bool,
+        #[command(flatten)]
+        ca: CaFiles,
     },
+    /// Sign a CSR made elsewhere (the key stays where it was made): CN = sensor id; the
+    /// tenant is `--tenant` (a CSR naming another OU is refused).
+    Sign {
+        /// The CSR (PEM).
+        csr: PathBuf,
+        /// Tenant of the sensor.
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        /// Days the certificate is valid.
+        #[arg(long, default_value_t = pki::SENSOR_CERT_DAYS)]
+        days: u32,
+        /// Where to write the certificate (default: stdout).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Data dir whose CA signs (unless --ca-cert/--ca-key).
+        #[arg(long, default_value = "./vedette-data")]
+        data_dir: PathBuf,
+        #[command(flatten)]
+        ca: CaFiles,
+    },
+}
+
+/// A CA given by path (bring your own CA) instead of the data dir's.
+#[derive(clap::Args)]
+struct CaFiles {
+    /// CA certificate (PEM).
+    #[arg(long, requires = "ca_key")]
+    ca_cert: Option<PathBuf>,
+    /// CA private key (PEM).
+    #[arg(long, requires = "ca_cert")]
+    ca_key: Option<PathBuf>,
+}
+
+impl CaFiles {
+    fn load(&self) -> anyhow::Result<Option<pki::CertPem>> {
+        match (&self.ca_cert, &self.ca_key) {
+            (Some(c), Some(k)) => Ok(Some(pki::CertPem::load(c, k)?)),
+            _ => Ok(None),
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -382,43 +397,13 @@ async fn main() -> anyhow::Result<()> {
                 }
             }
         }
-        Command::Sensor { server, server_name, data_dir, sensor_id, cert, key, ca, demo, no_proc } => {
+        Command::Sensor { action: Some(action), .. } => {
             init_logging(&Config::embedded_default());
-            vedette_schemas::identity::check_sensor_id(&sensor_id).map_err(anyhow::Error::msg)?;
-            let paths = PkiPaths::new(&data_dir);
-            let (c, k) = match (cert, key) {
-                (Some(c), Some(k)) => (c, k),
-                _ => paths.sensor(&sensor_id),
-            };
-            let host = std::fs::read_to_string("/etc/hostname")
-                .map(|h| h.trim().to_string())
-                .unwrap_or_else(|_| "localhost".into());
-            let cfg = SensorConfig {
-                server,
-                server_name,
-                ca: ca.unwrap_or(paths.ca_cert),
-                cert: c,
-                key: k,
-                host: host.clone(),
-                linger: Duration::from_millis(50),
-            };
-            let (tx, rx) = mpsc::channel(10_000);
-            if demo {
-                let now = chrono::Utc::now().timestamp_micros();
-                for ev in sensor::demo_scenario(&host, now) {
-                    tx.send(ev).await?;
-                }
-            }
-            if !no_proc {
-                tokio::spawn(sensor::watch_proc(host, tx, Duration::from_millis(500)));
-            } else {
-                drop(tx);
-            }
-            let stats = Arc::new(SensorStats::default());
-            tokio::select! {
-                r = sensor::run(cfg, rx, stats) => r?,
-                _ = shutdown_signal() => {}
-            }
+            return cli::sensor::enroll(action).await;
+        }
+        Command::Sensor { action: None, run } => {
+            init_logging(&Config::embedded_default());
+            return cli::sensor::run(run, shutdown_signal()).await;
         }
         Command::Keys { command: KeysCommand::Generate { out } } => {
             let id = rules_cli::generate_keys(&out)?;
@@ -498,8 +483,35 @@ async fn main() -> anyhow::Result<()> {
                 data_dir.display()
             );
         }
-        Command::Ca { command: CaCommand::Issue { data_dir, sensor_id, tenant, days, force } } => {
-            let (c, k) = pki::issue_sensor_files(&data_dir, &sensor_id, &tenant, days, force)?;
+        Command::Ca { command: CaCommand::Sign { csr, tenant, days, out, data_dir, ca } } => {
+            let ca = match ca.load()? {
+                Some(ca) => ca,
+                None => {
+                    let p = pki::PkiPaths::new(&data_dir);
+                    pki::CertPem::load(&p.ca_cert, &p.ca_key)?
+                }
+            };
+            let text = std::fs::read_to_string(&csr).with_context(|| format!("reading {}", csr.display()))?;
+            let signed = pki::csr::sign_csr(&ca, &text, &tenant, days, None)
+                .with_context(|| format!("signing {}", csr.display()))?;
+            match out {
+                Some(path) => {
+                    std::fs::write(&path, &signed.cert).with_context(|| format!("writing {}", path.display()))?;
+                    eprintln!(
+                        "{}: sensor {} (tenant {}), valid until {}, sha256 {}",
+                        path.display(),
+                        signed.sensor_id,
+                        signed.tenant,
+                        signed.not_after.to_rfc3339(),
+                        signed.fingerprint
+                    );
+                }
+                None => print!("{}", signed.cert),
+            }
+        }
+        Command::Ca { command: CaCommand::Issue { data_dir, sensor_id, tenant, days, force, ca } } => {
+            let ca = ca.load()?;
+            let (c, k) = pki::issue_sensor_files(&data_dir, &sensor_id, &tenant, days, force, ca.as_ref())?;
             println!(
                 "certificate: {}\nkey: {}\nexpires: {}",
                 c.display(),

@@ -4,12 +4,14 @@
 //! * [`compile`]: plan each rule once with DataFusion; evaluate compiled rules per batch.
 //! * [`prefilter`]: one multi-literal scan per batch selects each rule's candidate rows.
 //! * [`alert`]: the alert shape and deterministic alert ids.
+//! * [`health`]: fleet health alerts (`vedette.sensor_silent`, `vedette.sensor_back`).
 #![warn(missing_docs)]
 
 pub mod alert;
 pub mod compile;
 pub mod error;
 pub mod formats;
+pub mod health;
 pub mod prefilter;
 pub mod reference;
 pub mod rule;

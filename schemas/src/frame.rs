@@ -35,6 +35,10 @@ pub mod close_code {
     pub const REVOKED: u32 = 8;
     /// The registry refused the HELLO (e.g. the sensor id belongs to another tenant).
     pub const REFUSED: u32 = 9;
+    /// A connection on the ingest ALPN presented no client certificate.
+    pub const CERTIFICATE_REQUIRED: u32 = 10;
+    /// An enrollment was refused (see the ERROR message: bad, used-up, expired token …).
+    pub const ENROLLMENT_REFUSED: u32 = 11;
     /// A data stream was reset because a frame exceeded the maximum size.
     pub const FRAME_TOO_LARGE: u32 = 0x10;
     /// A data stream was reset because its framing could not be parsed.
@@ -59,6 +63,16 @@ pub enum FrameType {
     Error = 0x06,
     /// Either direction: the sender is closing the session.
     Goodbye = 0x07,
+    /// Engine → sensor: a command (observe level, config, certificate renewal).
+    Command = 0x08,
+    /// Sensor → engine: the outcome of a command.
+    CommandResult = 0x09,
+    /// Sensor → engine: a CSR renewing the sensor's certificate.
+    Csr = 0x0a,
+    /// Engine → sensor: an issued certificate (renewal or enrollment).
+    Certificate = 0x0b,
+    /// Sensor → engine, enrollment ALPN only: token + CSR.
+    Enroll = 0x20,
     /// Sensor → engine: NDJSON rows of one table.
     DataNdjson = 0x10,
     /// Sensor → engine: Arrow IPC stream of one table.
@@ -76,6 +90,11 @@ impl FrameType {
             0x05 => Self::RowErrors,
             0x06 => Self::Error,
             0x07 => Self::Goodbye,
+            0x08 => Self::Command,
+            0x09 => Self::CommandResult,
+            0x0a => Self::Csr,
+            0x0b => Self::Certificate,
+            0x20 => Self::Enroll,
             0x10 => Self::DataNdjson,
             0x11 => Self::DataArrow,
             other => {
@@ -302,6 +321,16 @@ pub enum Control {
     Error(ErrorMsg),
     /// See [`Goodbye`].
     Goodbye(Goodbye),
+    /// See [`crate::fleet::Command`].
+    Command(crate::fleet::Command),
+    /// See [`crate::fleet::CommandResult`].
+    CommandResult(crate::fleet::CommandResult),
+    /// See [`crate::fleet::CertificateRequest`].
+    Csr(crate::fleet::CertificateRequest),
+    /// See [`crate::fleet::CertificateIssued`].
+    Certificate(crate::fleet::CertificateIssued),
+    /// See [`crate::fleet::Enroll`].
+    Enroll(crate::fleet::Enroll),
 }
 
 impl Control {
@@ -318,6 +347,11 @@ impl Control {
             FrameType::RowErrors => Self::RowErrors(de("ROW_ERRORS", body)?),
             FrameType::Error => Self::Error(de("ERROR", body)?),
             FrameType::Goodbye => Self::Goodbye(de("GOODBYE", body)?),
+            FrameType::Command => Self::Command(de("COMMAND", body)?),
+            FrameType::CommandResult => Self::CommandResult(de("COMMAND_RESULT", body)?),
+            FrameType::Csr => Self::Csr(de("CSR", body)?),
+            FrameType::Certificate => Self::Certificate(de("CERTIFICATE", body)?),
+            FrameType::Enroll => Self::Enroll(de("ENROLL", body)?),
             FrameType::DataNdjson | FrameType::DataArrow => {
                 return Err(SchemaError::MalformedFrame {
                     reason: "data frames must be sent on a data (unidirectional) stream".into(),
@@ -336,6 +370,11 @@ impl Control {
             Self::RowErrors(m) => (FrameType::RowErrors, serde_json::to_vec(m)),
             Self::Error(m) => (FrameType::Error, serde_json::to_vec(m)),
             Self::Goodbye(m) => (FrameType::Goodbye, serde_json::to_vec(m)),
+            Self::Command(m) => (FrameType::Command, serde_json::to_vec(m)),
+            Self::CommandResult(m) => (FrameType::CommandResult, serde_json::to_vec(m)),
+            Self::Csr(m) => (FrameType::Csr, serde_json::to_vec(m)),
+            Self::Certificate(m) => (FrameType::Certificate, serde_json::to_vec(m)),
+            Self::Enroll(m) => (FrameType::Enroll, serde_json::to_vec(m)),
         };
         encode_frame(out, ty, &body.expect("control messages always serialize"));
     }

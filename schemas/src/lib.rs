@@ -5,10 +5,12 @@
 //! * [`seq`]: per-sensor sequence bookkeeping (applied / in flight).
 //! * [`decode`]: NDJSON / Arrow IPC payloads → Arrow batches, with per-row errors.
 //! * [`identity`]: the rule for sensor ids and tenant names.
+//! * [`fleet`]: commands to sensors, observe levels, configs, renewal and enrollment messages.
 #![warn(missing_docs)]
 
 pub mod decode;
 pub mod error;
+pub mod fleet;
 pub mod frame;
 pub mod identity;
 pub mod seq;

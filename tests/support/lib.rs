@@ -108,16 +108,11 @@ pub fn sensor_config(
     let paths = PkiPaths::new(data_dir);
     let (cert, key) = paths.sensor(sensor_id);
     if !cert.exists() {
-        pki::issue_sensor_files(data_dir, sensor_id, tenant, 30, false).expect("issue sensor certificate");
+        pki::issue_sensor_files(data_dir, sensor_id, tenant, 30, false, None).expect("issue sensor certificate");
     }
     SensorConfig {
-        server,
-        server_name: "localhost".into(),
-        ca: paths.ca_cert,
-        cert,
-        key,
-        host: "test-host".into(),
         linger: Duration::from_millis(10),
+        ..SensorConfig::new(server, paths.ca_cert, cert, key, "test-host")
     }
 }
 

@@ -1,5 +1,6 @@
 //! QUIC ingest: the listener actor and the per-connection session protocol.
 
+mod enroll;
 mod session;
 
 use std::collections::HashMap;
@@ -52,6 +53,12 @@ pub struct IngestContext {
     pub sessions: Arc<Sessions>,
     /// Registered sensors and revocations.
     pub registry: Arc<crate::registry::Registry>,
+    /// Commands waiting for sensors.
+    pub commands: Arc<crate::fleet::commands::Commands>,
+    /// When sensors were last heard from.
+    pub liveness: Arc<crate::fleet::liveness::Liveness>,
+    /// Signs enrollments and renewals; `None`: this engine has no CA key (both are off).
+    pub issuer: Option<Arc<dyn crate::fleet::CertIssuer>>,
     /// Limits.
     pub limits: Limits,
     /// Metrics.

@@ -9,6 +9,7 @@ use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 use vedette_schemas::SchemaError;
 use vedette_schemas::decode::{Identity, decode_frame};
+use vedette_schemas::fleet::{CommandResult, ENROLL_ALPN};
 use vedette_schemas::frame::{
     self, Ack, Control, ErrorMsg, FrameType, HEADER_LEN, Heartbeat, PROTOCOL_VERSION, RowErrors, Welcome, close_code,
 };
@@ -16,6 +17,7 @@ use vedette_schemas::seq::Admit;
 
 use super::IngestContext;
 use crate::batcher::BatcherMsg;
+use crate::fleet::liveness::Activity;
 use crate::registry::RegistryRefusal;
 use crate::sessions::FrameToken;
 use crate::tls::{PeerIdentity, peer_identity};
@@ -34,12 +36,15 @@ fn error_code(e: &SchemaError) -> &'static str {
     }
 }
 
-fn error_msg(code: &str, message: impl Into<String>, seq: Option<u64>) -> Control {
+pub(super) fn error_msg(code: &str, message: impl Into<String>, seq: Option<u64>) -> Control {
     Control::Error(ErrorMsg { code: code.into(), message: message.into(), seq })
 }
 
 /// Reads one frame: `Ok(None)` on a clean end of stream before a header.
-async fn read_frame(recv: &mut quinn::RecvStream, max: u32) -> Result<Option<(FrameType, Vec<u8>)>, ReadError> {
+pub(super) async fn read_frame(
+    recv: &mut quinn::RecvStream,
+    max: u32,
+) -> Result<Option<(FrameType, Vec<u8>)>, ReadError> {
     let mut header = [0u8; HEADER_LEN];
     let mut got = 0;
     while got < HEADER_LEN {
@@ -64,7 +69,7 @@ async fn read_frame(recv: &mut quinn::RecvStream, max: u32) -> Result<Option<(Fr
     Ok(Some((ty, body)))
 }
 
-enum ReadError {
+pub(super) enum ReadError {
     /// The bytes are bad: tell the sensor.
     Schema(SchemaError),
     /// The stream or connection failed: nothing to tell.
@@ -101,8 +106,24 @@ pub async fn run(ctx: Arc<IngestContext>, incoming: quinn::Incoming) {
             return;
         }
     };
+    let alpn = conn
+        .handshake_data()
+        .and_then(|h| h.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+        .and_then(|h| h.protocol);
+    if alpn.as_deref() == Some(ENROLL_ALPN) {
+        return super::enroll::serve(ctx, conn, remote_addr).await;
+    }
     let peer = match peer_identity(&conn) {
         Ok(p) => p,
+        Err(e) if conn.peer_identity().is_none() => {
+            // Client certificates are optional at the handshake only because enrollment
+            // shares the port: ingest without one is refused here.
+            info!(%remote, "Sensor refused: no client certificate.");
+            ctx.metrics.ingest_refused.with_label_values(&["handshake"]).inc();
+            let reason = format!("{e}: ingest needs a client certificate (enroll first: `vedette sensor enroll`)");
+            conn.close(close_code::CERTIFICATE_REQUIRED.into(), reason.as_bytes());
+            return;
+        }
         Err(e) => {
             ctx.metrics.ingest_refused.with_label_values(&["identity"]).inc();
             conn.close(close_code::PROTOCOL_VIOLATION.into(), e.as_bytes());
@@ -164,6 +185,7 @@ async fn serve(
         let (code, err) = match refusal {
             RegistryRefusal::Revoked => (close_code::REVOKED, "revoked"),
             RegistryRefusal::TenantMismatch { .. } => (close_code::REFUSED, "tenant_mismatch"),
+            RegistryRefusal::AlreadyRegistered(_) => (close_code::REFUSED, "refused"),
         };
         let msg = refusal.to_string();
         tell(&mut send, error_msg(err, &msg, None)).await;
@@ -188,12 +210,17 @@ async fn serve(
     let _registration = Registration { ctx: Arc::clone(ctx), sensor: peer.sensor_id.clone(), id };
     info!(sensor = %peer.sensor_id, tenant = %peer.tenant, version = %hello.sensor_version, acked_through = through, "Sensor connected.");
 
+    let activity = ctx.liveness.activity(&peer.sensor_id);
+    activity.heard();
     let sensor = Arc::new(Sensor {
         id: Arc::from(peer.sensor_id.as_str()),
         tenant: peer.tenant.clone(),
         host: hello.host.clone(),
         ctrl: ctrl_tx,
+        peer: peer.clone(),
+        activity,
     });
+    send_open_commands(ctx, &sensor).await;
     let mut tasks = JoinSet::new();
     tasks.spawn(write_control(send, ctrl_rx));
     let mut control = tokio::spawn(read_control(Arc::clone(ctx), recv, Arc::clone(&sensor)));
@@ -239,7 +266,7 @@ impl Drop for AbortOnDrop {
 
 /// Sends a last message before refusing a session and waits (briefly) until the sensor has
 /// it, so the close does not overtake the explanation.
-async fn tell(send: &mut quinn::SendStream, msg: Control) {
+pub(super) async fn tell(send: &mut quinn::SendStream, msg: Control) {
     if send.write_all(&msg.to_frame()).await.is_ok() && send.finish().is_ok() {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(1), send.stopped()).await;
     }
@@ -251,6 +278,23 @@ struct Sensor {
     tenant: String,
     host: Option<String>,
     ctrl: mpsc::Sender<Control>,
+    peer: PeerIdentity,
+    activity: Arc<Activity>,
+}
+
+/// Sends the commands that waited for this sensor (queued while it was offline, or sent to a
+/// session that ended before the sensor answered).
+async fn send_open_commands(ctx: &Arc<IngestContext>, sensor: &Arc<Sensor>) {
+    let open = match ctx.commands.open_commands(&sensor.id) {
+        Ok(o) => o,
+        Err(e) => return warn!(sensor = %sensor.id, error = %e, "Reading pending commands failed."),
+    };
+    for rec in open {
+        sensor.say(Control::Command(rec.command())).await;
+        if let Err(e) = ctx.commands.sent(&sensor.id, &rec.id) {
+            warn!(sensor = %sensor.id, error = %e, "Recording a sent command failed.");
+        }
+    }
 }
 
 impl Sensor {
@@ -279,11 +323,41 @@ async fn read_control(ctx: Arc<IngestContext>, mut recv: quinn::RecvStream, sens
             Ok(None) => return Ok(()),
             Ok(Some((ty, body))) => match Control::decode(ty, &body) {
                 Ok(Control::Heartbeat(_)) => {
+                    sensor.activity.heard();
                     sensor.say(Control::Heartbeat(Heartbeat { ts: Utc::now().timestamp_micros() })).await;
                 }
                 Ok(Control::Goodbye(g)) => {
                     debug!(sensor = %sensor.id, reason = %g.reason, "Sensor said goodbye.");
+                    sensor.activity.goodbye();
+                    if let Err(e) = ctx.registry.goodbye(&sensor.id) {
+                        warn!(sensor = %sensor.id, error = %e, "Recording a goodbye failed.");
+                    }
                     return Ok(());
+                }
+                Ok(Control::CommandResult(r)) => {
+                    sensor.activity.heard();
+                    command_result(&ctx, &sensor, r).await;
+                }
+                Ok(Control::Csr(req)) => {
+                    sensor.activity.heard();
+                    let answer = match &ctx.issuer {
+                        None => error_msg(
+                            "renewal_refused",
+                            "this engine has no CA key: it cannot renew certificates",
+                            None,
+                        ),
+                        Some(issuer) => match issuer.renew(&sensor.peer, &req.csr).await {
+                            Ok(issued) => {
+                                info!(sensor = %sensor.id, not_after = %issued.not_after, "Certificate renewed.");
+                                Control::Certificate(issued)
+                            }
+                            Err(e) => {
+                                ctx.metrics.ingest_refused.with_label_values(&["renewal"]).inc();
+                                error_msg("renewal_refused", e, None)
+                            }
+                        },
+                    };
+                    sensor.say(answer).await;
                 }
                 Ok(other) => {
                     sensor
@@ -298,6 +372,27 @@ async fn read_control(ctx: Arc<IngestContext>, mut recv: quinn::RecvStream, sens
             }
             Err(ReadError::Stream(e)) => return Err(format!("control stream: {e}")),
         }
+    }
+}
+
+/// Records a command's outcome. A result for a command this sensor was not sent is refused
+/// and counted (it may be another sensor's command id).
+async fn command_result(ctx: &Arc<IngestContext>, sensor: &Arc<Sensor>, r: CommandResult) {
+    match ctx.commands.complete(&sensor.id, &r).await {
+        Ok(Some(rec)) => {
+            info!(sensor = %sensor.id, command = %rec.id, kind = rec.action.name(), ok = r.ok, message = %r.message, "Command answered.");
+            if r.ok
+                && let Err(e) = ctx.registry.applied(&sensor.id, &rec.action)
+            {
+                warn!(sensor = %sensor.id, error = %e, "Recording an applied command failed.");
+            }
+        }
+        Ok(None) => {
+            ctx.metrics.ingest_refused.with_label_values(&["command_result"]).inc();
+            let msg = format!("no open command `{}` for sensor `{}`", r.id, sensor.id);
+            sensor.say(error_msg("unknown_command", msg, None)).await;
+        }
+        Err(e) => warn!(sensor = %sensor.id, error = %e, "Recording a command result failed."),
     }
 }
 
@@ -362,6 +457,7 @@ async fn handle_data(ctx: &Arc<IngestContext>, sensor: &Arc<Sensor>, ty: FrameTy
     };
     ctx.metrics.ingest_frames.with_label_values(&["accepted"]).inc();
     ctx.metrics.ingest_events.with_label_values(&[table.name()]).inc_by(decoded.accepted.into());
+    sensor.activity.events(decoded.accepted.into());
     if decoded.rejected > 0 {
         ctx.metrics.ingest_rows_rejected.with_label_values(&[table.name()]).inc_by(decoded.rejected.into());
         sensor

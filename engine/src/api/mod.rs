@@ -11,6 +11,8 @@
 
 pub mod access;
 pub mod alerts;
+pub mod commands;
+pub mod enrollment;
 pub mod error;
 pub mod listener;
 pub mod ops;
@@ -106,6 +108,13 @@ pub const ROUTES: &[RouteSpec] = &[
     r("POST", "/api/v1/sensors/{id}/revoke", Tenant(Admin), true),
     r("DELETE", "/api/v1/sensors/{id}", Tenant(Admin), true),
     r("POST", "/api/v1/certificates/{fingerprint}/revoke", Tenant(Admin), true),
+    r("GET", "/api/v1/sensors/{id}/commands", Tenant(Viewer), false),
+    r("POST", "/api/v1/sensors/{id}/commands", Tenant(Admin), true),
+    r("PUT", "/api/v1/sensors/{id}/labels", Tenant(Admin), true),
+    r("POST", "/api/v1/commands", Tenant(Admin), true),
+    r("GET", "/api/v1/enrollment-tokens", Tenant(Admin), false),
+    r("POST", "/api/v1/enrollment-tokens", Tenant(Admin), true),
+    r("DELETE", "/api/v1/enrollment-tokens/{id}", Tenant(Admin), true),
     r("GET", "/api/v1/tokens", Tenant(Admin), false),
     r("POST", "/api/v1/tokens", Tenant(Admin), true),
     r("DELETE", "/api/v1/tokens/{id}", Tenant(Admin), true),
@@ -134,6 +143,9 @@ pub struct ApiState {
     pub(crate) document: Arc<std::sync::OnceLock<String>>,
     pub(crate) registry: Arc<vedette_actors::registry::Registry>,
     pub(crate) sessions: Arc<vedette_actors::sessions::Sessions>,
+    pub(crate) commands: Arc<vedette_actors::fleet::commands::Commands>,
+    pub(crate) liveness: Arc<vedette_actors::fleet::liveness::Liveness>,
+    pub(crate) enrollments: crate::auth::enrollment::EnrollmentTokens,
 }
 
 /// What the API is built from.
@@ -162,6 +174,12 @@ pub struct ApiParts {
     pub registry: Arc<vedette_actors::registry::Registry>,
     /// Live sensor sessions.
     pub sessions: Arc<vedette_actors::sessions::Sessions>,
+    /// Commands to sensors.
+    pub commands: Arc<vedette_actors::fleet::commands::Commands>,
+    /// Sensor activity.
+    pub liveness: Arc<vedette_actors::fleet::liveness::Liveness>,
+    /// Enrollment tokens.
+    pub enrollments: crate::auth::enrollment::EnrollmentTokens,
 }
 
 /// The router and its OpenAPI document, built from the same annotated handlers (so no route
@@ -191,6 +209,9 @@ pub fn router_and_doc(parts: ApiParts) -> (Router, utoipa::openapi::OpenApi) {
         document: Arc::clone(&document),
         registry: parts.registry,
         sessions: parts.sessions,
+        commands: parts.commands,
+        liveness: parts.liveness,
+        enrollments: parts.enrollments,
     };
     let (schemas, paths, upload) = routes!(rules::reference_upload);
     let upload = (schemas, paths, upload.layer(axum::extract::DefaultBodyLimit::max(upload_limit)));
@@ -219,6 +240,11 @@ pub fn router_and_doc(parts: ApiParts) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(sensors::one, sensors::deregister))
         .routes(routes!(sensors::revoke))
         .routes(routes!(sensors::revoke_certificate))
+        .routes(routes!(commands::list, commands::command_one))
+        .routes(routes!(commands::set_labels))
+        .routes(routes!(commands::command_many))
+        .routes(routes!(enrollment::list, enrollment::create))
+        .routes(routes!(enrollment::revoke))
         .routes(routes!(tokens::list, tokens::create))
         .routes(routes!(tokens::revoke))
         .routes(routes!(tokens::audit))
@@ -323,6 +349,9 @@ mod tests {
             stream_stall: std::time::Duration::from_secs(1),
             registry: Arc::new(vedette_actors::registry::Registry::open(&db).unwrap()),
             sessions: Arc::default(),
+            commands: Arc::new(vedette_actors::fleet::commands::Commands::open(&db).unwrap()),
+            liveness: Arc::default(),
+            enrollments: crate::auth::enrollment::EnrollmentTokens::open(&db).unwrap(),
         })
         .1
     }

@@ -15,17 +15,7 @@ use super::{ApiState, CallerExt};
 use crate::auth::Caller;
 use crate::history::query::{ParamError, check_known, parse_limit};
 
-/// Connection state of a sensor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum SensorStatus {
-    /// A session is connected now.
-    Online,
-    /// No session.
-    Offline,
-    /// Revoked: every certificate of this id is refused.
-    Revoked,
-}
+pub use vedette_actors::fleet::liveness::SensorStatus;
 
 /// A sensor as the API shows it.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -33,8 +23,14 @@ pub struct SensorView {
     /// What the registry knows.
     #[serde(flatten)]
     pub record: SensorRecord,
-    /// Connection state.
+    /// `online` (heard from within the silence threshold), `silent` (not heard from past it,
+    /// without saying GOODBYE: a `vedette.sensor_silent` alert was raised), `offline` (stopped
+    /// on purpose, or enrolled and never connected), `revoked`.
     pub status: SensorStatus,
+    /// Whether a session is connected now.
+    pub connected: bool,
+    /// Events per second over the last seconds.
+    pub events_per_sec: f64,
 }
 
 /// A page of sensors, by id.
@@ -53,7 +49,7 @@ pub struct SensorPage {
 pub struct SensorParams {
     /// Tenant; only fleet-wide tokens may pick another tenant than their own.
     pub tenant: Option<String>,
-    /// `online`, `offline` or `revoked`.
+    /// `online`, `silent`, `offline` or `revoked`.
     #[param(inline)]
     pub status: Option<SensorStatus>,
     /// Label selector: `env=prod,role=db` (every pair must match).
@@ -66,25 +62,18 @@ pub struct SensorParams {
 }
 
 fn view(s: &ApiState, record: SensorRecord) -> SensorView {
-    let status = if record.revoked_at.is_some() {
-        SensorStatus::Revoked
-    } else if s.sessions.is_connected(&record.sensor_id) {
-        SensorStatus::Online
-    } else {
-        SensorStatus::Offline
-    };
-    SensorView { record, status }
+    let connected = s.sessions.is_connected(&record.sensor_id);
+    let mut status = SensorStatus::of(&record);
+    if status == SensorStatus::Offline && connected {
+        status = SensorStatus::Online;
+    }
+    let events_per_sec = (s.liveness.rate(&record.sensor_id) * 10.0).round() / 10.0;
+    SensorView { record, status, connected, events_per_sec }
 }
 
 /// Parses `env=prod,role=db`.
 pub fn parse_selector(s: &str) -> Result<BTreeMap<String, String>, ParamError> {
-    let mut out = BTreeMap::new();
-    for pair in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (k, v) = pair
-            .split_once('=')
-            .ok_or_else(|| ParamError::new("label", format!("`{pair}` is not key=value (e.g. env=prod,role=db)")))?;
-        out.insert(k.trim().to_string(), v.trim().to_string());
-    }
+    let out = vedette_schemas::fleet::parse_labels(s).map_err(|e| ParamError::new("label", e))?;
     if out.is_empty() {
         return Err(ParamError::new("label", "empty selector (e.g. env=prod,role=db)"));
     }
@@ -94,14 +83,15 @@ pub fn parse_selector(s: &str) -> Result<BTreeMap<String, String>, ParamError> {
 fn parse_status(v: &str) -> Result<SensorStatus, ParamError> {
     match v {
         "online" => Ok(SensorStatus::Online),
+        "silent" => Ok(SensorStatus::Silent),
         "offline" => Ok(SensorStatus::Offline),
         "revoked" => Ok(SensorStatus::Revoked),
-        _ => Err(ParamError::new("status", format!("`{v}` is not one of: online, offline, revoked"))),
+        _ => Err(ParamError::new("status", format!("`{v}` is not one of: online, silent, offline, revoked"))),
     }
 }
 
 /// The registered sensor `id` if the caller may see it.
-fn visible(s: &ApiState, caller: &Caller, id: &str) -> ApiResult<SensorRecord> {
+pub(super) fn visible(s: &ApiState, caller: &Caller, id: &str) -> ApiResult<SensorRecord> {
     let missing = || ApiError::not_found(format!("no sensor `{id}` is registered"));
     let rec = s.registry.get(id).map_err(ApiError::internal)?.ok_or_else(missing)?;
     if !caller.sees(Some(&rec.tenant)) {
@@ -198,6 +188,8 @@ pub async fn deregister(State(s): State<ApiState>, caller: CallerExt, Path(id): 
     s.sessions.close_certificate(&id, None, close_code::REVOKED, "this sensor was deregistered");
     let rec = s.registry.deregister(&id).await.map_err(ApiError::internal)?;
     let rec = rec.ok_or_else(|| ApiError::not_found(format!("no sensor `{id}` is registered")))?;
+    s.commands.remove_sensor(&id).map_err(ApiError::internal)?;
+    s.liveness.remove(&id);
     Ok(axum::Json(rec).into_response())
 }
 

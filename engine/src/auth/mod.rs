@@ -5,8 +5,10 @@
 //! * [`store`]: the token registry in sled.
 //! * [`audit`]: the audit log of mutating calls in sled.
 //! * [`ratelimit`]: per-token token buckets.
+//! * [`enrollment`]: one-time (or n-time) tokens that let sensors obtain certificates.
 
 pub mod audit;
+pub mod enrollment;
 pub mod local;
 pub mod ratelimit;
 pub mod store;

@@ -7,6 +7,8 @@ use ring::rand::{SecureRandom, SystemRandom};
 use sha2::Digest;
 
 const PREFIX: &str = "vdt_";
+/// Prefix of enrollment tokens (`vde_<id>_<secret>`, same shape as API tokens).
+pub const ENROLLMENT_PREFIX: &str = "vde_";
 
 /// A secret string (token, password, key) that never shows itself in `Debug` or `Display`.
 #[derive(Clone, PartialEq, Eq)]
@@ -38,19 +40,29 @@ impl std::fmt::Display for Secret {
 
 /// A fresh token: `(id, token)`.
 pub fn generate() -> (String, Secret) {
+    generate_with(PREFIX)
+}
+
+/// A fresh token with `prefix`: `(id, token)`.
+pub fn generate_with(prefix: &str) -> (String, Secret) {
     let rng = SystemRandom::new();
     let mut id = [0u8; 8];
     let mut secret = [0u8; 32];
     rng.fill(&mut id).expect("the system RNG works");
     rng.fill(&mut secret).expect("the system RNG works");
     let id = hex::encode(id);
-    let token = format!("{PREFIX}{id}_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret));
+    let token = format!("{prefix}{id}_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret));
     (id, Secret::new(token))
 }
 
 /// Splits a presented token into `(id, secret part)`; `None` if it is not shaped like one.
 pub fn split(token: &str) -> Option<(&str, &str)> {
-    let rest = token.strip_prefix(PREFIX)?;
+    split_with(PREFIX, token)
+}
+
+/// [`split`] for tokens with `prefix`.
+pub fn split_with<'a>(prefix: &str, token: &'a str) -> Option<(&'a str, &'a str)> {
+    let rest = token.strip_prefix(prefix)?;
     let (id, secret) = rest.split_once('_')?;
     let id_ok = id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit());
     let secret_ok = secret.len() == 43 && secret.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');

@@ -91,3 +91,20 @@ pub async fn api_call(
     let resp = send(api, request).await?;
     resp.json().await.with_context(|| format!("reading the answer of {path}"))
 }
+
+/// Calls an API route with a JSON body; returns the JSON answer (errors carry the API's
+/// message).
+pub async fn api_json(
+    api: &ApiArgs,
+    method: reqwest::Method,
+    path: &str,
+    body: &serde_json::Value,
+) -> anyhow::Result<serde_json::Value> {
+    let request = api
+        .request(method, path)?
+        .timeout(Duration::from_secs(120))
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(body)?);
+    let resp = send(api, request).await?;
+    resp.json().await.with_context(|| format!("reading the answer of {path}"))
+}

@@ -2,5 +2,6 @@
 
 pub mod alerts;
 pub mod client;
+pub mod sensor;
 pub mod sensors;
 pub mod tokens;

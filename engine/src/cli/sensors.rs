@@ -1,8 +1,25 @@
-//! `vedette sensors list|show|revoke|deregister`: the fleet registry of a running engine.
+//! `vedette sensors list|show|revoke|deregister|set-level|config|renew|label|commands`: the
+//! fleet registry of a running engine, and commands to its sensors.
 
-use clap::Subcommand;
+use std::path::PathBuf;
 
-use super::client::{ApiArgs, api_call};
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+
+use super::client::{ApiArgs, api_call, api_json};
+
+/// Which sensors a command targets: one id, or every sensor a label selector matches.
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+pub struct Target {
+    /// One sensor.
+    #[arg(long)]
+    sensor: Option<String>,
+    /// Every sensor whose labels match, e.g. env=prod,role=db.
+    #[arg(long)]
+    selector: Option<String>,
+}
 
 /// Registered sensors of a running engine.
 #[derive(Subcommand)]
@@ -12,7 +29,7 @@ pub enum SensorsCommand {
         /// Only this tenant (fleet-wide tokens).
         #[arg(long)]
         tenant: Option<String>,
-        /// online, offline or revoked.
+        /// online, silent, offline or revoked.
         #[arg(long)]
         status: Option<String>,
         /// Label selector, e.g. env=prod,role=db.
@@ -47,6 +64,78 @@ pub enum SensorsCommand {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Set the observe level (minimal, standard, verbose); a disconnected sensor gets it when
+    /// it reconnects.
+    SetLevel {
+        /// minimal, standard or verbose.
+        level: String,
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Apply a configuration document (JSON file, see docs/fleet.md); the latest version wins.
+    Config {
+        /// JSON file.
+        file: PathBuf,
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Ask sensors to renew their certificate now.
+    Renew {
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Replace a sensor's labels (e.g. env=prod,role=db; empty: none).
+    Label {
+        /// Sensor id.
+        id: String,
+        /// Labels.
+        labels: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// A sensor's commands and their state.
+    Commands {
+        /// Sensor id.
+        id: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
+/// Queues a command for the target; prints what was queued.
+async fn queue_command(api: &ApiArgs, target: Target, mut body: Value) -> anyhow::Result<()> {
+    let answer = match (target.sensor, target.selector) {
+        (Some(id), _) => {
+            let path = format!("/api/v1/sensors/{}/commands", super::alerts::encode(&id));
+            api_json(api, reqwest::Method::POST, &path, &body).await?
+        }
+        (None, Some(selector)) => {
+            body["selector"] = selector.into();
+            api_json(api, reqwest::Method::POST, "/api/v1/commands", &body).await?
+        }
+        (None, None) => anyhow::bail!("give --sensor ID or --selector k=v"),
+    };
+    let cmds = answer["commands"].as_array().cloned().unwrap_or_default();
+    for c in &cmds {
+        println!(
+            "{} {:<24} {}",
+            c["id"].as_str().unwrap_or_default(),
+            c["sensor_id"].as_str().unwrap_or_default(),
+            c["state"].as_str().unwrap_or_default()
+        );
+    }
+    eprintln!(
+        "{} command(s) queued, {} sent now (the others wait for their sensor to connect)",
+        cmds.len(),
+        answer["sent_now"]
+    );
+    Ok(())
 }
 
 /// Runs a `sensors` command.
@@ -115,6 +204,37 @@ pub async fn run(command: SensorsCommand) -> anyhow::Result<()> {
             let path = format!("/api/v1/sensors/{}", super::alerts::encode(&id));
             api_call(&api, reqwest::Method::DELETE, &path, None).await?;
             println!("sensor {id} deregistered");
+        }
+        SensorsCommand::SetLevel { level, target, api } => queue_command(&api, target, json!({"level": level})).await?,
+        SensorsCommand::Config { file, target, api } => {
+            let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+            let config: Value =
+                serde_json::from_str(&text).with_context(|| format!("{}: not a JSON document", file.display()))?;
+            queue_command(&api, target, json!({"config": config})).await?;
+        }
+        SensorsCommand::Renew { target, api } => {
+            queue_command(&api, target, json!({"renew_certificate": true})).await?
+        }
+        SensorsCommand::Label { id, labels, api } => {
+            let path = format!("/api/v1/sensors/{}/labels", super::alerts::encode(&id));
+            let now = api_json(&api, reqwest::Method::PUT, &path, &json!({"labels": labels})).await?;
+            println!("{id}: {now}");
+        }
+        SensorsCommand::Commands { id, api } => {
+            let path = format!("/api/v1/sensors/{}/commands", super::alerts::encode(&id));
+            let list = api_call(&api, reqwest::Method::GET, &path, None).await?;
+            println!("{:<18} {:<18} {:<11} {:<22} MESSAGE", "ID", "COMMAND", "STATE", "CREATED");
+            for c in list.as_array().into_iter().flatten() {
+                let created = c["created_at"].as_str().unwrap_or_default();
+                println!(
+                    "{:<18} {:<18} {:<11} {:<22} {}",
+                    c["id"].as_str().unwrap_or_default(),
+                    c["action"]["command"].as_str().unwrap_or_default(),
+                    c["state"].as_str().unwrap_or_default(),
+                    created.get(..19).unwrap_or(created),
+                    c["message"].as_str().unwrap_or_default()
+                );
+            }
         }
     }
     Ok(())

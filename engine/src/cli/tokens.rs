@@ -25,6 +25,36 @@ pub enum TokensCommand {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Create an enrollment token: sensors present it with `vedette sensor enroll` to get a
+    /// certificate of TENANT (printed once; only its hash is kept).
+    CreateEnrollment {
+        /// Tenant of the sensors it enrolls.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// How many sensors it may enroll.
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
+        /// Lifetime, e.g. `24h`, `7d`.
+        #[arg(long, default_value = "24h")]
+        ttl: String,
+        /// Labels for the sensors it enrolls, `k=v` (repeatable).
+        #[arg(long = "label")]
+        labels: Vec<String>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// List enrollment tokens (never their secrets).
+    ListEnrollment {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Revoke an enrollment token by id.
+    RevokeEnrollment {
+        /// Enrollment token id.
+        id: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// List tokens (never their secrets).
     List {
         #[command(flatten)]
@@ -56,6 +86,45 @@ pub async fn run(command: TokensCommand) -> anyhow::Result<()> {
                 t["tenant"].as_str().unwrap_or_default(),
                 t["expires_at"].as_str().map(|e| format!(", expires {e}")).unwrap_or_default()
             );
+        }
+        TokensCommand::CreateEnrollment { tenant, uses, ttl, labels, api } => {
+            let body = json!({"tenant": tenant, "uses": uses, "ttl": ttl, "labels": labels.join(",")});
+            let t = super::client::api_json(&api, reqwest::Method::POST, "/api/v1/enrollment-tokens", &body).await?;
+            println!("{}", t["token"].as_str().unwrap_or_default());
+            eprintln!(
+                "enrollment token {} (tenant {}, {} use(s), expires {}) — shown once, store it now",
+                t["id"].as_str().unwrap_or_default(),
+                t["tenant"].as_str().unwrap_or_default(),
+                t["uses"],
+                t["expires_at"].as_str().unwrap_or_default()
+            );
+        }
+        TokensCommand::ListEnrollment { api } => {
+            let list = api_call(&api, reqwest::Method::GET, "/api/v1/enrollment-tokens", None).await?;
+            println!("{:<18} {:<16} {:>9} {:<22} {:<8} LABELS", "ID", "TENANT", "USED", "EXPIRES", "REVOKED");
+            for t in list.as_array().into_iter().flatten() {
+                let exp = t["expires_at"].as_str().unwrap_or_default();
+                let labels: Vec<String> = t["labels"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                    .collect();
+                println!(
+                    "{:<18} {:<16} {:>9} {:<22} {:<8} {}",
+                    t["id"].as_str().unwrap_or_default(),
+                    t["tenant"].as_str().unwrap_or_default(),
+                    format!("{}/{}", t["used"], t["uses"]),
+                    exp.get(..19).unwrap_or(exp),
+                    if t["revoked_at"].is_null() { "no" } else { "yes" },
+                    labels.join(",")
+                );
+            }
+        }
+        TokensCommand::RevokeEnrollment { id, api } => {
+            let path = format!("/api/v1/enrollment-tokens/{}", super::alerts::encode(&id));
+            api_call(&api, reqwest::Method::DELETE, &path, None).await?;
+            println!("enrollment token {id} revoked");
         }
         TokensCommand::List { api } => {
             let list = api_call(&api, reqwest::Method::GET, "/api/v1/tokens", None).await?;

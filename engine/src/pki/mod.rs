@@ -1,6 +1,10 @@
 //! Fleet PKI: the development CA created on first start, and sensor certificates.
 //!
 //! Sensor identity lives in the certificate subject: CN = sensor id, OU = tenant.
+//!
+//! * [`csr`]: signing CSRs (enrollment, renewal, `vedette ca sign`) and making them (sensors).
+
+pub mod csr;
 
 use std::path::{Path, PathBuf};
 
@@ -38,6 +42,9 @@ pub enum PkiError {
         /// Existing certificate.
         path: String,
     },
+    /// A certificate signing request is unusable (the text says why).
+    #[error("{0}")]
+    BadCsr(String),
     /// A certificate could not be parsed.
     #[error("{path}: not a usable PEM certificate: {reason}")]
     BadCertificate {
@@ -116,17 +123,36 @@ fn write(path: &Path, contents: &str, secret: bool) -> Result<(), PkiError> {
     write_file(path, contents, secret).map_err(|source| PkiError::Io { path: path.display().to_string(), source })
 }
 
-fn read(path: &Path) -> Result<String, PkiError> {
+pub(crate) fn read(path: &Path) -> Result<String, PkiError> {
     std::fs::read_to_string(path).map_err(|source| PkiError::Io { path: path.display().to_string(), source })
 }
 
-/// A generated certificate and its key, PEM.
-#[derive(Debug, Clone)]
+/// A generated certificate and its key, PEM. `Debug` never shows the key.
+#[derive(Clone)]
 pub struct CertPem {
     /// Certificate.
     pub cert: String,
     /// Private key.
     pub key: String,
+}
+
+impl std::fmt::Debug for CertPem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertPem").field("cert", &self.cert).field("key", &"**REDACTED**").finish()
+    }
+}
+
+impl CertPem {
+    /// Loads a CA certificate and its key from files (`--ca-cert`/`--ca-key`, `ingest.ca_key`).
+    pub fn load(cert: &Path, key: &Path) -> Result<Self, PkiError> {
+        let ca = Self { cert: read(cert)?, key: read(key)? };
+        // Fail now, naming the file, rather than at the first signature.
+        KeyPair::from_pem(&ca.key)
+            .map_err(|e| PkiError::BadCertificate { path: key.display().to_string(), reason: e.to_string() })?;
+        Issuer::from_ca_cert_pem(&ca.cert, KeyPair::from_pem(&ca.key)?)
+            .map_err(|e| PkiError::BadCertificate { path: cert.display().to_string(), reason: e.to_string() })?;
+        Ok(ca)
+    }
 }
 
 /// Sets a validity of `days` from five minutes ago (clock skew between hosts).
@@ -150,6 +176,12 @@ pub fn new_ca(name: &str) -> Result<CertPem, PkiError> {
 
 /// Issues a sensor (client) certificate valid for `days`: CN = sensor id, OU = tenant.
 pub fn issue_sensor(ca: &CertPem, sensor_id: &str, tenant: &str, days: u32) -> Result<CertPem, PkiError> {
+    sign(ca, sensor_params(sensor_id, tenant, days)?)
+}
+
+/// What every sensor certificate carries: CN = sensor id, OU = tenant, digital signature,
+/// client authentication, `days` of validity.
+pub(crate) fn sensor_params(sensor_id: &str, tenant: &str, days: u32) -> Result<CertificateParams, PkiError> {
     vedette_schemas::identity::check_sensor_id(sensor_id).map_err(PkiError::BadName)?;
     vedette_schemas::identity::check_tenant(tenant).map_err(PkiError::BadName)?;
     let mut params = CertificateParams::new(Vec::<String>::new())?;
@@ -158,7 +190,7 @@ pub fn issue_sensor(ca: &CertPem, sensor_id: &str, tenant: &str, days: u32) -> R
     params.distinguished_name.push(DnType::CommonName, sensor_id);
     params.distinguished_name.push(DnType::OrganizationalUnitName, tenant);
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    sign(ca, params)
+    Ok(params)
 }
 
 /// Issues the engine's server certificate for `names` (DNS names or IP addresses).
@@ -238,6 +270,7 @@ pub fn issue_sensor_files(
     tenant: &str,
     days: u32,
     force: bool,
+    ca: Option<&CertPem>,
 ) -> Result<(PathBuf, PathBuf), PkiError> {
     vedette_schemas::identity::check_sensor_id(sensor_id).map_err(PkiError::BadName)?;
     let paths = PkiPaths::new(data_dir);
@@ -245,8 +278,15 @@ pub fn issue_sensor_files(
     if cert.exists() && !force {
         return Err(PkiError::Exists { sensor_id: sensor_id.into(), path: cert.display().to_string() });
     }
-    let ca = CertPem { cert: read(&paths.ca_cert)?, key: read(&paths.ca_key)? };
-    let s = issue_sensor(&ca, sensor_id, tenant, days)?;
+    let own;
+    let ca = match ca {
+        Some(ca) => ca,
+        None => {
+            own = CertPem { cert: read(&paths.ca_cert)?, key: read(&paths.ca_key)? };
+            &own
+        }
+    };
+    let s = issue_sensor(ca, sensor_id, tenant, days)?;
     write(&cert, &s.cert, false)?;
     write(&key, &s.key, true)?;
     Ok((cert, key))
