@@ -235,3 +235,48 @@ async fn selectors_target_labelled_sensors_and_a_sensor_cannot_answer_anothers_c
     drop(a);
     t.engine.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_sensors_raw_events_stream_live_and_unknown_or_foreign_sensors_are_404() {
+    let t = TestEngine::start().await;
+    let cfg = t.sensor("tap-1", "acme");
+    let client = RawClient::connect(&cfg, 0).await.unwrap();
+    let admin = t.admin_token();
+    let mut sse = vedette_tests::SseClient::open(
+        t.engine.api_addr,
+        "/api/v1/events/stream?sensor=tap-1&table=process_events",
+        &admin,
+        None,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut data = client.data_stream().await;
+    data.write_all(&vedette_tests::ndjson_frame(1, "auth_events", &[json!({"ts": 1, "user": "x"})])).await.unwrap();
+    data.write_all(&vedette_tests::ndjson_frame(2, "process_events", &[shadow_cat(7), shadow_cat(8)])).await.unwrap();
+    for pid in [7, 8] {
+        let ev = sse.next(Duration::from_secs(5)).await.expect("a row");
+        assert_eq!(ev.event, "row");
+        let row: Value = serde_json::from_str(&ev.data).unwrap();
+        assert_eq!((row["_table"].as_str(), row["pid"].as_i64()), (Some("process_events"), Some(pid)), "{row}");
+        assert_eq!((row["sensor_id"].as_str(), row["tenant"].as_str()), (Some("tap-1"), Some("acme")));
+        assert!(row.get("__seq").is_none(), "engine-internal columns are left out");
+    }
+    // Another tenant's token, an unknown sensor, a missing parameter.
+    let body = serde_json::to_vec(&json!({"name": "g", "role": "analyst", "tenant": "globex"})).unwrap();
+    let globex = http_call(t.engine.api_addr, "POST", "/api/v1/tokens", Some(&admin), Some(&body)).await.json();
+    let globex = globex["token"].as_str().unwrap();
+    let r = http_call(t.engine.api_addr, "GET", "/api/v1/events/stream?sensor=tap-1", Some(globex), None).await;
+    assert_eq!(r.status, 404, "{}", r.body);
+    let r = t.api("GET", "/api/v1/events/stream?sensor=nobody").await;
+    assert_eq!(r.status, 404, "{}", r.body);
+    assert!(r.body.contains("nobody"), "{}", r.body);
+    let r = t.api("GET", "/api/v1/events/stream").await;
+    assert_eq!((r.status, r.json()["param"].as_str()), (400, Some("sensor")));
+    // Deregistered: the stream ends, and a new one is refused.
+    assert_eq!(t.api("DELETE", "/api/v1/sensors/tap-1").await.status, 200);
+    let end = sse.next(Duration::from_secs(5)).await.expect("an end event");
+    assert_eq!(end.event, "end");
+    let r = t.api("GET", "/api/v1/events/stream?sensor=tap-1").await;
+    assert_eq!(r.status, 404, "{}", r.body);
+    t.engine.shutdown().await;
+}

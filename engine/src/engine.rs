@@ -13,6 +13,7 @@ use tracing::{info, warn};
 use vedette_actors::batcher::{BatchLimits, Batcher, BatcherMsg};
 use vedette_actors::fleet::commands::Commands;
 use vedette_actors::fleet::liveness::{Liveness, Monitor, MonitorMsg};
+use vedette_actors::fleet::taps::Taps;
 use vedette_actors::ingest::{IngestContext, IngestListener, Limits, TableRoute};
 use vedette_actors::ledger::SeqLedger;
 use vedette_actors::metrics::Metrics;
@@ -255,6 +256,7 @@ impl EngineHandle {
         let ingest_addr = endpoint.local_addr().map_err(EngineError::io("QUIC listener address"))?;
         let commands = Arc::new(Commands::open(&db)?);
         let liveness = Arc::new(Liveness::default());
+        let taps = Arc::new(Taps::default());
         let ingest = Arc::new(IngestContext {
             catalog: Arc::clone(&catalog),
             routes,
@@ -263,6 +265,7 @@ impl EngineHandle {
             registry: Arc::clone(&registry),
             commands: Arc::clone(&commands),
             liveness: Arc::clone(&liveness),
+            taps: Arc::clone(&taps),
             issuer,
             limits: Limits {
                 max_frame_bytes: config.ingest.max_frame_bytes,
@@ -312,6 +315,7 @@ impl EngineHandle {
             commands,
             liveness,
             enrollments,
+            taps,
         });
         let (api, api_addr, api_stop) = serve_api(&config.api, &data_dir, app).await?;
         let pruner = tokio::spawn(prune_history(Arc::clone(&history), metrics.clone()));

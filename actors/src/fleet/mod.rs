@@ -3,9 +3,11 @@
 //!
 //! * [`commands`]: the durable per-sensor command queue.
 //! * [`liveness`]: activity recorded by sessions, the monitor actor, sensor statuses.
+//! * [`taps`]: live copies of a sensor's raw telemetry for the API.
 
 pub mod commands;
 pub mod liveness;
+pub mod taps;
 
 use futures::future::BoxFuture;
 use vedette_schemas::fleet::{CertificateIssued, Enroll};

@@ -57,6 +57,8 @@ pub struct IngestContext {
     pub commands: Arc<crate::fleet::commands::Commands>,
     /// When sensors were last heard from.
     pub liveness: Arc<crate::fleet::liveness::Liveness>,
+    /// Live taps on sensors' telemetry.
+    pub taps: Arc<crate::fleet::taps::Taps>,
     /// Signs enrollments and renewals; `None`: this engine has no CA key (both are off).
     pub issuer: Option<Arc<dyn crate::fleet::CertIssuer>>,
     /// Limits.

@@ -473,6 +473,9 @@ async fn handle_data(ctx: &Arc<IngestContext>, sensor: &Arc<Sensor>, ty: FrameTy
     let Some(batch) = decoded.batch else {
         return complete_now(ctx, sensor, frame.seq).await;
     };
+    if ctx.taps.is_tapped(&sensor.id) {
+        ctx.taps.publish(&sensor.id, table.name(), &batch);
+    }
     let route = &ctx.routes[table.name()];
     // Back-pressure: wait for an in-flight slot; meanwhile this stream is not read and QUIC
     // flow control slows the sensor.

@@ -62,6 +62,9 @@ impl CommandBody {
 #[serde(deny_unknown_fields)]
 pub struct FleetCommand {
     /// Label selector: `env=prod,role=db` (every pair must match).
+    #[schema(
+        pattern = "^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}=[A-Za-z0-9][A-Za-z0-9._/-]{0,62}(,[A-Za-z0-9][A-Za-z0-9._/-]{0,62}=[A-Za-z0-9][A-Za-z0-9._/-]{0,62})*$"
+    )]
     pub selector: String,
     /// Tenant of the sensors; default the caller's (a fleet-wide caller: every tenant).
     #[serde(default)]

@@ -14,6 +14,7 @@ pub mod alerts;
 pub mod commands;
 pub mod enrollment;
 pub mod error;
+pub mod events;
 pub mod listener;
 pub mod ops;
 pub mod rules;
@@ -112,6 +113,7 @@ pub const ROUTES: &[RouteSpec] = &[
     r("POST", "/api/v1/sensors/{id}/commands", Tenant(Admin), true),
     r("PUT", "/api/v1/sensors/{id}/labels", Tenant(Admin), true),
     r("POST", "/api/v1/commands", Tenant(Admin), true),
+    r("GET", "/api/v1/events/stream", Tenant(Analyst), false),
     r("GET", "/api/v1/enrollment-tokens", Tenant(Admin), false),
     r("POST", "/api/v1/enrollment-tokens", Tenant(Admin), true),
     r("DELETE", "/api/v1/enrollment-tokens/{id}", Tenant(Admin), true),
@@ -146,6 +148,7 @@ pub struct ApiState {
     pub(crate) commands: Arc<vedette_actors::fleet::commands::Commands>,
     pub(crate) liveness: Arc<vedette_actors::fleet::liveness::Liveness>,
     pub(crate) enrollments: crate::auth::enrollment::EnrollmentTokens,
+    pub(crate) taps: Arc<vedette_actors::fleet::taps::Taps>,
 }
 
 /// What the API is built from.
@@ -180,6 +183,8 @@ pub struct ApiParts {
     pub liveness: Arc<vedette_actors::fleet::liveness::Liveness>,
     /// Enrollment tokens.
     pub enrollments: crate::auth::enrollment::EnrollmentTokens,
+    /// Live taps on sensors' telemetry.
+    pub taps: Arc<vedette_actors::fleet::taps::Taps>,
 }
 
 /// The router and its OpenAPI document, built from the same annotated handlers (so no route
@@ -212,6 +217,7 @@ pub fn router_and_doc(parts: ApiParts) -> (Router, utoipa::openapi::OpenApi) {
         commands: parts.commands,
         liveness: parts.liveness,
         enrollments: parts.enrollments,
+        taps: parts.taps,
     };
     let (schemas, paths, upload) = routes!(rules::reference_upload);
     let upload = (schemas, paths, upload.layer(axum::extract::DefaultBodyLimit::max(upload_limit)));
@@ -243,6 +249,7 @@ pub fn router_and_doc(parts: ApiParts) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(commands::list, commands::command_one))
         .routes(routes!(commands::set_labels))
         .routes(routes!(commands::command_many))
+        .routes(routes!(events::stream))
         .routes(routes!(enrollment::list, enrollment::create))
         .routes(routes!(enrollment::revoke))
         .routes(routes!(tokens::list, tokens::create))
@@ -352,6 +359,7 @@ mod tests {
             commands: Arc::new(vedette_actors::fleet::commands::Commands::open(&db).unwrap()),
             liveness: Arc::default(),
             enrollments: crate::auth::enrollment::EnrollmentTokens::open(&db).unwrap(),
+            taps: Arc::default(),
         })
         .1
     }

@@ -190,6 +190,7 @@ pub async fn deregister(State(s): State<ApiState>, caller: CallerExt, Path(id): 
     let rec = rec.ok_or_else(|| ApiError::not_found(format!("no sensor `{id}` is registered")))?;
     s.commands.remove_sensor(&id).map_err(ApiError::internal)?;
     s.liveness.remove(&id);
+    s.taps.close(&id);
     Ok(axum::Json(rec).into_response())
 }
 
