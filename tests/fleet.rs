@@ -119,3 +119,15 @@ async fn a_sensor_id_cannot_move_to_another_tenant_and_tenants_see_only_their_se
     let r = t.api("GET", "/api/v1/sensors?label=nokey").await;
     assert_eq!((r.status, r.json()["param"].as_str()), (400, Some("label")));
 }
+
+#[tokio::test]
+async fn an_expired_certificate_is_refused_at_the_handshake() {
+    let t = TestEngine::start().await;
+    pki::issue_sensor_files(&t.data_dir(), "old-1", "default", 0, false, None).unwrap();
+    let cfg = t.sensor("old-1", "default");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let err = RawClient::connect(&cfg, 0).await.err().expect("refused").to_string();
+    assert!(err.contains("expired"), "{err}");
+    assert_eq!(t.engine.sensors_connected(), 0);
+    t.engine.shutdown().await;
+}

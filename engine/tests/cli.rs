@@ -4,7 +4,9 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_vedette");
+mod common;
+
+use common::*;
 
 #[test]
 fn validate_reports_every_problem_with_its_key_path_and_exits_non_zero() {
@@ -24,45 +26,6 @@ fn validate_reports_every_problem_with_its_key_path_and_exits_non_zero() {
     std::fs::write(&good, "[api]\nlisten = \"127.0.0.1:9999\"\n").unwrap();
     let out = Command::new(BIN).args(["validate", "--config"]).arg(&good).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-}
-
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn free_tcp_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// `vedette serve ARGS` on loopback ports with extra env overrides; returns once the API
-/// answers. `capture`: keep stdout and stderr for the test to read.
-fn serve(
-    dir: &std::path::Path,
-    quic: u16,
-    http: u16,
-    env: &[(&str, &str)],
-    args: &[&str],
-    capture: bool,
-) -> std::process::Child {
-    let out = || if capture { Stdio::piped() } else { Stdio::null() };
-    let child = Command::new(BIN)
-        .arg("serve")
-        .args(args)
-        .arg("--data-dir")
-        .arg(dir)
-        .env("VEDETTE__INGEST__LISTEN", format!("\"127.0.0.1:{quic}\""))
-        .env("VEDETTE__API__LISTEN", format!("\"127.0.0.1:{http}\""))
-        .envs(env.iter().copied())
-        .stdout(out())
-        .stderr(out())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", http)).is_err() {
-        assert!(Instant::now() < deadline, "engine did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child
 }
 
 #[test]
@@ -94,27 +57,6 @@ fn serve_with_no_config_runs_the_demo_and_shuts_down_gracefully_on_sigint() {
 }
 
 /// `vedette sensor --demo --no-proc` against the engine on `quic`, to completion.
-fn demo_sensor(dir: &std::path::Path, quic: u16) -> std::process::Output {
-    Command::new(BIN)
-        .args(["sensor", "--demo", "--no-proc", "--server", &format!("127.0.0.1:{quic}"), "--data-dir"])
-        .arg(dir)
-        .output()
-        .unwrap()
-}
-
-fn vedette_api(dir: &std::path::Path, http: u16, args: &[&str]) -> (bool, String) {
-    vedette_cmd(dir, http, "rules", args)
-}
-
-/// `vedette COMMAND ARGS --api … --data-dir DIR` against the engine on `http` (the CLI uses
-/// the engine's local admin token from DIR): (success, stdout + stderr).
-fn vedette_cmd(dir: &std::path::Path, http: u16, command: &str, args: &[&str]) -> (bool, String) {
-    let api = format!("http://127.0.0.1:{http}");
-    let out = Command::new(BIN).arg(command).args(args).args(["--api", &api, "--data-dir"]).arg(dir).output().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    (out.status.success(), text)
-}
-
 const ACME: &str = "name: acme\nversion: VERSION\ndescription: d\nauthor: a\nrules:\n  - id: acme.shadow\n    name: shadow\n    severity: high\n    sql: SELECT user FROM process_events WHERE cmdline LIKE '%/etc/shadow%'\n";
 const PASSWD: &str = "  - id: acme.passwd\n    name: passwd\n    severity: low\n    sql: SELECT user FROM process_events WHERE cmdline LIKE '%/etc/passwd%'\n";
 const BROKEN: &str = "  - id: acme.broken\n    name: broken\n    severity: low\n    sql: SELECT user FROM process_events WHERE no_such_column = 1\n";
