@@ -47,6 +47,10 @@ pub struct RunArgs {
     /// Do not watch /proc (with --demo: exit once the scenario is acknowledged).
     #[arg(long)]
     no_proc: bool,
+    /// Renew the certificate over the control stream when less validity than this is left
+    /// (e.g. `10d`, `36h`).
+    #[arg(long, default_value = "10d", value_parser = vedette_config::duration::parse)]
+    renew_before: std::time::Duration,
     /// Send the events of this file (`-`: stdin), one JSON object per line with `_table`
     /// naming its table; exit once all are acknowledged and say what was sent.
     #[arg(long)]
@@ -142,6 +146,7 @@ pub async fn run(a: RunArgs, shutdown: impl std::future::Future<Output = ()>) ->
     let host = host_name();
     let mut cfg = SensorConfig::new(server, a.ca.unwrap_or(paths.ca_cert), cert, key, &host);
     cfg.server_name = server_name;
+    cfg.renew_before = a.renew_before;
     let stats = Arc::new(SensorStats::with_state(paths.sensors.join(format!("{sensor_id}.state.json"))));
     let (tx, rx) = mpsc::channel(10_000);
     if a.demo {
