@@ -12,6 +12,7 @@ use vedette_engine::EngineHandle;
 use vedette_engine::pki;
 use vedette_engine::sensor::{self, Event, SensorConfig, SensorStats};
 
+mod fleet;
 mod history;
 
 #[derive(Parser)]
@@ -96,6 +97,29 @@ enum Cmd {
         /// Live-stream clients.
         #[arg(long, default_value_t = 100)]
         clients: usize,
+    },
+    /// N sensors connected at once (heartbeats only) to an engine in its own process:
+    /// handshake rate, engine RSS and heartbeat CPU, and revocation of one of them.
+    Fleet {
+        /// Sensors.
+        #[arg(long, default_value_t = 10_000)]
+        sensors: usize,
+        /// Handshakes in flight at once.
+        #[arg(long, default_value_t = 256)]
+        concurrency: usize,
+        /// Seconds of heartbeats-only load measured.
+        #[arg(long, default_value_t = 30)]
+        idle: u64,
+    },
+    /// The engine process of `fleet` (started by it).
+    #[command(hide = true)]
+    FleetEngine {
+        #[arg(long)]
+        data_dir: std::path::PathBuf,
+        #[arg(long)]
+        ingest: std::net::SocketAddr,
+        #[arg(long)]
+        api: std::net::SocketAddr,
     },
     /// Windowed rules alone: 10 rules (windows, GROUP BY keys, HAVING) over auth_events in
     /// event-time order; prints events/s and window state per open key.
@@ -480,6 +504,8 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Windows { kind, events, users, batch_rows } => windows_bench(kind, events, users, batch_rows).await,
         Cmd::Reference { rows, events } => reference_bench(rows, events).await,
         Cmd::History { alerts, data_dir, queries, clients } => history::run(alerts, data_dir, queries, clients).await,
+        Cmd::Fleet { sensors, concurrency, idle } => fleet::run(sensors, concurrency, idle).await,
+        Cmd::FleetEngine { data_dir, ingest, api } => fleet::engine(data_dir, ingest, api).await,
     }
 }
 
