@@ -207,3 +207,42 @@ async fn a_sensor_renews_its_certificate_while_streaming_and_every_event_arrives
     assert_eq!(pids.len(), N as usize);
     t.engine.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_enrollment_csr_cannot_choose_its_tenant_and_the_token_is_not_spent() {
+    let t = TestEngine::start().await;
+    let token = create_token(&t, json!({"tenant": "acme"})).await;
+    let pin = vedette_actors::registry::normalize_fingerprint(&ca_fingerprint(&t)).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name.push(rcgen::DnType::CommonName, "evil-1");
+    params.distinguished_name.push(rcgen::DnType::OrganizationalUnitName, "globex");
+    let csr = params.serialize_request(&key).unwrap().pem().unwrap();
+
+    let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    ep.set_default_client_config(tls::enrollment_client_config(&pin).unwrap());
+    let conn = ep.connect(t.engine.ingest_addr, "localhost").unwrap().await.unwrap();
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    let enroll = vedette_schemas::fleet::Enroll {
+        token: token["token"].as_str().unwrap().into(),
+        csr,
+        sensor_version: None,
+        host: None,
+    };
+    send.write_all(&vedette_schemas::frame::Control::Enroll(enroll).to_frame()).await.unwrap();
+    let answer = sensor::read_control(&mut recv).await.unwrap();
+    let vedette_schemas::frame::Control::Error(e) = answer else { panic!("expected a refusal, got {answer:?}") };
+    assert_eq!(e.code, "enrollment_refused");
+    assert!(e.message.contains("tenant (OU) `globex`"), "{e:?}");
+    let closed = conn.closed().await;
+    assert!(
+        matches!(&closed, quinn::ConnectionError::ApplicationClosed(c) if c.error_code.into_inner() == 11),
+        "{closed}"
+    );
+    let list = t.api("GET", "/api/v1/enrollment-tokens").await.json();
+    assert_eq!(list[0]["used"], 0, "a refused enrollment spends nothing: {list}");
+    assert_eq!(t.api("GET", "/api/v1/sensors/evil-1").await.status, 404);
+    let refused = t.engine.metrics().ingest_refused.with_label_values(&["enrollment"]).get();
+    assert_eq!(refused, 1);
+    t.engine.shutdown().await;
+}
