@@ -41,10 +41,13 @@ async fn oversized_frame_is_refused_before_it_is_read() {
     let _ = s.write_all(&ndjson_frame(1, "process_events", &rows)).await;
     let Control::Error(e) = c.until(is_error("frame_too_large")).await else { unreachable!() };
     assert!(e.message.contains("exceeds the maximum of 4096 bytes"), "{}", e.message);
-    // Split into frames that fit: accepted on a new stream of the same connection.
+    assert_eq!(e.seq, Some(1), "the oversized data frame is named, and consumed");
+    c.until(|m| matches!(m, Control::Ack(a) if a.seq == 1 && a.through == 1)).await;
+    // Split into frames that fit (new sequence numbers): accepted on a new stream of the same
+    // connection, and `through` follows.
     let mut s2 = c.data_stream().await;
     s2.write_all(&ndjson_frame(2, "process_events", &rows[..5])).await.unwrap();
-    c.until(|m| matches!(m, Control::Ack(a) if a.seq == 2)).await;
+    c.until(|m| matches!(m, Control::Ack(a) if a.seq == 2 && a.through == 2)).await;
     assert_eq!(t.alerts().await.len(), 5);
     t.engine.shutdown().await;
 }
@@ -131,5 +134,49 @@ async fn arrow_ipc_frames_are_accepted_and_bad_arrow_is_an_error() {
     let alerts = t.alerts().await;
     assert_eq!(alerts.len(), 1);
     assert_eq!(alerts[0]["row"]["cmdline"], "cat /etc/shadow");
+    t.engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_control_frame_on_a_data_stream_changes_no_sequence_state() {
+    let t = TestEngine::start().await;
+    let cfg = t.sensor("s", "default");
+    let mut c = RawClient::connect(&cfg, 0).await.unwrap();
+    let mut s = c.data_stream().await;
+    // HEARTBEAT {"ts": 0}: its first eight body bytes are not a sequence number.
+    s.write_all(&Control::Heartbeat(frame::Heartbeat { ts: 0 }).to_frame()).await.unwrap();
+    let Control::Error(e) = c.until(is_error("malformed_frame")).await else { unreachable!() };
+    assert_eq!(e.seq, None, "{e:?}");
+    // The stream goes on (the framing is intact) and numbering is untouched.
+    s.write_all(&ndjson_frame(1, "process_events", &[shadow_cat(1)])).await.unwrap();
+    c.until(|m| matches!(m, Control::Ack(a) if a.seq == 1 && a.through == 1)).await;
+    drop(c);
+    let again = RawClient::connect(&cfg, 0).await.unwrap();
+    assert_eq!((again.session.welcome.acked_through, again.session.welcome.highest_seq), (1, 1));
+    t.engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn sequence_numbers_far_ahead_are_refused_and_replays_are_applied_once() {
+    let t = TestEngine::start().await;
+    let cfg = t.sensor("s", "default");
+    let mut c = RawClient::connect(&cfg, 0).await.unwrap();
+    let mut s = c.data_stream().await;
+    let far = vedette_schemas::seq::SEQ_WINDOW + 2;
+    s.write_all(&ndjson_frame(far, "process_events", &[shadow_cat(9)])).await.unwrap();
+    let Control::Error(e) = c.until(is_error("seq_out_of_window")).await else { unreachable!() };
+    assert_eq!(e.seq, Some(far));
+    s.write_all(&ndjson_frame(u64::MAX, "process_events", &[shadow_cat(10)])).await.unwrap();
+    c.until(is_error("seq_out_of_window")).await;
+    // The same frame twice: applied once, acknowledged twice.
+    let f = ndjson_frame(1, "process_events", &[shadow_cat(1)]);
+    s.write_all(&f).await.unwrap();
+    c.until(|m| matches!(m, Control::Ack(a) if a.seq == 1)).await;
+    s.write_all(&f).await.unwrap();
+    c.until(|m| matches!(m, Control::Ack(a) if a.seq == 1)).await;
+    drop(c);
+    let again = RawClient::connect(&cfg, 0).await.unwrap();
+    assert_eq!(again.session.welcome.highest_seq, 1, "refused numbers left no trace");
+    assert_eq!(t.alerts().await.len(), 1);
     t.engine.shutdown().await;
 }

@@ -71,6 +71,17 @@ impl Sessions {
         }
     }
 
+    /// Closes session `id` of the sensor with `code`, if it is still the current one (a newer
+    /// session of the same sensor is left alone).
+    pub fn close_session(&self, sensor: &str, id: u64, code: u32, reason: &str) {
+        let mut map = self.lock();
+        if map.get(sensor).is_some_and(|e| e.id == id)
+            && let Some(e) = map.remove(sensor)
+        {
+            e.conn.close(code.into(), reason.as_bytes());
+        }
+    }
+
     /// Closes the sensor's session if it runs on the certificate `fingerprint` (any
     /// certificate when `None`); returns whether one was closed.
     pub fn close_certificate(&self, sensor: &str, fingerprint: Option<&str>, code: u32, reason: &str) -> bool {
@@ -139,6 +150,8 @@ impl Acker {
 pub struct FrameToken {
     /// Sensor id.
     pub sensor_id: Arc<str>,
+    /// The session that received the frame.
+    pub session: u64,
     /// Frame sequence number.
     pub seq: u64,
     /// When the frame arrived.
@@ -151,10 +164,17 @@ pub struct FrameToken {
 
 impl FrameToken {
     /// Creates the token of an admitted frame holding one in-flight permit of its table.
-    pub fn new(sensor_id: Arc<str>, seq: u64, acker: Arc<Acker>, permit: OwnedSemaphorePermit, table: &str) -> Self {
+    pub fn new(
+        sensor_id: Arc<str>,
+        session: u64,
+        seq: u64,
+        acker: Arc<Acker>,
+        permit: OwnedSemaphorePermit,
+        table: &str,
+    ) -> Self {
         let table_gauge = acker.metrics.inflight_frames.with_label_values(&[table]);
         table_gauge.inc();
-        Self { sensor_id, seq, received: Instant::now(), acker, _permit: permit, table_gauge, done: false }
+        Self { sensor_id, session, seq, received: Instant::now(), acker, _permit: permit, table_gauge, done: false }
     }
 
     /// Marks the token completed (the caller acked it through [`Acker::complete`]).
@@ -168,8 +188,10 @@ impl Drop for FrameToken {
         self.table_gauge.dec();
         if !self.done {
             self.acker.ledger.abort(&self.sensor_id, self.seq);
-            self.acker.sessions.close(
+            // Only the session that sent the frame: a newer one resent it (or will) itself.
+            self.acker.sessions.close_session(
                 &self.sensor_id,
+                self.session,
                 RESEND_CLOSE_CODE,
                 "in-flight frames were lost by an engine restart; reconnect and resend unacknowledged frames",
             );

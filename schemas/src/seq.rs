@@ -18,7 +18,17 @@ pub enum Admit {
     /// Being processed right now (a replay raced the original): drop it; the original's
     /// completion acknowledges it.
     InFlight,
+    /// More than [`SEQ_WINDOW`] ahead of `through`: refused, nothing recorded (a sensor sending
+    /// sparse numbers would otherwise grow its state without bound). The sensor keeps the
+    /// frame and sends it again once the frames before it are acknowledged.
+    TooFar {
+        /// Highest sequence number accepted now.
+        max: u64,
+    },
 }
+
+/// How far ahead of `through` a sequence number may be.
+pub const SEQ_WINDOW: u64 = 65_536;
 
 /// Durable part of a sensor's sequence state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,7 +61,7 @@ impl SeqState {
 
     /// The sensor declared it will never send anything below `low`: treat it as done.
     pub fn abandon_below(&mut self, low: u64) {
-        if low > self.through + 1 {
+        if low > self.through.saturating_add(1) {
             self.through = low - 1;
             self.above = self.above.split_off(&low);
         }
@@ -59,7 +69,7 @@ impl SeqState {
     }
 
     fn advance(&mut self) {
-        while self.above.first() == Some(&(self.through + 1)) {
+        while self.through < u64::MAX && self.above.first() == Some(&(self.through + 1)) {
             self.above.pop_first();
             self.through += 1;
         }
@@ -83,8 +93,11 @@ impl SeqTracker {
 
     /// Classifies an incoming frame and, if new, records it as in flight.
     pub fn admit(&mut self, seq: u64) -> Admit {
+        let max = self.state.through.saturating_add(SEQ_WINDOW);
         if self.state.is_applied(seq) {
             Admit::Applied
+        } else if seq > max {
+            Admit::TooFar { max }
         } else if !self.inflight.insert(seq) {
             Admit::InFlight
         } else {
@@ -128,6 +141,21 @@ mod tests {
         assert_eq!(t.state.through, 2);
         t.complete(3);
         assert_eq!((t.state.through, t.state.above.len(), t.state.highest()), (4, 0, 4));
+    }
+
+    #[test]
+    fn numbers_far_ahead_are_refused_without_growing_state() {
+        let mut t = SeqTracker::default();
+        assert_eq!(t.admit(SEQ_WINDOW + 1), Admit::TooFar { max: SEQ_WINDOW });
+        assert_eq!(t.admit(u64::MAX), Admit::TooFar { max: SEQ_WINDOW });
+        assert_eq!((t.inflight(), t.state.above.len()), (0, 0));
+        assert_eq!(t.admit(SEQ_WINDOW), Admit::New);
+        t.complete(SEQ_WINDOW);
+        assert_eq!(t.state.highest(), SEQ_WINDOW);
+        let mut s = SeqState::default();
+        s.abandon_below(u64::MAX);
+        s.mark_applied(u64::MAX);
+        assert_eq!(s.through, u64::MAX, "no overflow at the top");
     }
 
     #[test]

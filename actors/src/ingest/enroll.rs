@@ -31,7 +31,7 @@ pub async fn serve(ctx: Arc<IngestContext>, conn: quinn::Connection, remote: Soc
         Ok(Ok(Some((ty, _)))) => Err(vedette_schemas::SchemaError::MalformedFrame {
             reason: format!("expected ENROLL on the enrollment ALPN, got {ty:?}"),
         }),
-        Ok(Err(ReadError::Schema(e))) => Err(e),
+        Ok(Err(ReadError::Schema(e) | ReadError::TooLarge(e, _))) => Err(e),
         Ok(Ok(None) | Err(ReadError::Stream(_))) | Err(_) => {
             refuse("no ENROLL received");
             conn.close(close_code::HELLO_TIMEOUT.into(), b"no ENROLL received in time");

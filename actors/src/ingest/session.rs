@@ -58,7 +58,22 @@ pub(super) async fn read_frame(
             Some(n) => got += n,
         }
     }
-    let (len, ty) = frame::parse_header(header, max).map_err(ReadError::Schema)?;
+    let (len, ty) = match frame::parse_header(header, max) {
+        Ok(h) => h,
+        Err(e @ SchemaError::FrameTooLarge { .. }) => {
+            // A data frame's sequence number is its first 8 body bytes: read them, so the
+            // frame can be consumed (the sensor resends its rows in smaller, new frames).
+            let mut seq = None;
+            if FrameType::from_byte(header[4]).is_ok_and(FrameType::is_data) {
+                let mut b = [0u8; 8];
+                if recv.read_exact(&mut b).await.is_ok() {
+                    seq = frame::peek_seq(&b);
+                }
+            }
+            return Err(ReadError::TooLarge(e, seq));
+        }
+        Err(e) => return Err(ReadError::Schema(e)),
+    };
     let mut body = vec![0u8; len];
     recv.read_exact(&mut body).await.map_err(|e| match e {
         quinn::ReadExactError::FinishedEarly(_) => {
@@ -72,6 +87,8 @@ pub(super) async fn read_frame(
 pub(super) enum ReadError {
     /// The bytes are bad: tell the sensor.
     Schema(SchemaError),
+    /// A frame longer than allowed, with its sequence number if it is a data frame.
+    TooLarge(SchemaError, Option<u64>),
     /// The stream or connection failed: nothing to tell.
     Stream(String),
 }
@@ -214,6 +231,7 @@ async fn serve(
     activity.heard();
     let sensor = Arc::new(Sensor {
         id: Arc::from(peer.sensor_id.as_str()),
+        session: id,
         tenant: peer.tenant.clone(),
         host: hello.host.clone(),
         ctrl: ctrl_tx,
@@ -275,6 +293,8 @@ pub(super) async fn tell(send: &mut quinn::SendStream, msg: Control) {
 /// Per-session facts the stream tasks need.
 struct Sensor {
     id: Arc<str>,
+    /// Session id in [`crate::sessions::Sessions`].
+    session: u64,
     tenant: String,
     host: Option<String>,
     ctrl: mpsc::Sender<Control>,
@@ -366,7 +386,7 @@ async fn read_control(ctx: Arc<IngestContext>, mut recv: quinn::RecvStream, sens
                 }
                 Err(e) => sensor.say(error_msg(error_code(&e), e.to_string(), None)).await,
             },
-            Err(ReadError::Schema(e)) => {
+            Err(ReadError::Schema(e) | ReadError::TooLarge(e, _)) => {
                 sensor.say(error_msg(error_code(&e), e.to_string(), None)).await;
                 return Err(format!("control stream: {e}"));
             }
@@ -405,17 +425,20 @@ async fn read_data(ctx: Arc<IngestContext>, mut recv: quinn::RecvStream, sensor:
         match read_frame(&mut recv, ctx.limits.max_frame_bytes).await {
             Ok(None) => return Ok(()),
             Ok(Some((ty, body))) => handle_data(&ctx, &sensor, ty, &body).await,
+            Err(ReadError::TooLarge(e, seq)) => {
+                // The rest of the frame is not read: report (consuming its sequence number),
+                // reset this stream only. Other streams and sensors are unaffected.
+                warn!(sensor = %sensor.id, error = %e, "Frame too large on a data stream; stream reset.");
+                reject_frame(&ctx, &sensor, seq, &e).await;
+                let _ = recv.stop(close_code::FRAME_TOO_LARGE.into());
+                return Ok(());
+            }
             Err(ReadError::Schema(e)) => {
-                // The framing is lost: report, reset this stream only. Other streams and
-                // sensors are unaffected.
+                // The framing is lost: report, reset this stream only.
                 ctx.metrics.ingest_frames.with_label_values(&["error"]).inc();
                 warn!(sensor = %sensor.id, error = %e, "Bad framing on a data stream; stream reset.");
                 sensor.say(error_msg(error_code(&e), e.to_string(), None)).await;
-                let code = match e {
-                    SchemaError::FrameTooLarge { .. } => close_code::FRAME_TOO_LARGE,
-                    _ => close_code::MALFORMED_FRAME,
-                };
-                let _ = recv.stop(code.into());
+                let _ = recv.stop(close_code::MALFORMED_FRAME.into());
                 return Ok(());
             }
             Err(ReadError::Stream(_)) => return Ok(()),
@@ -426,7 +449,9 @@ async fn read_data(ctx: Arc<IngestContext>, mut recv: quinn::RecvStream, sensor:
 async fn handle_data(ctx: &Arc<IngestContext>, sensor: &Arc<Sensor>, ty: FrameType, body: &[u8]) {
     let frame = match frame::parse_data(ty, body) {
         Ok(f) => f,
-        Err(e) => return reject_frame(ctx, sensor, frame::peek_seq(body), &e).await,
+        // Only a data frame's first bytes are a sequence number (a control frame sent on a
+        // data stream must change no sequence state).
+        Err(e) => return reject_frame(ctx, sensor, ty.is_data().then(|| frame::peek_seq(body)).flatten(), &e).await,
     };
     ctx.metrics.ingest_bytes.inc_by(frame.payload.len() as u64);
     let table = match ctx.catalog.get(frame.table) {
@@ -443,6 +468,15 @@ async fn handle_data(ctx: &Arc<IngestContext>, sensor: &Arc<Sensor>, ty: FrameTy
         Admit::InFlight => {
             ctx.metrics.ingest_frames.with_label_values(&["duplicate"]).inc();
             return;
+        }
+        Admit::TooFar { max } => {
+            ctx.metrics.ingest_frames.with_label_values(&["error"]).inc();
+            let msg = format!(
+                "sequence number {} is too far ahead: at most {max} is accepted now (the acknowledged number + {})",
+                frame.seq,
+                vedette_schemas::seq::SEQ_WINDOW
+            );
+            return sensor.say(error_msg("seq_out_of_window", msg, Some(frame.seq))).await;
         }
     }
     let identity = Identity {
@@ -480,7 +514,14 @@ async fn handle_data(ctx: &Arc<IngestContext>, sensor: &Arc<Sensor>, ty: FrameTy
     // Back-pressure: wait for an in-flight slot; meanwhile this stream is not read and QUIC
     // flow control slows the sensor.
     let Ok(permit) = Arc::clone(&route.inflight).acquire_owned().await else { return };
-    let token = FrameToken::new(Arc::clone(&sensor.id), frame.seq, Arc::clone(&ctx.acker), permit, table.name());
+    let token = FrameToken::new(
+        Arc::clone(&sensor.id),
+        sensor.session,
+        frame.seq,
+        Arc::clone(&ctx.acker),
+        permit,
+        table.name(),
+    );
     match route.batcher.get() {
         Some(b) => {
             if let Err(ractor::MessagingErr::SendErr(BatcherMsg::Frame(_, token))) =
@@ -497,10 +538,11 @@ async fn handle_data(ctx: &Arc<IngestContext>, sensor: &Arc<Sensor>, ty: FrameTy
 /// does not resend it forever.
 async fn reject_frame(ctx: &Arc<IngestContext>, sensor: &Arc<Sensor>, seq: Option<u64>, e: &SchemaError) {
     ctx.metrics.ingest_frames.with_label_values(&["error"]).inc();
-    sensor.say(error_msg(error_code(e), e.to_string(), seq)).await;
-    if let Some(seq) = seq
-        && ctx.acker.ledger.admit(&sensor.id, seq) == Admit::New
-    {
+    let admit = seq.map(|s| (s, ctx.acker.ledger.admit(&sensor.id, s)));
+    // A number too far ahead is not consumed: the ERROR then names no frame.
+    let consumed = admit.filter(|(_, a)| !matches!(a, Admit::TooFar { .. })).map(|(s, _)| s);
+    sensor.say(error_msg(error_code(e), e.to_string(), consumed)).await;
+    if let Some((seq, Admit::New)) = admit {
         complete_now(ctx, sensor, seq).await;
     }
 }
