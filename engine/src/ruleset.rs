@@ -94,9 +94,10 @@ fn storage(tree: &str) -> impl Fn(sled::Error) -> EngineError + '_ {
     move |source| ActorError::Storage { path: tree.into(), source }.into()
 }
 
-/// Enforces that `(name, version)` is immutable and versions only go up, against the packs
-/// applied before (sled tree `packs`), then records `packs` as the applied set.
-pub fn record_packs(db: &sled::Db, packs: &[LoadedPack]) -> Result<()> {
+/// What recording `packs` as the applied set would write to the registry (sled tree `packs`):
+/// refused (nothing written) unless `(name, version)` stays immutable and versions only go
+/// up against the packs applied before. Written by [`write_pack_records`] once installed.
+fn pack_records(db: &sled::Db, packs: &[LoadedPack]) -> Result<Vec<(String, AppliedPack)>> {
     use sha2::Digest;
     let tree = db.open_tree("packs").map_err(storage("packs"))?;
     let refuse = |pack: &Pack, reason: String| -> EngineError {
@@ -146,10 +147,17 @@ pub fn record_packs(db: &sled::Db, packs: &[LoadedPack]) -> Result<()> {
             updates.push((name, old));
         }
     }
+    Ok(updates)
+}
+
+/// Writes pack records in one batch (all or nothing) and flushes.
+fn write_pack_records(db: &sled::Db, updates: &[(String, AppliedPack)]) -> Result<()> {
+    let tree = db.open_tree("packs").map_err(storage("packs"))?;
+    let mut batch = sled::Batch::default();
     for (name, applied) in updates {
-        let bytes = serde_json::to_vec(&applied).expect("serializes");
-        tree.insert(name.as_bytes(), bytes).map_err(storage("packs"))?;
+        batch.insert(name.as_bytes(), serde_json::to_vec(applied).expect("serializes"));
     }
+    tree.apply_batch(batch).map_err(storage("packs"))?;
     tree.flush().map_err(storage("packs"))?;
     Ok(())
 }
@@ -350,7 +358,7 @@ impl RuleManager {
         let windows = db.open_tree("windows").map_err(storage("windows"))?;
         let overrides = db.open_tree("rule_overrides").map_err(storage("rule_overrides"))?;
         let mut last_error = None;
-        let (packs, compiled) = match Self::prepare(&config, &compiler, &db).await {
+        let (packs, compiled, records) = match Self::prepare(&config, &compiler, &db).await {
             Ok(ok) => ok,
             Err(e) => {
                 let recorded = recorded_packs(&db)?;
@@ -362,7 +370,7 @@ impl RuleManager {
                 last_error = Some(e.to_string());
                 let packs: Vec<Pack> = recorded.into_iter().map(|p| p.pack).collect();
                 let compiled = compile_packs(&compiler, &packs).await?;
-                (packs, compiled)
+                (packs, compiled, Vec::new())
             }
         };
         let mut slots = BTreeMap::new();
@@ -390,6 +398,8 @@ impl RuleManager {
             references,
         };
         manager.install().await?;
+        // Recorded once running: the registry never names a set that is not installed.
+        write_pack_records(&manager.db, &records)?;
         Ok(manager)
     }
 
@@ -398,12 +408,12 @@ impl RuleManager {
         config: &Config,
         compiler: &Compiler,
         db: &sled::Db,
-    ) -> Result<(Vec<Pack>, Vec<Arc<CompiledRule>>)> {
+    ) -> Result<(Vec<Pack>, Vec<Arc<CompiledRule>>, Vec<(String, AppliedPack)>)> {
         let loaded = load_packs(config)?;
         let packs: Vec<Pack> = loaded.iter().map(|l| l.pack.clone()).collect();
         let compiled = compile_packs(compiler, &packs).await?;
-        record_packs(db, &loaded)?;
-        Ok((packs, compiled))
+        let records = pack_records(db, &loaded)?;
+        Ok((packs, compiled, records))
     }
 
     /// The table slots (the engine attaches a worker to each).
@@ -416,10 +426,20 @@ impl RuleManager {
     pub async fn apply(&mut self) -> Result<ApplyReport> {
         let planned_before = self.compiler.plans_built();
         match Self::prepare(&self.config, &self.compiler, &self.db).await {
-            Ok((packs, compiled)) => {
+            Ok((packs, compiled, records)) => {
                 let previous = std::mem::replace(&mut self.compiled, compiled);
                 if let Err(e) = self.install().await {
                     self.compiled = previous;
+                    return Err(self.refused(e));
+                }
+                // Recorded only once installed; if recording fails, the previous set goes
+                // back, so the registry and the running rules never disagree.
+                if let Err(e) = write_pack_records(&self.db, &records) {
+                    let failed = std::mem::replace(&mut self.compiled, previous);
+                    if let Err(back) = self.install().await {
+                        self.compiled = failed;
+                        error!(error = %back, "Restoring the previous rule set failed; the new one stays installed.");
+                    }
                     return Err(self.refused(e));
                 }
                 self.packs = names_versions(&packs);
