@@ -240,6 +240,10 @@ pub struct Welcome {
     pub heartbeat_interval_ms: u64,
     /// Tables the engine accepts.
     pub tables: Vec<String>,
+    /// COMMAND messages that follow right after this WELCOME (queued while the sensor was
+    /// away): a sensor finishing its work answers them before it says GOODBYE.
+    #[serde(default)]
+    pub commands: u32,
 }
 
 /// Either direction: liveness.

@@ -17,6 +17,7 @@ use vedette_schemas::seq::Admit;
 
 use super::IngestContext;
 use crate::batcher::BatcherMsg;
+use crate::fleet::commands::CommandRecord;
 use crate::fleet::liveness::Activity;
 use crate::registry::RegistryRefusal;
 use crate::sessions::FrameToken;
@@ -209,6 +210,10 @@ async fn serve(
         return Err(refuse(code, &msg));
     }
     let (through, highest) = ctx.acker.ledger.welcome(&peer.sensor_id, hello.low_seq).map_err(|e| e.to_string())?;
+    let waiting = ctx.commands.open_commands(&peer.sensor_id).unwrap_or_else(|e| {
+        warn!(sensor = %peer.sensor_id, error = %e, "Reading pending commands failed.");
+        Vec::new()
+    });
     let welcome = Control::Welcome(Welcome {
         sensor_id: peer.sensor_id.clone(),
         tenant: peer.tenant.clone(),
@@ -218,6 +223,7 @@ async fn serve(
         max_frame_rows: ctx.limits.max_frame_rows,
         heartbeat_interval_ms: ctx.limits.heartbeat.as_millis() as u64,
         tables: ctx.catalog.names().iter().map(|s| s.to_string()).collect(),
+        commands: u32::try_from(waiting.len()).unwrap_or(u32::MAX),
     });
     send.write_all(&welcome.to_frame()).await.map_err(|e| e.to_string())?;
 
@@ -238,7 +244,7 @@ async fn serve(
         peer: peer.clone(),
         activity,
     });
-    send_open_commands(ctx, &sensor).await;
+    send_commands(ctx, &sensor, waiting).await;
     let mut tasks = JoinSet::new();
     tasks.spawn(write_control(send, ctrl_rx));
     let mut control = tokio::spawn(read_control(Arc::clone(ctx), recv, Arc::clone(&sensor)));
@@ -303,12 +309,8 @@ struct Sensor {
 }
 
 /// Sends the commands that waited for this sensor (queued while it was offline, or sent to a
-/// session that ended before the sensor answered).
-async fn send_open_commands(ctx: &Arc<IngestContext>, sensor: &Arc<Sensor>) {
-    let open = match ctx.commands.open_commands(&sensor.id) {
-        Ok(o) => o,
-        Err(e) => return warn!(sensor = %sensor.id, error = %e, "Reading pending commands failed."),
-    };
+/// session that ended before the sensor answered); WELCOME announced how many.
+async fn send_commands(ctx: &Arc<IngestContext>, sensor: &Arc<Sensor>, open: Vec<CommandRecord>) {
     for rec in open {
         sensor.say(Control::Command(rec.command())).await;
         if let Err(e) = ctx.commands.sent(&sensor.id, &rec.id) {

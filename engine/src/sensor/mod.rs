@@ -311,11 +311,19 @@ pub async fn run(
         info!(sensor = %w.sensor_id, tenant = %w.tenant, acked_through = w.acked_through, level = %stats.controls.level(), "Connected to engine.");
         out.ack(0, w.acked_through);
         if out.next_seq == 0 {
-            out.next_seq = w.highest_seq + 1;
+            out.next_seq = w.highest_seq.saturating_add(1);
         }
         let conn = session.conn.clone();
-        let mut pump =
-            Pump { cfg: &cfg, out: &mut out, events: &mut events, closed: &mut closed, stats: &stats, renewing: None };
+        let awaiting = session.welcome.commands;
+        let mut pump = Pump {
+            cfg: &cfg,
+            out: &mut out,
+            events: &mut events,
+            closed: &mut closed,
+            stats: &stats,
+            renewing: None,
+            awaiting,
+        };
         match pump.run(session).await {
             Ok(Ended::Done) => {
                 // Let the close reach the engine before the process may exit.
@@ -348,6 +356,8 @@ struct Pump<'a> {
     closed: &'a mut bool,
     stats: &'a SensorStats,
     renewing: Option<Renewal>,
+    /// Commands WELCOME announced that have not arrived yet (answered before GOODBYE).
+    awaiting: u32,
 }
 
 fn conn_err(e: &dyn std::fmt::Display) -> SensorError {
@@ -382,7 +392,8 @@ impl Pump<'_> {
             self.start_renewal(&mut s.ctrl_send, &s.welcome.sensor_id, None).await?;
         }
         loop {
-            if *self.closed && self.out.pending.is_empty() && self.out.unacked.is_empty() && self.renewing.is_none() {
+            let idle = self.out.pending.is_empty() && self.out.unacked.is_empty();
+            if *self.closed && idle && self.renewing.is_none() && self.awaiting == 0 {
                 let _ = s.ctrl_send.write_all(&Control::Goodbye(Goodbye { reason: "done".into() }).to_frame()).await;
                 let _ = data.finish();
                 let _ = s.ctrl_send.finish();
@@ -424,6 +435,7 @@ impl Pump<'_> {
                         }
                     }
                     Some(Ok(Control::Command(cmd))) => {
+                        self.awaiting = self.awaiting.saturating_sub(1);
                         if let Some(ms) = self.command(&mut s.ctrl_send, &s.welcome.sensor_id, cmd).await? {
                             heartbeat = tokio::time::interval(Duration::from_millis(ms.max(100)));
                         }
