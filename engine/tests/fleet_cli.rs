@@ -31,7 +31,7 @@ const EVENTS: &str = r#"{"_table":"process_events","event_type":"start","pid":42
 fn a_newcomer_enrolls_a_sensor_sends_events_from_a_file_and_commands_it() {
     let dir = tempfile::tempdir().unwrap();
     let (quic, http) = (free_udp_port(), free_tcp_port());
-    let mut serve = serve(dir.path(), quic, http, &[], &[], false);
+    let mut serve = KillOnDrop(serve(dir.path(), quic, http, &[], &[], false));
     let d = dir.path().to_str().unwrap();
     let api = format!("http://127.0.0.1:{http}");
 
@@ -90,8 +90,8 @@ fn a_newcomer_enrolls_a_sensor_sends_events_from_a_file_and_commands_it() {
     let (ok, out) = vedette(&["tokens", "list-enrollment", "--api", &api, "--data-dir", d], dir.path());
     assert!(ok && out.contains("1/1") && out.contains("env=lab"), "{out}");
 
-    assert!(Command::new("kill").args(["-INT", &serve.id().to_string()]).status().unwrap().success());
-    assert!(serve.wait().unwrap().success());
+    assert!(Command::new("kill").args(["-INT", &serve.0.id().to_string()]).status().unwrap().success());
+    assert!(serve.0.wait().unwrap().success());
 }
 
 /// The openssl commands of docs/fleet.md ("Bring your own CA"), run as written there.
@@ -251,7 +251,7 @@ fn an_engine_on_an_openssl_ca_takes_openssl_and_ca_sign_certificates_and_enrolls
         ("VEDETTE__INGEST__SERVER_KEY", key.as_str()),
         ("VEDETTE__FLEET__CA_KEY", ca_key.as_str()),
     ];
-    let mut serve = serve(dir.path(), quic, http, &env, &[], false);
+    let mut serve = KillOnDrop(serve(dir.path(), quic, http, &env, &[], false));
     assert!(!dir.path().join("ca/ca.key").exists(), "no development CA with a configured one");
     let events = pki.path().join("events.jsonl");
     std::fs::write(&events, EVENTS).unwrap();
@@ -291,6 +291,6 @@ fn an_engine_on_an_openssl_ca_takes_openssl_and_ca_sign_certificates_and_enrolls
         pki.path(),
     );
     assert!(ok && out.contains("enrolled as app-01"), "{out}");
-    assert!(Command::new("kill").args(["-INT", &serve.id().to_string()]).status().unwrap().success());
-    assert!(serve.wait().unwrap().success());
+    assert!(Command::new("kill").args(["-INT", &serve.0.id().to_string()]).status().unwrap().success());
+    assert!(serve.0.wait().unwrap().success());
 }

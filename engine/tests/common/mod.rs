@@ -65,3 +65,15 @@ pub fn vedette_cmd(dir: &std::path::Path, http: u16, command: &str, args: &[&str
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     (out.status.success(), text)
 }
+
+/// A child process killed (SIGKILL) when dropped, so a failing test leaves no engine behind.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
