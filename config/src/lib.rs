@@ -396,15 +396,37 @@ pub struct RulesConfig {
     /// Tasks evaluating one batch's stateless rules at once; 0 = one per core.
     #[serde(default)]
     pub eval_threads: usize,
+    /// How far a sensor's event times may be from the engine's clock, either way, for
+    /// windowed rules; `0` = unbounded (replaying old data).
+    #[serde(default = "default_max_clock_skew", with = "crate::duration")]
+    pub max_clock_skew: Duration,
 }
 
 fn yes() -> bool {
     true
 }
 
+fn default_max_clock_skew() -> Duration {
+    Duration::from_secs(600)
+}
+
+impl RulesConfig {
+    /// The clock-skew bound, `None` when unbounded.
+    pub fn clock_skew(&self) -> Option<Duration> {
+        (!self.max_clock_skew.is_zero()).then_some(self.max_clock_skew)
+    }
+}
+
 impl Default for RulesConfig {
     fn default() -> Self {
-        Self { builtin: true, packs_dir: None, trusted_keys: Vec::new(), allow_unsigned: false, eval_threads: 0 }
+        Self {
+            builtin: true,
+            packs_dir: None,
+            trusted_keys: Vec::new(),
+            allow_unsigned: false,
+            eval_threads: 0,
+            max_clock_skew: default_max_clock_skew(),
+        }
     }
 }
 

@@ -275,6 +275,10 @@ pub struct RuleStatus {
     pub late_rows: u64,
     /// Open window keys held in memory.
     pub open_windows: usize,
+    /// Per sensor: rows stamped further ahead of the engine's clock than
+    /// `rules.max_clock_skew` (evaluated, but they never advanced the watermark).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub skewed_rows: BTreeMap<String, u64>,
 }
 
 /// What `GET /api/v1/rules` returns.
@@ -375,7 +379,7 @@ impl RuleManager {
         };
         let mut slots = BTreeMap::new();
         for t in tables {
-            let mut rules = TableRules::new(&compiler, t, Vec::new());
+            let mut rules = TableRules::new(&compiler, t, Vec::new()).with_clock_skew(config.rules.clock_skew());
             if config.rules.eval_threads > 0 {
                 rules = rules.with_parallelism(config.rules.eval_threads);
             }
@@ -590,10 +594,12 @@ impl RuleManager {
     pub fn status(&self) -> RulesStatus {
         let mut late = HashMap::new();
         let mut open = HashMap::new();
+        let mut skewed = HashMap::new();
         for slot in self.tables.values() {
             let rules = current(&slot.shared);
             late.extend(rules.late_rows());
             open.extend(rules.open_windows());
+            skewed.extend(rules.skewed_rows());
         }
         let rules = self
             .compiled
@@ -609,6 +615,10 @@ impl RuleManager {
                 windowed: r.is_windowed(),
                 late_rows: late.get(&r.meta.id).copied().unwrap_or(0),
                 open_windows: open.get(&r.meta.id).copied().unwrap_or(0),
+                skewed_rows: skewed
+                    .get(&r.meta.id)
+                    .map(|m| m.iter().map(|(k, v)| (k.clone(), *v)).collect())
+                    .unwrap_or_default(),
             })
             .collect();
         RulesStatus { packs: self.packs.clone(), rules, last_error: self.last_error.clone() }

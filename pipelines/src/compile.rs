@@ -432,6 +432,8 @@ pub struct TableRules {
     use_prefilter: bool,
     /// Stateless rules of one batch run on up to this many tasks at once.
     parallelism: usize,
+    /// Bound on sensor clock skew for windowed rules, µs (`i64::MAX`: none).
+    max_skew_us: i64,
 }
 
 impl std::fmt::Debug for TableRules {
@@ -452,12 +454,20 @@ impl TableRules {
             windows: Arc::new(std::sync::Mutex::new(HashMap::new())),
             use_prefilter: true,
             parallelism: std::thread::available_parallelism().map_or(1, usize::from),
+            max_skew_us: crate::window::DEFAULT_MAX_SKEW_US,
         }
     }
 
     /// Runs the stateless rules of a batch on up to `n` tasks at once (default: one per core).
     pub fn with_parallelism(mut self, n: usize) -> Self {
         self.parallelism = n.max(1);
+        self
+    }
+
+    /// Bounds how far a sensor's event times may be from the engine's clock for windowed
+    /// rules (`None`: unbounded, e.g. to replay old data).
+    pub fn with_clock_skew(mut self, max: Option<std::time::Duration>) -> Self {
+        self.max_skew_us = max.map_or(i64::MAX, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
         self
     }
 
@@ -555,6 +565,17 @@ impl TableRules {
         Ok(loaded)
     }
 
+    /// Rows stamped beyond the clock-skew bound ahead of the engine's clock, per active
+    /// windowed rule id and sensor.
+    pub fn skewed_rows(&self) -> Vec<(String, HashMap<String, u64>)> {
+        let windows = self.windows.lock().expect("window lock is never poisoned");
+        self.rules
+            .iter()
+            .filter_map(|r| windows.get(&r.state_key()).map(|w| (r.meta.id.clone(), w.skewed.clone())))
+            .filter(|(_, s)| !s.is_empty())
+            .collect()
+    }
+
     /// Late rows dropped so far, per active windowed rule id.
     pub fn late_rows(&self) -> Vec<(String, u64)> {
         let windows = self.windows.lock().expect("window lock is never poisoned");
@@ -623,6 +644,7 @@ impl TableRules {
             batch: batch.cloned(),
             now,
             flush_all,
+            max_skew_us: self.max_skew_us,
         });
         // Rules of one batch are independent (each windowed rule has its own state): spread
         // them round-robin over the shards; results are put back in rule order below.
@@ -713,6 +735,7 @@ struct JobContext {
     batch: Option<RecordBatch>,
     now: DateTime<Utc>,
     flush_all: bool,
+    max_skew_us: i64,
 }
 
 /// Runs jobs one after the other; returns each rule's outcome and new window state.
@@ -751,6 +774,7 @@ async fn run_jobs(
                     now_us: ctx.now.timestamp_micros(),
                     lateness_us: rule.plans.lateness_us,
                     flush_all: ctx.flush_all,
+                    max_skew_us: ctx.max_skew_us,
                 };
                 match w.advance(&ctx.base, &ctx.table, &state, ctx.batch.as_ref(), clock).await {
                     Ok((closed, next)) => {

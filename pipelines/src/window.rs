@@ -9,10 +9,15 @@
 //! * once the watermark passes a window's end, its states go through `Final`, then through
 //!   the rule's HAVING and projection, and each result row becomes an alert.
 //!
-//! The watermark is the minimum, over sensors that sent events recently, of the highest event
-//! time seen from that sensor, minus the rule's allowed lateness: one sensor's fast clock
+//! Each tenant has its own watermark (windows never mix tenants: every window groups by the
+//! tenant): the minimum, over the tenant's sensors that sent events recently, of the highest
+//! event time seen from that sensor, minus the rule's allowed lateness: one sensor's fast clock
 //! cannot close another's windows, and a silent sensor stops holding windows open once idle.
-//! Rows that arrive for an already closed window are late: counted, never silently merged.
+//! Clock skew is bounded against the engine's clock (`Clock::max_skew_us`): a row stamped
+//! further in the future never advances its sensor's time (it is counted per sensor), and a
+//! sensor further behind holds the watermark back by at most the bound (its older rows become
+//! late). Rows that arrive for an already closed window are late: counted, never silently
+//! merged. Sensors idle for [`FORGET_AFTER_US`] are forgotten.
 //!
 //! Session windows group by the event time itself (plus a hidden `max(ts)`); partial state
 //! rows of a key whose spans `[start, last + gap)` overlap are merged into one session by
@@ -516,6 +521,13 @@ impl WindowPlans {
     }
 }
 
+/// Default bound on how far a sensor's clock may be from the engine's, either way.
+pub const DEFAULT_MAX_SKEW_US: i64 = 600_000_000;
+
+/// Sensors not heard from for this long leave the watermark's sensor map (the most advanced
+/// one stays, so windows keep closing when every sensor is idle).
+pub const FORGET_AFTER_US: i64 = 3_600_000_000;
+
 /// Mutable state of one windowed rule: open windows' accumulator states and the watermark.
 #[derive(Debug, Clone, Default)]
 pub struct WindowState {
@@ -523,13 +535,18 @@ pub struct WindowState {
     pub states: Vec<RecordBatch>,
     /// Per sensor: highest event time seen (µs) and when it was last heard from (µs).
     pub sensors: HashMap<String, (i64, i64)>,
-    /// Every window ending at or before this is closed and emitted.
+    /// Every window ending at or before this is closed and emitted (for tenants without an
+    /// entry in `closed`; checkpoints from before per-tenant watermarks).
     pub closed_upto: i64,
+    /// Per tenant: every window of the tenant ending at or before this is closed and emitted.
+    pub closed: HashMap<String, i64>,
     /// Rows that arrived for already closed windows.
     pub late_rows: u64,
     /// Session windows: the first `merged` batches of `states` hold merged sessions (per key,
     /// non-overlapping); the rest are partial states not merged yet.
     pub merged: usize,
+    /// Per sensor: rows stamped further in the future than the skew bound.
+    pub skewed: HashMap<String, u64>,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -539,9 +556,18 @@ struct Header {
     late_rows: u64,
     #[serde(default)]
     merged: usize,
+    #[serde(default)]
+    skewed: HashMap<String, u64>,
+    #[serde(default)]
+    closed: HashMap<String, i64>,
 }
 
 impl WindowState {
+    /// Up to where the tenant's windows are closed.
+    pub fn closed_for(&self, tenant: &str) -> i64 {
+        self.closed.get(tenant).copied().unwrap_or(self.closed_upto)
+    }
+
     /// Accumulator state rows held (open window keys; until the next merge a key may be
     /// counted once per unmerged batch).
     pub fn open_rows(&self) -> usize {
@@ -560,6 +586,8 @@ impl WindowState {
             closed_upto: self.closed_upto,
             late_rows: self.late_rows,
             merged: self.merged,
+            skewed: self.skewed.clone(),
+            closed: self.closed.clone(),
         })
         .map_err(|e| DataFusionError::Internal(e.to_string()))?;
         let mut out = (header.len() as u32).to_be_bytes().to_vec();
@@ -589,7 +617,15 @@ impl WindowState {
                 .collect::<Result<Vec<_>, _>>()?
         };
         let merged = h.merged.min(states.len());
-        Ok(Self { states, sensors: h.sensors, closed_upto: h.closed_upto, late_rows: h.late_rows, merged })
+        Ok(Self {
+            states,
+            sensors: h.sensors,
+            closed_upto: h.closed_upto,
+            late_rows: h.late_rows,
+            merged,
+            skewed: h.skewed,
+            closed: h.closed,
+        })
     }
 }
 
@@ -602,6 +638,8 @@ pub struct Clock {
     pub lateness_us: i64,
     /// Close every open window (end of input).
     pub flush_all: bool,
+    /// How far a sensor's event times may be from `now_us`, either way, µs.
+    pub max_skew_us: i64,
 }
 
 /// Result rows of windows that closed, with the window start of each row.
@@ -623,11 +661,11 @@ impl WindowPlans {
         batch: Option<&RecordBatch>,
         clock: Clock,
     ) -> datafusion::error::Result<(Closed, WindowState)> {
-        let Clock { now_us, lateness_us, flush_all } = clock;
+        let Clock { now_us, lateness_us, flush_all, max_skew_us } = clock;
         let mut next = state.clone();
         if let Some(batch) = batch {
             let batch = self.drop_late(batch, &mut next)?;
-            note_sensors(&batch, now_us, &mut next.sensors);
+            note_sensors(&batch, now_us, max_skew_us, &mut next);
             if batch.num_rows() > 0 {
                 let task = task_with(base, Injected([(table.to_string(), vec![batch])].into_iter().collect()));
                 let mut states = collect(Arc::clone(&self.partial), task).await?;
@@ -640,16 +678,21 @@ impl WindowPlans {
                 }
                 // With hopping windows a kept row may still belong to some closed windows:
                 // those contributions are dropped so a closed window is never emitted twice.
-                next.states.extend(self.drop_closed_windows(states, state.closed_upto)?);
+                next.states.extend(self.drop_closed_windows(states, state)?);
             }
         }
-        let watermark = if flush_all { i64::MAX } else { watermark(&next.sensors, now_us, lateness_us) };
-        let closing = self.closing(watermark);
+        forget_idle(&mut next.sensors, now_us);
+        let marks = if flush_all {
+            Watermarks { by_tenant: HashMap::new(), default: i64::MAX }
+        } else {
+            watermarks(&next.sensors, now_us, lateness_us, max_skew_us)
+        };
+        let closing = self.closing(&marks);
         let must_close = next.states.iter().any(|b| closing.any_in(b));
         let mut closed_states = Vec::new();
         if let Some(last) = self.session_last {
             if next.states.len() - next.merged.min(next.states.len()) > MERGE_EVERY || must_close {
-                closed_states = self.merge_sessions(base, &mut next, last, closing).await?;
+                closed_states = self.merge_sessions(base, &mut next, last, &closing).await?;
             }
         } else if next.states.len() > MERGE_EVERY || must_close {
             let states = std::mem::take(&mut next.states);
@@ -665,8 +708,15 @@ impl WindowPlans {
             }
             next.states = open.into_iter().filter(|b| b.num_rows() > 0).collect();
         }
-        if must_close && watermark != i64::MAX {
-            next.closed_upto = next.closed_upto.max(watermark);
+        if must_close && !flush_all {
+            // A tenant's windows count as closed up to its watermark once some closed.
+            for b in &closed_states {
+                for t in closing.tenants(b) {
+                    let w = marks.of(&t);
+                    let c = next.closed_for(&t).max(w);
+                    next.closed.insert(t, c);
+                }
+            }
         }
         let mut closed = Closed::default();
         closed_states.retain(|b| b.num_rows() > 0);
@@ -682,9 +732,9 @@ impl WindowPlans {
     fn drop_closed_windows(
         &self,
         states: Vec<RecordBatch>,
-        closed_upto: i64,
+        state: &WindowState,
     ) -> datafusion::error::Result<Vec<RecordBatch>> {
-        if closed_upto == 0 || self.spec.kind != WindowKind::Hop {
+        if (state.closed_upto == 0 && state.closed.is_empty()) || self.spec.kind != WindowKind::Hop {
             return Ok(states);
         }
         let size = self.spec.size_us;
@@ -692,8 +742,15 @@ impl WindowPlans {
             .into_iter()
             .map(|b| {
                 let starts = b.column(self.spec.group_index).as_primitive::<TimestampMicrosecondType>();
-                let mask: BooleanArray =
-                    starts.iter().map(|s| Some(s.is_some_and(|s| s + size > closed_upto))).collect();
+                let tenants = Tenants::of(&b, TENANT_KEY);
+                let mask: BooleanArray = starts
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| {
+                        let closed = state.closed_for(tenants.tenant(i));
+                        Some(s.is_some_and(|s| s + size > closed))
+                    })
+                    .collect();
                 Ok(filter_record_batch(&b, &mask)?)
             })
             .collect()
@@ -708,7 +765,7 @@ impl WindowPlans {
         base: &TaskContext,
         next: &mut WindowState,
         last: usize,
-        closing: Closing,
+        closing: &Closing,
     ) -> datafusion::error::Result<Vec<RecordBatch>> {
         use arrow::row::{RowConverter, SortField};
         let pending = next.states.split_off(next.merged.min(next.states.len()));
@@ -728,9 +785,9 @@ impl WindowPlans {
         let (mut work, mut keep) = (pending, Vec::new());
         for b in merged {
             let rows = key_rows(&b)?;
-            let lasts = b.column(last).as_primitive::<TimestampMicrosecondType>();
+            let closes = closing.mask(&b);
             let mask: BooleanArray = (0..b.num_rows())
-                .map(|r| Some(lasts.value(r) < closing.below || touched_keys.contains(rows.row(r).as_ref())))
+                .map(|r| Some(closes.value(r) || touched_keys.contains(rows.row(r).as_ref())))
                 .collect();
             match mask.true_count() {
                 0 => keep.push(b),
@@ -761,41 +818,48 @@ impl WindowPlans {
         Ok(closed)
     }
 
-    /// Which state rows close at `watermark`.
-    fn closing(&self, watermark: i64) -> Closing {
-        match self.session_last {
-            // A session [start, last + gap) closes once the watermark reaches its end.
-            Some(last) => {
-                Closing { column: last, below: watermark.saturating_sub(self.spec.size_us).saturating_add(1) }
-            }
-            // Windows [start, start + size) with start + size <= watermark close now.
-            None => Closing {
-                column: self.spec.group_index,
-                below: if watermark == i64::MAX {
-                    i64::MAX
-                } else {
-                    watermark.saturating_sub(self.spec.size_us).saturating_add(1)
-                },
-            },
+    /// Which state rows close at these watermarks (each row at its tenant's).
+    fn closing(&self, marks: &Watermarks) -> Closing {
+        let size = self.spec.size_us;
+        // A session [start, last + gap) closes once the watermark reaches its end; a window
+        // [start, start + size) once start + size <= watermark.
+        let below = |w: i64| if w == i64::MAX { i64::MAX } else { w.saturating_sub(size).saturating_add(1) };
+        Closing {
+            column: self.session_last.unwrap_or(self.spec.group_index),
+            below: marks.by_tenant.iter().map(|(t, w)| (t.clone(), below(*w))).collect(),
+            default: below(marks.default),
         }
     }
 
     /// Removes (and counts) rows whose window already closed.
     fn drop_late(&self, batch: &RecordBatch, state: &mut WindowState) -> datafusion::error::Result<RecordBatch> {
-        if state.closed_upto == 0 {
+        if state.closed_upto == 0 && state.closed.is_empty() {
             return Ok(batch.clone());
         }
-        let (size, slide, closed_upto) = (self.spec.size_us, self.spec.slide_us, state.closed_upto);
+        let (size, slide) = (self.spec.size_us, self.spec.slide_us);
         let ts = ts_column(batch)?;
-        let mask: BooleanArray = match self.spec.kind {
-            // A row older than the last closing watermark could belong to a session already
-            // emitted (one ending after the row's time): late.
-            WindowKind::Session => ts.iter().map(|t| Some(t.is_some_and(|t| t >= closed_upto))).collect(),
-            // A row is late when even its last window (the newest start <= ts) has closed.
-            WindowKind::Tumble | WindowKind::Hop => {
-                ts.iter().map(|t| Some(t.is_some_and(|t| t.div_euclid(slide) * slide + size > closed_upto))).collect()
+        let tenants = Tenants::of(batch, vedette_schemas::tables::TENANT);
+        let mut last: (&str, i64) = ("\u{0}", 0);
+        let mut closed = |i: usize| {
+            let tenant = tenants.tenant(i);
+            if tenant != last.0 {
+                last = (tenant, state.closed_for(tenant));
             }
+            last.1
         };
+        let mask: BooleanArray = ts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                Some(t.is_some_and(|t| match self.spec.kind {
+                    // A row older than the last closing watermark could belong to a session
+                    // already emitted (one ending after the row's time): late.
+                    WindowKind::Session => t >= closed(i),
+                    // A row is late when even its last window (the newest start <= ts) closed.
+                    WindowKind::Tumble | WindowKind::Hop => t.div_euclid(slide) * slide + size > closed(i),
+                }))
+            })
+            .collect();
         let kept = mask.true_count();
         state.late_rows += (batch.num_rows() - kept) as u64;
         Ok(if kept == batch.num_rows() { batch.clone() } else { filter_record_batch(batch, &mask)? })
@@ -809,63 +873,204 @@ fn ts_column(batch: &RecordBatch) -> datafusion::error::Result<&TimestampMicrose
         .ok_or_else(|| DataFusionError::Internal("telemetry batch without a µs `ts` column".into()))
 }
 
-fn note_sensors(batch: &RecordBatch, now_us: i64, sensors: &mut HashMap<String, (i64, i64)>) {
+fn note_sensors(batch: &RecordBatch, now_us: i64, max_skew_us: i64, state: &mut WindowState) {
     let Ok(ts) = ts_column(batch) else { return };
+    let ahead_limit = now_us.saturating_add(max_skew_us);
     let Some(ids) = batch.column_by_name(vedette_schemas::tables::SENSOR_ID).and_then(|c| c.as_string_opt::<i32>())
     else {
         return;
     };
     // A batch usually holds few sensors: take each sensor's maximum here, without allocating
     // per row, then fold it into the state.
-    let mut batch_max: HashMap<&str, i64> = HashMap::new();
+    let tenants = batch.column_by_name(vedette_schemas::tables::TENANT).and_then(|c| c.as_string_opt::<i32>());
+    let tenant = |i: usize| tenants.filter(|t| !t.is_null(i)).map_or("", |t| t.value(i));
+    let mut batch_max: HashMap<(&str, &str), i64> = HashMap::new();
+    // Rows of one sensor come in runs: fold a run, touch the map once per run.
+    let mut run: Option<((&str, &str), i64)> = None;
     for i in 0..batch.num_rows() {
         if ts.is_null(i) {
             continue;
         }
         let id = if ids.is_null(i) { "" } else { ids.value(i) };
         let t = ts.value(i);
-        let e = batch_max.entry(id).or_insert(t);
-        *e = (*e).max(t);
+        if t > ahead_limit {
+            // A clock running ahead: the row is evaluated, but never moves time forward.
+            *state.skewed.entry(id.to_string()).or_default() += 1;
+            continue;
+        }
+        let key = (tenant(i), id);
+        match &mut run {
+            Some((k, max)) if *k == key => *max = (*max).max(t),
+            _ => {
+                if let Some((k, max)) = run.replace((key, t)) {
+                    let e = batch_max.entry(k).or_insert(max);
+                    *e = (*e).max(max);
+                }
+            }
+        }
     }
-    for (id, t) in batch_max {
-        match sensors.get_mut(id) {
+    if let Some((k, max)) = run {
+        let e = batch_max.entry(k).or_insert(max);
+        *e = (*e).max(max);
+    }
+    let sensors = &mut state.sensors;
+    for ((tenant, id), t) in batch_max {
+        let key = sensor_key(tenant, id);
+        match sensors.get_mut(&key) {
             Some(e) => {
                 e.0 = e.0.max(t);
                 e.1 = now_us;
             }
             None => {
-                sensors.insert(id.to_string(), (t, now_us));
+                sensors.insert(key, (t, now_us));
             }
         }
     }
 }
 
-/// Minimum over non-idle sensors of their highest event time, minus lateness.
-fn watermark(sensors: &HashMap<String, (i64, i64)>, now_us: i64, lateness_us: i64) -> i64 {
+/// Forgets sensors idle for [`FORGET_AFTER_US`], keeping each tenant's most advanced one.
+fn forget_idle(sensors: &mut HashMap<String, (i64, i64)>, now_us: i64) {
+    let stale = |seen: i64| now_us.saturating_sub(seen) >= FORGET_AFTER_US;
+    if !sensors.values().any(|(_, seen)| stale(*seen)) {
+        return;
+    }
+    let mut keep: HashMap<&str, (&String, i64)> = HashMap::new();
+    for (k, (max, _)) in sensors.iter() {
+        let e = keep.entry(key_tenant(k)).or_insert((k, *max));
+        if *max > e.1 {
+            *e = (k, *max);
+        }
+    }
+    let keep: std::collections::HashSet<String> = keep.values().map(|(k, _)| (*k).clone()).collect();
+    sensors.retain(|k, (_, seen)| !stale(*seen) || keep.contains(k));
+}
+
+/// Minimum over non-idle sensors of their highest event time (a sensor further behind the
+/// engine's clock than `max_skew_us` counts as that far behind), minus lateness.
+fn watermark(sensors: &HashMap<String, (i64, i64)>, now_us: i64, lateness_us: i64, max_skew_us: i64) -> i64 {
+    let floor = now_us.saturating_sub(max_skew_us);
     let active = sensors.values().filter(|(_, seen)| now_us.saturating_sub(*seen) < IDLE_AFTER_US);
-    let min = active.map(|(max, _)| *max).min();
+    let min = active.map(|(max, _)| (*max).max(floor)).min();
     // All sensors idle: the most advanced one's time stands (windows still close).
     let min = min.or_else(|| sensors.values().map(|(max, _)| *max).max()).unwrap_or(i64::MIN);
     min.saturating_sub(lateness_us)
 }
 
+/// Group column carrying each state row's tenant.
+const TENANT_KEY: &str = "__tenant_key";
+
+/// Key of a sensor in [`WindowState::sensors`]: `tenant/sensor` (`/` is in neither).
+fn sensor_key(tenant: &str, sensor: &str) -> String {
+    format!("{tenant}/{sensor}")
+}
+
+/// The tenant of a [`WindowState::sensors`] key (`""` for keys from before per-tenant
+/// watermarks).
+fn key_tenant(key: &str) -> &str {
+    key.split_once('/').map_or("", |(t, _)| t)
+}
+
+/// A batch's tenant column as UTF-8 strings (cast if stored otherwise), without copying per
+/// row; `tenant(i)` is `""` when the column or the value is missing.
+struct Tenants(Option<arrow::array::StringArray>);
+
+impl Tenants {
+    fn of(batch: &RecordBatch, column: &str) -> Self {
+        Self(
+            batch
+                .column_by_name(column)
+                .and_then(|c| arrow::compute::cast(c, &DataType::Utf8).ok())
+                .map(|c| c.as_string::<i32>().clone()),
+        )
+    }
+
+    fn tenant(&self, i: usize) -> &str {
+        match &self.0 {
+            Some(c) if !c.is_null(i) => c.value(i),
+            _ => "",
+        }
+    }
+}
+
+/// Watermarks per tenant: a tenant's windows close on its own sensors' time only.
+struct Watermarks {
+    by_tenant: HashMap<String, i64>,
+    /// For state rows of a tenant without sensors (all forgotten).
+    default: i64,
+}
+
+impl Watermarks {
+    fn of(&self, tenant: &str) -> i64 {
+        self.by_tenant.get(tenant).copied().unwrap_or(self.default)
+    }
+}
+
+fn watermarks(sensors: &HashMap<String, (i64, i64)>, now_us: i64, lateness_us: i64, max_skew_us: i64) -> Watermarks {
+    let mut by: HashMap<&str, HashMap<String, (i64, i64)>> = HashMap::new();
+    for (k, v) in sensors {
+        by.entry(key_tenant(k)).or_default().insert(k.clone(), *v);
+    }
+    let by_tenant: HashMap<String, i64> =
+        by.iter().map(|(t, s)| (t.to_string(), watermark(s, now_us, lateness_us, max_skew_us))).collect();
+    let default = by_tenant.values().copied().min().unwrap_or(i64::MIN);
+    Watermarks { by_tenant, default }
+}
+
 /// State rows whose timestamp in `column` (window start, or a session's newest event) is
-/// below `below` close.
-#[derive(Debug, Clone, Copy)]
+/// below their tenant's `below` close.
+#[derive(Debug, Clone)]
 struct Closing {
     column: usize,
-    below: i64,
+    below: HashMap<String, i64>,
+    default: i64,
 }
 
 impl Closing {
+    /// The threshold every row gets when all tenants share one (the common, single-tenant case).
+    fn uniform(&self) -> Option<i64> {
+        self.below.values().all(|b| *b == self.default).then_some(self.default)
+    }
+
     fn any_in(&self, b: &RecordBatch) -> bool {
-        arrow::compute::min(b.column(self.column).as_primitive::<TimestampMicrosecondType>())
-            .is_some_and(|m| m < self.below)
+        let highest = self.below.values().copied().fold(self.default, i64::max);
+        let min = arrow::compute::min(b.column(self.column).as_primitive::<TimestampMicrosecondType>());
+        // Nothing is below even the highest threshold: nothing closes (no per-row work).
+        min.is_some_and(|m| m < highest) && self.mask(b).true_count() > 0
     }
 
     fn mask(&self, b: &RecordBatch) -> BooleanArray {
         let times = b.column(self.column).as_primitive::<TimestampMicrosecondType>();
-        times.iter().map(|t| Some(t.is_some_and(|t| t < self.below))).collect()
+        if let Some(below) = self.uniform() {
+            return times.iter().map(|t| Some(t.is_some_and(|t| t < below))).collect();
+        }
+        let tenants = Tenants::of(b, TENANT_KEY);
+        let mut last: (&str, i64) = ("\u{0}", 0);
+        times
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let tenant = tenants.tenant(i);
+                if tenant != last.0 {
+                    last = (tenant, self.below.get(tenant).copied().unwrap_or(self.default));
+                }
+                Some(t.is_some_and(|t| t < last.1))
+            })
+            .collect()
+    }
+
+    /// Tenants of the rows of `b`.
+    fn tenants(&self, b: &RecordBatch) -> std::collections::BTreeSet<String> {
+        let tenants = Tenants::of(b, TENANT_KEY);
+        let mut out = std::collections::BTreeSet::new();
+        let mut last = "\u{0}";
+        for i in 0..b.num_rows() {
+            let t = tenants.tenant(i);
+            if t != last {
+                out.insert(t.to_string());
+                last = t;
+            }
+        }
+        out
     }
 }
 

@@ -88,7 +88,11 @@ impl RuleDb {
         self.rules.push(rule);
         let pack = Pack { rules: self.rules.clone(), ..pack };
         let compiled = self.compiler.compile_pack(&pack).await.map_err(err)?;
-        self.tables = compiled.into_iter().map(|(t, r)| (t.clone(), TableRules::new(&self.compiler, &t, r))).collect();
+        // The scripts' event times are fixed, not the clock's: no clock-skew bound (a replay).
+        self.tables = compiled
+            .into_iter()
+            .map(|(t, r)| (t.clone(), TableRules::new(&self.compiler, &t, r).with_clock_skew(None)))
+            .collect();
         Ok(DBOutput::StatementComplete(0))
     }
 
