@@ -10,7 +10,8 @@ use vedette_tests::{RawClient, delivered_alerts, ndjson_frame, sensor_config, te
 /// Event times here are fixed, not the engine's clock: a replay, so no clock-skew bound.
 fn replay_config(dir: &std::path::Path) -> vedette_config::Config {
     let mut c = test_config(dir);
-    c.rules.max_clock_skew = std::time::Duration::ZERO;
+    c.rules.max_clock_ahead = std::time::Duration::ZERO;
+    c.rules.max_clock_behind = std::time::Duration::ZERO;
     c
 }
 

@@ -438,7 +438,7 @@ async fn windows_bench(kind: WindowKindArg, events: usize, users: usize, batch_r
     let mut by_table = compiler.compile_pack(&pack).await?;
     // Synthetic event times from 2023: no clock-skew bound.
     let table = TableRules::new(&compiler, "auth_events", by_table.remove("auth_events").unwrap_or_default())
-        .with_clock_skew(None);
+        .with_clock_skew(None, None);
     // 10,000 events per second of event time, 20 hosts, `users` users, 500 source addresses.
     let rows = (0..events).map(|n| {
         let ts = 1_700_000_000_000_000u64 + n as u64 * 100;

@@ -396,24 +396,33 @@ pub struct RulesConfig {
     /// Tasks evaluating one batch's stateless rules at once; 0 = one per core.
     #[serde(default)]
     pub eval_threads: usize,
-    /// How far a sensor's event times may be from the engine's clock, either way, for
-    /// windowed rules; `0` = unbounded (replaying old data).
-    #[serde(default = "default_max_clock_skew", with = "crate::duration")]
-    pub max_clock_skew: Duration,
+    /// Windowed rules: a row stamped further ahead of the engine's clock never advances its
+    /// sensor's time; `0` = unbounded.
+    #[serde(default = "default_max_clock_ahead", with = "crate::duration")]
+    pub max_clock_ahead: Duration,
+    /// Windowed rules: a sensor further behind the engine's clock counts as only this far
+    /// behind; `0` = unbounded (replaying old data).
+    #[serde(default = "default_max_clock_behind", with = "crate::duration")]
+    pub max_clock_behind: Duration,
 }
 
 fn yes() -> bool {
     true
 }
 
-fn default_max_clock_skew() -> Duration {
+fn default_max_clock_ahead() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_max_clock_behind() -> Duration {
     Duration::from_secs(600)
 }
 
 impl RulesConfig {
-    /// The clock-skew bound, `None` when unbounded.
-    pub fn clock_skew(&self) -> Option<Duration> {
-        (!self.max_clock_skew.is_zero()).then_some(self.max_clock_skew)
+    /// The clock-skew bounds (ahead, behind), `None` when unbounded.
+    pub fn clock_skew(&self) -> (Option<Duration>, Option<Duration>) {
+        let bound = |d: Duration| (!d.is_zero()).then_some(d);
+        (bound(self.max_clock_ahead), bound(self.max_clock_behind))
     }
 }
 
@@ -425,7 +434,8 @@ impl Default for RulesConfig {
             trusted_keys: Vec::new(),
             allow_unsigned: false,
             eval_threads: 0,
-            max_clock_skew: default_max_clock_skew(),
+            max_clock_ahead: default_max_clock_ahead(),
+            max_clock_behind: default_max_clock_behind(),
         }
     }
 }

@@ -137,7 +137,7 @@ pub async fn test_pack(
     for (table, lines) in per_table {
         // The events' own times, not the clock's: no clock-skew bound.
         let rules =
-            TableRules::new(&compiler, &table, by_table.remove(&table).unwrap_or_default()).with_clock_skew(None);
+            TableRules::new(&compiler, &table, by_table.remove(&table).unwrap_or_default()).with_clock_skew(None, None);
         let table_def = Arc::clone(catalog.get(&table)?);
         for (chunk_no, chunk) in lines.chunks(batch_rows.max(1)).enumerate() {
             let payload: String = chunk.iter().map(|(_, l)| format!("{l}\n")).collect();

@@ -276,7 +276,7 @@ pub struct RuleStatus {
     /// Open window keys held in memory.
     pub open_windows: usize,
     /// Per sensor: rows stamped further ahead of the engine's clock than
-    /// `rules.max_clock_skew` (evaluated, but they never advanced the watermark).
+    /// `rules.max_clock_ahead` (evaluated, but they never advanced the watermark).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub skewed_rows: BTreeMap<String, u64>,
 }
@@ -379,7 +379,10 @@ impl RuleManager {
         };
         let mut slots = BTreeMap::new();
         for t in tables {
-            let mut rules = TableRules::new(&compiler, t, Vec::new()).with_clock_skew(config.rules.clock_skew());
+            let mut rules = {
+                let (ahead, behind) = config.rules.clock_skew();
+                TableRules::new(&compiler, t, Vec::new()).with_clock_skew(ahead, behind)
+            };
             if config.rules.eval_threads > 0 {
                 rules = rules.with_parallelism(config.rules.eval_threads);
             }

@@ -432,8 +432,8 @@ pub struct TableRules {
     use_prefilter: bool,
     /// Stateless rules of one batch run on up to this many tasks at once.
     parallelism: usize,
-    /// Bound on sensor clock skew for windowed rules, µs (`i64::MAX`: none).
-    max_skew_us: i64,
+    /// Bounds on sensor clock skew for windowed rules (ahead, behind), µs (`i64::MAX`: none).
+    skew_us: (i64, i64),
 }
 
 impl std::fmt::Debug for TableRules {
@@ -454,7 +454,7 @@ impl TableRules {
             windows: Arc::new(std::sync::Mutex::new(HashMap::new())),
             use_prefilter: true,
             parallelism: std::thread::available_parallelism().map_or(1, usize::from),
-            max_skew_us: crate::window::DEFAULT_MAX_SKEW_US,
+            skew_us: (crate::window::DEFAULT_MAX_AHEAD_US, crate::window::DEFAULT_MAX_BEHIND_US),
         }
     }
 
@@ -464,10 +464,12 @@ impl TableRules {
         self
     }
 
-    /// Bounds how far a sensor's event times may be from the engine's clock for windowed
-    /// rules (`None`: unbounded, e.g. to replay old data).
-    pub fn with_clock_skew(mut self, max: Option<std::time::Duration>) -> Self {
-        self.max_skew_us = max.map_or(i64::MAX, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+    /// Bounds how far ahead of and behind the engine's clock a sensor's event times may be
+    /// for windowed rules (`None`: unbounded, e.g. to replay old data).
+    pub fn with_clock_skew(mut self, ahead: Option<std::time::Duration>, behind: Option<std::time::Duration>) -> Self {
+        let us =
+            |d: Option<std::time::Duration>| d.map_or(i64::MAX, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+        self.skew_us = (us(ahead), us(behind));
         self
     }
 
@@ -644,7 +646,7 @@ impl TableRules {
             batch: batch.cloned(),
             now,
             flush_all,
-            max_skew_us: self.max_skew_us,
+            skew_us: self.skew_us,
         });
         // Rules of one batch are independent (each windowed rule has its own state): spread
         // them round-robin over the shards; results are put back in rule order below.
@@ -735,7 +737,7 @@ struct JobContext {
     batch: Option<RecordBatch>,
     now: DateTime<Utc>,
     flush_all: bool,
-    max_skew_us: i64,
+    skew_us: (i64, i64),
 }
 
 /// Runs jobs one after the other; returns each rule's outcome and new window state.
@@ -774,7 +776,8 @@ async fn run_jobs(
                     now_us: ctx.now.timestamp_micros(),
                     lateness_us: rule.plans.lateness_us,
                     flush_all: ctx.flush_all,
-                    max_skew_us: ctx.max_skew_us,
+                    ahead_us: ctx.skew_us.0,
+                    behind_us: ctx.skew_us.1,
                 };
                 match w.advance(&ctx.base, &ctx.table, &state, ctx.batch.as_ref(), clock).await {
                     Ok((closed, next)) => {

@@ -13,10 +13,10 @@
 //! tenant): the minimum, over the tenant's sensors that sent events recently, of the highest
 //! event time seen from that sensor, minus the rule's allowed lateness: one sensor's fast clock
 //! cannot close another's windows, and a silent sensor stops holding windows open once idle.
-//! Clock skew is bounded against the engine's clock (`Clock::max_skew_us`): a row stamped
-//! further in the future never advances its sensor's time (it is counted per sensor), and a
-//! sensor further behind holds the watermark back by at most the bound (its older rows become
-//! late). Rows that arrive for an already closed window are late: counted, never silently
+//! Clock skew is bounded against the engine's clock (`Clock::ahead_us`, `Clock::behind_us`):
+//! a row stamped further in the future never advances its sensor's time (it is counted per
+//! sensor), and a sensor further behind holds the watermark back by at most the bound (its
+//! older rows become late). Rows that arrive for an already closed window are late: counted, never silently
 //! merged. Sensors idle for [`FORGET_AFTER_US`] are forgotten.
 //!
 //! Session windows group by the event time itself (plus a hidden `max(ts)`); partial state
@@ -521,8 +521,10 @@ impl WindowPlans {
     }
 }
 
-/// Default bound on how far a sensor's clock may be from the engine's, either way.
-pub const DEFAULT_MAX_SKEW_US: i64 = 600_000_000;
+/// Default bound on how far ahead of the engine's clock a row may be and still move time.
+pub const DEFAULT_MAX_AHEAD_US: i64 = 30_000_000;
+/// Default bound on how far behind the engine's clock a sensor holds its tenant's windows.
+pub const DEFAULT_MAX_BEHIND_US: i64 = 600_000_000;
 
 /// Sensors not heard from for this long leave the watermark's sensor map (the most advanced
 /// one stays, so windows keep closing when every sensor is idle).
@@ -638,8 +640,10 @@ pub struct Clock {
     pub lateness_us: i64,
     /// Close every open window (end of input).
     pub flush_all: bool,
-    /// How far a sensor's event times may be from `now_us`, either way, µs.
-    pub max_skew_us: i64,
+    /// How far ahead of `now_us` a row may be and still advance its sensor's time, µs.
+    pub ahead_us: i64,
+    /// How far behind `now_us` a sensor may hold its tenant's windows, µs.
+    pub behind_us: i64,
 }
 
 /// Result rows of windows that closed, with the window start of each row.
@@ -661,11 +665,11 @@ impl WindowPlans {
         batch: Option<&RecordBatch>,
         clock: Clock,
     ) -> datafusion::error::Result<(Closed, WindowState)> {
-        let Clock { now_us, lateness_us, flush_all, max_skew_us } = clock;
+        let Clock { now_us, lateness_us, flush_all, ahead_us, behind_us } = clock;
         let mut next = state.clone();
         if let Some(batch) = batch {
             let batch = self.drop_late(batch, &mut next)?;
-            note_sensors(&batch, now_us, max_skew_us, &mut next);
+            note_sensors(&batch, now_us, ahead_us, &mut next);
             if batch.num_rows() > 0 {
                 let task = task_with(base, Injected([(table.to_string(), vec![batch])].into_iter().collect()));
                 let mut states = collect(Arc::clone(&self.partial), task).await?;
@@ -685,7 +689,7 @@ impl WindowPlans {
         let marks = if flush_all {
             Watermarks { by_tenant: HashMap::new(), default: i64::MAX }
         } else {
-            watermarks(&next.sensors, now_us, lateness_us, max_skew_us)
+            watermarks(&next.sensors, now_us, lateness_us, behind_us)
         };
         let closing = self.closing(&marks);
         let must_close = next.states.iter().any(|b| closing.any_in(b));
@@ -873,9 +877,9 @@ fn ts_column(batch: &RecordBatch) -> datafusion::error::Result<&TimestampMicrose
         .ok_or_else(|| DataFusionError::Internal("telemetry batch without a µs `ts` column".into()))
 }
 
-fn note_sensors(batch: &RecordBatch, now_us: i64, max_skew_us: i64, state: &mut WindowState) {
+fn note_sensors(batch: &RecordBatch, now_us: i64, ahead_us: i64, state: &mut WindowState) {
     let Ok(ts) = ts_column(batch) else { return };
-    let ahead_limit = now_us.saturating_add(max_skew_us);
+    let ahead_limit = now_us.saturating_add(ahead_us);
     let Some(ids) = batch.column_by_name(vedette_schemas::tables::SENSOR_ID).and_then(|c| c.as_string_opt::<i32>())
     else {
         return;
@@ -946,9 +950,9 @@ fn forget_idle(sensors: &mut HashMap<String, (i64, i64)>, now_us: i64) {
 }
 
 /// Minimum over non-idle sensors of their highest event time (a sensor further behind the
-/// engine's clock than `max_skew_us` counts as that far behind), minus lateness.
-fn watermark(sensors: &HashMap<String, (i64, i64)>, now_us: i64, lateness_us: i64, max_skew_us: i64) -> i64 {
-    let floor = now_us.saturating_sub(max_skew_us);
+/// engine's clock than `behind_us` counts as that far behind), minus lateness.
+fn watermark(sensors: &HashMap<String, (i64, i64)>, now_us: i64, lateness_us: i64, behind_us: i64) -> i64 {
+    let floor = now_us.saturating_sub(behind_us);
     let active = sensors.values().filter(|(_, seen)| now_us.saturating_sub(*seen) < IDLE_AFTER_US);
     let min = active.map(|(max, _)| (*max).max(floor)).min();
     // All sensors idle: the most advanced one's time stands (windows still close).
@@ -1005,13 +1009,13 @@ impl Watermarks {
     }
 }
 
-fn watermarks(sensors: &HashMap<String, (i64, i64)>, now_us: i64, lateness_us: i64, max_skew_us: i64) -> Watermarks {
+fn watermarks(sensors: &HashMap<String, (i64, i64)>, now_us: i64, lateness_us: i64, behind_us: i64) -> Watermarks {
     let mut by: HashMap<&str, HashMap<String, (i64, i64)>> = HashMap::new();
     for (k, v) in sensors {
         by.entry(key_tenant(k)).or_default().insert(k.clone(), *v);
     }
     let by_tenant: HashMap<String, i64> =
-        by.iter().map(|(t, s)| (t.to_string(), watermark(s, now_us, lateness_us, max_skew_us))).collect();
+        by.iter().map(|(t, s)| (t.to_string(), watermark(s, now_us, lateness_us, behind_us))).collect();
     let default = by_tenant.values().copied().min().unwrap_or(i64::MIN);
     Watermarks { by_tenant, default }
 }

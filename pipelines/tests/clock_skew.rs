@@ -17,13 +17,15 @@ const BRUTE: &str = "SELECT user, count(*) AS n FROM auth_events WHERE outcome =
                      GROUP BY tumble(ts, INTERVAL '1 minute'), user HAVING count(*) >= 2";
 
 async fn table(skew: Option<Duration>) -> (Arc<Catalog>, TableRules) {
+    // The same bound ahead and behind.
     let catalog = Arc::new(Catalog::builtin());
     let compiler = Compiler::new(Arc::clone(&catalog)).unwrap();
     let rule = RuleDef { lateness: Some(Duration::from_secs(5)), ..RuleDef::new("brute", BRUTE) };
     let pack =
         Pack { name: "p".into(), version: 1, description: String::new(), author: String::new(), rules: vec![rule] };
     let mut by_table = compiler.compile_pack(&pack).await.unwrap();
-    let t = TableRules::new(&compiler, "auth_events", by_table.remove("auth_events").unwrap()).with_clock_skew(skew);
+    let t =
+        TableRules::new(&compiler, "auth_events", by_table.remove("auth_events").unwrap()).with_clock_skew(skew, skew);
     (catalog, t)
 }
 

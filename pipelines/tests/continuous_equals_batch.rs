@@ -142,7 +142,7 @@ async fn continuous(evs: &[Ev], splits: &[usize]) -> Alerts {
     let mut by_table = compiler.compile_pack(&pack).await.unwrap();
     // Event times are seconds after the epoch and so is `now`: no skew bound for the oracle.
     let table =
-        TableRules::new(&compiler, "auth_events", by_table.remove("auth_events").unwrap()).with_clock_skew(None);
+        TableRules::new(&compiler, "auth_events", by_table.remove("auth_events").unwrap()).with_clock_skew(None, None);
     let now = chrono::DateTime::<Utc>::UNIX_EPOCH;
     let mut out = Alerts::new();
     let mut collect_alerts = |eval: vedette_pipelines::compile::Evaluation| {

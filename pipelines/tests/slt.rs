@@ -91,7 +91,7 @@ impl RuleDb {
         // The scripts' event times are fixed, not the clock's: no clock-skew bound (a replay).
         self.tables = compiled
             .into_iter()
-            .map(|(t, r)| (t.clone(), TableRules::new(&self.compiler, &t, r).with_clock_skew(None)))
+            .map(|(t, r)| (t.clone(), TableRules::new(&self.compiler, &t, r).with_clock_skew(None, None)))
             .collect();
         Ok(DBOutput::StatementComplete(0))
     }

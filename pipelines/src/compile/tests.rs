@@ -63,7 +63,7 @@ async fn select_star_hides_internal_columns() {
     let c = compiler();
     let p = pack(vec![rule("all", "SELECT * FROM auth_events WHERE outcome = 'failure'")]);
     let by_table = c.compile_pack(&p).await.unwrap();
-    let rules = TableRules::new(&c, "auth_events", by_table["auth_events"].clone()).with_clock_skew(None);
+    let rules = TableRules::new(&c, "auth_events", by_table["auth_events"].clone()).with_clock_skew(None, None);
     let b = batch("auth_events", 7, "{\"ts\":5,\"user\":\"bob\",\"outcome\":\"failure\"}\n");
     let alerts = rules.evaluate(&b, Utc::now()).await.alerts;
     assert_eq!(alerts.len(), 1);
@@ -110,7 +110,7 @@ async fn windowed(sql: &str) -> (Compiler, TableRules) {
     let c = compiler();
     let p = pack(vec![RuleDef { lateness: Some(std::time::Duration::from_secs(5)), ..rule("brute", sql) }]);
     let by_table = c.compile_pack(&p).await.unwrap();
-    let rules = TableRules::new(&c, "auth_events", by_table["auth_events"].clone()).with_clock_skew(None);
+    let rules = TableRules::new(&c, "auth_events", by_table["auth_events"].clone()).with_clock_skew(None, None);
     (c, rules)
 }
 
@@ -225,7 +225,7 @@ async fn window_state_checkpoint_restores_into_a_fresh_worker() {
     // A new process: same rule compiled again, state restored from the checkpoint.
     let p = pack(vec![RuleDef { lateness: Some(std::time::Duration::from_secs(5)), ..rule("brute", BRUTE) }]);
     let fresh = TableRules::new(&c, "auth_events", c.compile_pack(&p).await.unwrap()["auth_events"].clone())
-        .with_clock_skew(None);
+        .with_clock_skew(None, None);
     let store: std::collections::HashMap<_, _> = saved.into_iter().collect();
     assert_eq!(fresh.restore(|k| store.get(k).cloned()).unwrap(), 1);
     let a = feed(&fresh, 2, &(auth(70, "alice", "failure") + &auth(130, "x", "success"))).await;
