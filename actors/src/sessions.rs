@@ -64,13 +64,6 @@ impl Sessions {
         }
     }
 
-    /// Closes the sensor's session with `code`.
-    pub fn close(&self, sensor: &str, code: u32, reason: &str) {
-        if let Some(e) = self.lock().remove(sensor) {
-            e.conn.close(code.into(), reason.as_bytes());
-        }
-    }
-
     /// Closes session `id` of the sensor with `code`, if it is still the current one (a newer
     /// session of the same sensor is left alone).
     pub fn close_session(&self, sensor: &str, id: u64, code: u32, reason: &str) {
