@@ -12,7 +12,7 @@ use vedette_actors::fleet::commands::CommandRecord;
 use vedette_actors::registry::SensorRecord;
 use vedette_schemas::fleet::{Action, ObserveLevel, SensorSettings, parse_labels};
 
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, json_body};
 use super::schema::{AuthErrors, ErrorBody};
 use super::sensors::visible;
 use super::{ApiState, CallerExt};
@@ -101,10 +101,6 @@ async fn queue(s: &ApiState, targets: &[SensorRecord], action: &Action) -> ApiRe
         out.commands.push(s.commands.get(&t.sensor_id, &rec.id).map_err(ApiError::internal)?.unwrap_or(rec));
     }
     Ok(out)
-}
-
-fn json_body<T>(body: Result<axum::Json<T>, axum::extract::rejection::JsonRejection>) -> ApiResult<T> {
-    body.map(|axum::Json(b)| b).map_err(|e| ApiError::new(e.status(), e.body_text()))
 }
 
 /// `POST /api/v1/sensors/{id}/commands`: queues a command for one sensor.

@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, json_body};
 use super::schema::{AuthErrors, ErrorBody};
 use super::{ApiState, CallerExt};
 use crate::auth::enrollment::{DEFAULT_TTL, DEFAULT_USES, EnrollmentInfo, MAX_USES};
@@ -60,7 +60,7 @@ pub async fn create(
     body: Result<axum::Json<CreateEnrollment>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Response> {
     let c = caller.0;
-    let axum::Json(req) = body.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
+    let req = json_body(body)?;
     let field = |f: &str, m: String| ApiError::bad_request(format!("`{f}`: {m}"));
     let tenant = match req.tenant {
         Some(t) => t,

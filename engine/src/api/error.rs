@@ -17,6 +17,11 @@ pub struct ApiError {
     retry_after: Option<u64>,
 }
 
+/// The body of a JSON request, or the rejection (415, 422, 413) as an API error.
+pub fn json_body<T>(body: Result<axum::Json<T>, axum::extract::rejection::JsonRejection>) -> ApiResult<T> {
+    body.map(|axum::Json(b)| b).map_err(|e| ApiError::new(e.status(), e.body_text()))
+}
+
 impl ApiError {
     /// An error with `status`.
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, json_body};
 use super::schema::{AuditPage, AuditParams, AuthErrors, CreatedToken, ErrorBody, WhoAmI};
 use super::{ApiState, CallerExt};
 use crate::auth::TokenInfo;
@@ -74,7 +74,7 @@ pub async fn create(
     body: Result<axum::Json<CreateToken>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Response> {
     let c = caller.0;
-    let axum::Json(req) = body.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
+    let req = json_body(body)?;
     let field = |f: &str, m: String| ApiError::bad_request(format!("`{f}`: {m}"));
     if req.name.is_empty() || req.name.chars().count() > 128 || req.name.chars().any(char::is_control) {
         return Err(field("name", "1 to 128 printable characters".into()));
