@@ -96,8 +96,42 @@ pub fn new_csr(sensor_id: &str) -> Result<(String, String), PkiError> {
 
 #[cfg(test)]
 mod tests {
+    use base64::Engine as _;
+    use proptest::prelude::*;
+
     use super::*;
     use crate::pki::new_ca;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        /// A CSR arrives from the network (enrollment, renewal): any bytes in PEM armour, or
+        /// a real CSR with bytes flipped, are refused with an error, never a panic.
+        #[test]
+        fn any_csr_text_is_signed_or_refused(
+            der in proptest::collection::vec(any::<u8>(), 0..600),
+            flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..8),
+        ) {
+            let ca = ca();
+            let b64 = base64::engine::general_purpose::STANDARD.encode(&der);
+            let pem = format!("-----BEGIN CERTIFICATE REQUEST-----\n{b64}\n-----END CERTIFICATE REQUEST-----\n");
+            prop_assert!(sign_csr(ca, &pem, "acme", 30, None).is_err());
+            let (good, _) = new_csr("web-01").unwrap();
+            let mut raw = CertificateSigningRequestDer::from_pem_slice(good.as_bytes()).unwrap().as_ref().to_vec();
+            for (i, x) in &flips {
+                let n = raw.len();
+                raw[i % n] ^= x;
+            }
+            let b64 = base64::engine::general_purpose::STANDARD.encode(&raw);
+            let pem = format!("-----BEGIN CERTIFICATE REQUEST-----\n{b64}\n-----END CERTIFICATE REQUEST-----\n");
+            let _ = sign_csr(ca, &pem, "acme", 30, Some("web-01"));
+        }
+    }
+
+    /// One CA for every case (making one per case would dominate the run).
+    fn ca() -> &'static crate::pki::CertPem {
+        static CA: std::sync::OnceLock<crate::pki::CertPem> = std::sync::OnceLock::new();
+        CA.get_or_init(|| new_ca("proptest CA").unwrap())
+    }
 
     #[test]
     fn a_csr_gets_the_engines_tenant_and_usages_never_its_own() {
