@@ -6,5 +6,5 @@ mod service;
 #[cfg(test)]
 mod tests;
 
-pub use request::{SIGNATURE_HEADER, TIMESTAMP_HEADER, body, sign};
+pub use request::{IDEMPOTENCY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, body, idempotency_key, sign};
 pub use service::Webhook;

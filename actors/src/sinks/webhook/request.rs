@@ -9,6 +9,20 @@ use crate::sinks::delivery::Outgoing;
 pub const TIMESTAMP_HEADER: &str = "X-Vedette-Timestamp";
 /// `sha256=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>`.
 pub const SIGNATURE_HEADER: &str = "X-Vedette-Signature";
+/// The same value for every attempt at delivering the same alerts (see [`idempotency_key`]).
+pub const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
+
+/// A batch's idempotency key: hex SHA-256 over its alert ids in order. A retry of the batch
+/// carries the same key, so a receiver that remembers keys drops a batch it already took;
+/// each alert's own `alert_id` (in the body) allows the same per alert.
+pub fn idempotency_key(batch: &[Outgoing]) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    for o in batch {
+        h.update(o.alert.alert_id.as_bytes());
+    }
+    hex::encode(h.finalize())
+}
 
 /// The body of a batch and its content type: a JSON array of the encoded alerts (`json`,
 /// `stix`, `ocsf`), or one alert per line (`cef`, `text`).

@@ -4,7 +4,7 @@ use futures::future::BoxFuture;
 use vedette_config::Format;
 use vedette_config::sinks::WebhookSinkConfig;
 
-use super::request::{SIGNATURE_HEADER, TIMESTAMP_HEADER, body, sign};
+use super::request::{IDEMPOTENCY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, body, idempotency_key, sign};
 use crate::error::Result;
 use crate::sinks::delivery::{Connector, Outcome, Outgoing, all};
 use crate::sinks::http::{client, status_outcome, transport_outcome};
@@ -24,7 +24,11 @@ impl Webhook {
 
     async fn post(&self, batch: &[Outgoing]) -> Outcome {
         let (body, content_type) = body(self.format, batch);
-        let mut req = self.client.post(&self.config.url).header(reqwest::header::CONTENT_TYPE, content_type);
+        let mut req = self
+            .client
+            .post(&self.config.url)
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .header(IDEMPOTENCY_HEADER, idempotency_key(batch));
         for (k, v) in &self.config.headers {
             req = req.header(k, v);
         }

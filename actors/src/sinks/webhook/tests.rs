@@ -9,15 +9,17 @@ use super::*;
 use crate::sinks::delivery::{Connector, Outcome};
 use crate::sinks::test_support::batch;
 
-/// (content type, body) of a request.
-type Request = (String, Vec<u8>);
+/// (content type, body, idempotency key) of a request.
+type Request = (String, Vec<u8>, String);
 
 #[derive(Clone, Default)]
 struct Receiver {
     /// Status to answer with, in order (then 200).
     statuses: Arc<Mutex<Vec<u16>>>,
-    /// (content type, body) of every request whose signature verified.
+    /// (content type, body, idempotency key) of every request whose signature verified.
     got: Arc<Mutex<Vec<Request>>>,
+    /// Idempotency keys of every request that reached the receiver, answered or not.
+    keys: Arc<Mutex<Vec<String>>>,
 }
 
 const SECRET: &str = "s3cret";
@@ -35,6 +37,7 @@ async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: axum::body
     if (chrono::Utc::now().timestamp() - ts).abs() > 300 || h(SIGNATURE_HEADER) != sign(SECRET, ts, &body) {
         return (StatusCode::UNAUTHORIZED, "bad signature".into());
     }
+    r.keys.lock().unwrap().push(h("idempotency-key"));
     if h("x-team") != "soc" {
         return (StatusCode::BAD_REQUEST, "missing X-Team".into());
     }
@@ -43,7 +46,7 @@ async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: axum::body
         if s.is_empty() { 200 } else { s.remove(0) }
     };
     if next == 200 {
-        r.got.lock().unwrap().push((h("content-type"), body.to_vec()));
+        r.got.lock().unwrap().push((h("content-type"), body.to_vec(), h("idempotency-key")));
     }
     (StatusCode::from_u16(next).unwrap(), format!("answer {next}"))
 }
@@ -87,6 +90,12 @@ async fn server_errors_and_throttling_are_retried_client_errors_are_not() {
     assert!(matches!(&hook.send(&b).await[0], Outcome::Retry(e) if e.contains("429")));
     assert!(matches!(&hook.send(&b).await[0], Outcome::Reject(e) if e.contains("400") && e.contains("answer 400")));
     assert_eq!(hook.send(&b).await, [Outcome::Delivered]);
+    // Every attempt at the same alerts carries the same idempotency key; other alerts another.
+    let keys = r.keys.lock().unwrap().clone();
+    assert_eq!(keys.len(), 4);
+    assert!(keys.iter().all(|k| *k == keys[0] && k.len() == 64), "{keys:?}");
+    assert_eq!(keys[0], idempotency_key(&b));
+    assert_ne!(idempotency_key(&batch(Format::Json, 2)), keys[0]);
 }
 
 #[tokio::test]
