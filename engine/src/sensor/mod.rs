@@ -397,7 +397,9 @@ impl Pump<'_> {
                 let _ = s.ctrl_send.write_all(&Control::Goodbye(Goodbye { reason: "done".into() }).to_frame()).await;
                 let _ = data.finish();
                 let _ = s.ctrl_send.finish();
-                let _ = tokio::time::timeout(Duration::from_secs(1), data.stopped()).await;
+                // The engine closes the connection once it has read everything up to GOODBYE
+                // (command results included); closing first could cut that short.
+                let _ = tokio::time::timeout(Duration::from_secs(2), s.conn.closed()).await;
                 s.conn.close(0u32.into(), b"done");
                 return Ok(Ended::Done);
             }
