@@ -1,6 +1,6 @@
 //! Per-table batcher: gathers admitted frames into batches (flush on rows or linger time) and
-//! hands them, in order, to the table's rule worker; acknowledges frames once their alerts
-//! are delivered.
+//! hands them, in order, to the table's rule worker; acknowledges frames once the worker has
+//! committed their effects.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use tracing::{error, warn};
 
 use crate::metrics::Metrics;
-use crate::rules::RuleWorkerMsg;
+use crate::rules::{EvalError, RuleWorkerMsg};
 use crate::sessions::{Acker, FrameToken};
 use crate::supervisor::Slot;
 
@@ -187,33 +187,31 @@ impl Dispatcher {
         };
         drop(batches);
         self.metrics.batch_rows.observe(batch.num_rows() as f64);
+        let frames: Vec<_> = tokens.iter().map(|t| (Arc::clone(&t.sensor_id), t.seq)).collect();
         let mut backoff = Duration::from_millis(20);
-        loop {
+        let committed = loop {
             let Some(worker) = self.worker.wait(Duration::from_secs(30)).await else {
                 error!(table = %self.table, "No rule worker came back; frames will be resent by their sensors.");
                 return;
             };
-            match worker.call(|r| RuleWorkerMsg::Evaluate(batch.clone(), r), None).await {
-                Ok(ractor::rpc::CallResult::Success(Ok(_))) => break,
-                Ok(ractor::rpc::CallResult::Success(Err(e))) => {
+            match worker.call(|r| RuleWorkerMsg::Evaluate(batch.clone(), frames.clone(), r), None).await {
+                Ok(ractor::rpc::CallResult::Success(Ok(c))) => break c,
+                Ok(ractor::rpc::CallResult::Success(Err(EvalError::Abandon(e)))) => {
+                    error!(table = %self.table, error = %e, "Could not make a batch durable; its frames will be resent.");
+                    return;
+                }
+                Ok(ractor::rpc::CallResult::Success(Err(EvalError::Retry(e)))) => {
                     warn!(table = %self.table, error = %e, backoff_ms = backoff.as_millis() as u64, "Alert delivery failed, retrying.");
                 }
                 _ => warn!(table = %self.table, "Rule worker stopped mid-batch; retrying on its successor."),
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(5));
-        }
-        let frames: Vec<_> = tokens.iter().map(|t| (Arc::clone(&t.sensor_id), t.seq)).collect();
-        match self.acker.complete(&frames).await {
-            Ok(()) => {
-                for t in tokens {
-                    self.metrics.frame_latency.observe(t.received.elapsed().as_secs_f64());
-                    t.finish();
-                }
-            }
-            Err(e) => {
-                error!(table = %self.table, error = %e, "Could not persist sequence state; frames will be resent.")
-            }
+        };
+        self.acker.ack(&frames, &committed.through);
+        for t in tokens {
+            self.metrics.frame_latency.observe(t.received.elapsed().as_secs_f64());
+            t.finish();
         }
     }
 }

@@ -4,6 +4,8 @@
 #![warn(missing_docs)]
 
 pub mod batcher;
+pub mod commit;
+pub mod dedup;
 pub mod error;
 pub mod fleet;
 pub mod ingest;

@@ -41,6 +41,14 @@ pub struct Metrics {
     pub alerts: IntCounterVec,
     /// Alerts held back by the alert-storm guard (reported in summary alerts).
     pub alerts_suppressed: IntCounter,
+    /// Alerts dropped because the dedup ledger had their id (already spooled once).
+    pub dedup_hits: IntCounter,
+    /// Alert ids in the dedup ledger.
+    pub dedup_entries: IntGauge,
+    /// Ids removed from the dedup ledger, by reason (`expired`, `capacity`).
+    pub dedup_evicted: IntCounterVec,
+    /// Alerts a sink skipped because its delivery ledger says it delivered them already.
+    pub sink_already_delivered: IntCounterVec,
     /// Alerts delivered, by sink.
     pub sink_delivered: IntCounterVec,
     /// Delivery failures (attempts that will be retried), by sink.
@@ -171,6 +179,23 @@ impl Metrics {
             alerts_suppressed: register(
                 &r,
                 IntCounter::new("vedette_alerts_suppressed_total", "Alerts held back by the alert-storm guard"),
+            ),
+            dedup_hits: register(
+                &r,
+                IntCounter::new("vedette_dedup_hits_total", "Alerts dropped because their id was already spooled"),
+            ),
+            dedup_entries: register(&r, IntGauge::new("vedette_dedup_entries", "Alert ids in the dedup ledger")),
+            dedup_evicted: counter_vec(
+                &r,
+                "vedette_dedup_evicted_total",
+                "Ids removed from the dedup ledger by reason",
+                &["reason"],
+            ),
+            sink_already_delivered: counter_vec(
+                &r,
+                "vedette_sink_already_delivered_total",
+                "Alerts skipped because the sink's delivery ledger had them",
+                &["sink"],
             ),
             sink_delivered: counter_vec(&r, "vedette_sink_delivered_total", "Alerts delivered", &["sink"]),
             sink_errors: counter_vec(&r, "vedette_sink_errors_total", "Delivery failures", &["sink"]),

@@ -7,14 +7,16 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tracing::warn;
 use vedette_pipelines::compile::TableRules;
 
+use crate::commit::{CommitError, Committed, Effects};
 use crate::metrics::Metrics;
 use crate::sinks::Router;
 
 /// Rule worker messages.
 pub enum RuleWorkerMsg {
-    /// Evaluate a batch and deliver its alerts; replies with the alert count once every sink
-    /// confirmed, or with the delivery error (the caller retries).
-    Evaluate(RecordBatch, RpcReplyPort<Result<usize, String>>),
+    /// Evaluate a batch of the given frames and commit its effects (alerts in every spool,
+    /// window checkpoints, the frames' sequence numbers) in one durable step; replies with
+    /// what was committed, or with the error (nothing was committed: the caller retries).
+    Evaluate(RecordBatch, Vec<(Arc<str>, u64)>, RpcReplyPort<Result<Committed, EvalError>>),
     /// Advance event-time windows without new rows (closes windows of idle sensors).
     Tick,
     /// Switch to the rule set in the shared handle (a hot apply). Handled between two
@@ -33,13 +35,29 @@ pub type SharedRules = Arc<RwLock<TableRules>>;
 pub struct RuleWorker {
     /// Compiled rules of the table (plans are shared, never re-planned on restart or apply).
     pub rules: SharedRules,
-    /// Where alerts go (every sink's spool).
+    /// Where alerts go (every sink's spool) and where a batch's effects are committed
+    /// together (its state store holds the window checkpoints, tree `windows`).
     pub sinks: Router,
     /// Metrics.
     pub metrics: Metrics,
-    /// Where window state is checkpointed (the sled tree `windows`). The ledger's flush before
-    /// each ack makes it durable together with the frame's sequence number.
-    pub checkpoints: Option<sled::Tree>,
+}
+
+/// Why a batch's effects were not committed.
+#[derive(Debug, Clone)]
+pub enum EvalError {
+    /// Nothing was committed: evaluating the batch again is safe.
+    Retry(String),
+    /// The commit may be partly in memory but is not on disk: do not evaluate the batch again
+    /// and do not acknowledge its frames (the sensors resend them after reconnecting).
+    Abandon(String),
+}
+
+impl std::fmt::Display for EvalError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Retry(e) | Self::Abandon(e) => f.write_str(e),
+        }
+    }
 }
 
 /// Reads the current rule set out of a shared handle.
@@ -48,9 +66,14 @@ pub fn current(rules: &SharedRules) -> TableRules {
 }
 
 impl RuleWorker {
-    /// Records metrics, delivers the alerts, and only then commits window state, so a batch
-    /// retried after a failure is never counted twice.
-    async fn deliver(&self, rules: &TableRules, eval: vedette_pipelines::compile::Evaluation) -> Result<usize, String> {
+    /// Records metrics, commits the batch's effects in one durable step, and only then applies
+    /// its window state in memory, so a batch retried after a failure is never counted twice.
+    async fn deliver(
+        &self,
+        rules: &TableRules,
+        eval: vedette_pipelines::compile::Evaluation,
+        frames: Vec<(Arc<str>, u64)>,
+    ) -> Result<Committed, EvalError> {
         for (meta, took) in &eval.timings {
             self.metrics.rule_eval.with_label_values(&[&meta.id]).observe(took.as_secs_f64());
         }
@@ -60,22 +83,28 @@ impl RuleWorker {
             }
             warn!(table = %rules.table(), error = %e, "Rule failed on a batch; other rules continue.");
         }
-        for a in &eval.alerts {
-            self.metrics.alerts.with_label_values(&[&a.rule_id, a.severity.as_str()]).inc();
-        }
-        let n = eval.alerts.len();
-        self.sinks.route(eval.alerts).await?;
-        let updated: Vec<String> = eval.window_updates.iter().map(|(key, _)| key.clone()).collect();
-        rules.commit(eval.window_updates);
-        if let Some(tree) = &self.checkpoints {
-            for (key, bytes) in rules.checkpoint(&updated).map_err(|e| e.to_string())? {
-                tree.insert(key.as_bytes(), bytes).map_err(|e| format!("window checkpoint: {e}"))?;
+        let windows =
+            TableRules::checkpoint_updates(&eval.window_updates).map_err(|e| EvalError::Retry(e.to_string()))?;
+        let effects = Effects { alerts: eval.alerts, windows, frames };
+        let alerts: Vec<(String, &'static str)> =
+            effects.alerts.iter().map(|a| (a.rule_id.clone(), a.severity.as_str())).collect();
+        let committed = match self.sinks.commit(effects).await {
+            Ok(c) => c,
+            Err(e @ CommitError::Flush(_)) => {
+                // The transaction is applied (only the flush failed): keep memory in step.
+                rules.commit(eval.window_updates);
+                return Err(EvalError::Abandon(e.to_string()));
             }
+            Err(e) => return Err(EvalError::Retry(e.to_string())),
+        };
+        for (rule, severity) in alerts {
+            self.metrics.alerts.with_label_values(&[&rule, severity]).inc();
         }
+        rules.commit(eval.window_updates);
         for (rule, late) in rules.late_rows() {
             self.metrics.late_rows.with_label_values(&[&rule]).set(late as i64);
         }
-        Ok(n)
+        Ok(committed)
     }
 }
 
@@ -98,9 +127,9 @@ impl Actor for RuleWorker {
         rules: &mut TableRules,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            RuleWorkerMsg::Evaluate(batch, reply) => {
+            RuleWorkerMsg::Evaluate(batch, frames, reply) => {
                 let eval = rules.evaluate(&batch, chrono::Utc::now()).await;
-                let _ = reply.send(self.deliver(rules, eval).await);
+                let _ = reply.send(self.deliver(rules, eval, frames).await);
             }
             RuleWorkerMsg::Tick => {
                 if let Err(e) = self.sinks.tick().await {
@@ -110,24 +139,19 @@ impl Actor for RuleWorker {
                     return Ok(());
                 }
                 let eval = rules.tick(chrono::Utc::now(), false).await;
-                let closed = !eval.alerts.is_empty() || !eval.window_updates.is_empty();
-                if let Err(e) = self.deliver(rules, eval).await {
+                if let Err(e) = self.deliver(rules, eval, Vec::new()).await {
                     // The window state was not committed: the next tick or batch retries.
                     warn!(table = %rules.table(), error = %e, "Delivering window alerts failed; will retry.");
-                } else if closed && let Some(tree) = &self.checkpoints {
-                    // No frame ack follows a tick: make its spooled alerts and window state
-                    // durable together now.
-                    if let Err(e) = tree.flush_async().await {
-                        warn!(table = %rules.table(), error = %e, "Flushing window alerts failed.");
-                    }
                 }
             }
             RuleWorkerMsg::Swap(reply) => {
                 *rules = current(&self.rules);
-                for key in rules.prune_windows() {
-                    if let Some(tree) = &self.checkpoints {
-                        let _ = tree.remove(key.as_bytes());
+                if let Some(store) = self.sinks.store() {
+                    for key in rules.prune_windows() {
+                        let _ = store.windows.remove(key.as_bytes());
                     }
+                } else {
+                    rules.prune_windows();
                 }
                 let _ = reply.send(rules.rules().len());
             }

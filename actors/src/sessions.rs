@@ -116,7 +116,8 @@ impl Sessions {
     }
 }
 
-/// Completes frames: persists their sequence numbers and acknowledges them to sensors.
+/// Acknowledges frames whose effects are durable (their sequence numbers were committed with
+/// the batch, see [`crate::commit`]).
 pub struct Acker {
     /// Durable sequence state.
     pub ledger: Arc<SeqLedger>,
@@ -127,14 +128,19 @@ pub struct Acker {
 }
 
 impl Acker {
-    /// Makes `frames` durable-acknowledged: persist, then ACK each to its sensor.
+    /// Completes frames that have no other effects (refused frames): persist, then ACK.
     pub async fn complete(&self, frames: &[(Arc<str>, u64)]) -> crate::Result<()> {
         let through = self.ledger.complete(frames).await?;
+        self.ack(frames, &through);
+        Ok(())
+    }
+
+    /// ACKs each of `frames` to its sensor, with the sensor's `through` after the commit.
+    pub fn ack(&self, frames: &[(Arc<str>, u64)], through: &HashMap<Arc<str>, u64>) {
         for (sensor, seq) in frames {
             let through = through.get(sensor).copied().unwrap_or(0);
             self.sessions.send(sensor, Control::Ack(Ack { seq: *seq, through }));
         }
-        Ok(())
     }
 }
 

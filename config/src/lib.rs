@@ -502,12 +502,34 @@ pub struct AlertsConfig {
     /// The guard's interval.
     #[serde(default = "default_storm_interval", with = "crate::duration")]
     pub storm_interval: Duration,
+    /// How long the dedup ledger remembers an alert id: the same id produced again within
+    /// this time (a replay, a second routing path, another node) is dropped before any spool.
+    /// `0s` turns the ledger off.
+    #[serde(default = "default_dedup_ttl", with = "crate::duration")]
+    pub dedup_ttl: Duration,
+    /// Most ids the dedup ledger keeps; past it the oldest are forgotten first (trimmed once a
+    /// second).
+    #[serde(default = "default_dedup_max")]
+    pub dedup_max_entries: u64,
 }
 
 impl Default for AlertsConfig {
     fn default() -> Self {
-        Self { storm_max_per_rule: default_storm_max(), storm_interval: default_storm_interval() }
+        Self {
+            storm_max_per_rule: default_storm_max(),
+            storm_interval: default_storm_interval(),
+            dedup_ttl: default_dedup_ttl(),
+            dedup_max_entries: default_dedup_max(),
+        }
     }
+}
+
+fn default_dedup_ttl() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+
+fn default_dedup_max() -> u64 {
+    10_000_000
 }
 
 fn default_storm_max() -> u32 {
@@ -618,6 +640,9 @@ impl Config {
         }
         if self.history.stream_stall_timeout.is_zero() {
             push("history.stream_stall_timeout".into(), "must be longer than 0".into());
+        }
+        if !self.alerts.dedup_ttl.is_zero() && self.alerts.dedup_max_entries == 0 {
+            push("alerts.dedup_max_entries".into(), "must be at least 1 (or set `dedup_ttl = \"0s\"`)".into());
         }
         if !["pretty", "json"].contains(&self.log.format.as_str()) {
             push("log.format".into(), format!("`{}` is not one of: pretty, json", self.log.format));

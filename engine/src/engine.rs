@@ -11,6 +11,8 @@ use ractor::{Actor, ActorRef};
 use tokio::sync::Semaphore;
 use tracing::{info, warn};
 use vedette_actors::batcher::{BatchLimits, Batcher, BatcherMsg};
+use vedette_actors::commit::StateStore;
+use vedette_actors::dedup::DedupLedger;
 use vedette_actors::fleet::commands::Commands;
 use vedette_actors::fleet::liveness::{Liveness, Monitor, MonitorMsg};
 use vedette_actors::fleet::taps::Taps;
@@ -58,7 +60,7 @@ pub struct EngineHandle {
     workers: HashMap<String, Slot<RuleWorkerMsg>>,
     api: tokio::task::JoinHandle<()>,
     api_stop: tokio::sync::oneshot::Sender<()>,
-    pruner: tokio::task::JoinHandle<()>,
+    pruners: [tokio::task::JoinHandle<()>; 2],
     history: Arc<History>,
     db: sled::Db,
     metrics: Metrics,
@@ -144,11 +146,9 @@ impl EngineHandle {
         info!(packs = status.packs.len(), rules = status.rules.iter().filter(|r| r.enabled).count(), "Rules compiled.");
 
         let sessions = Arc::new(Sessions::default());
-        let acker = Arc::new(Acker {
-            ledger: Arc::new(SeqLedger::open(db.clone())?),
-            sessions: Arc::clone(&sessions),
-            metrics: metrics.clone(),
-        });
+        let ledger = Arc::new(SeqLedger::open(db.clone())?);
+        let acker =
+            Arc::new(Acker { ledger: Arc::clone(&ledger), sessions: Arc::clone(&sessions), metrics: metrics.clone() });
         let supervisor_actor = Supervisor { name: "root".into(), budget: Budget::default(), metrics: metrics.clone() };
         let (supervisor, supervisor_join) = Actor::spawn(None, supervisor_actor, ())
             .await
@@ -187,11 +187,22 @@ impl EngineHandle {
         }
         let storm =
             vedette_pipelines::storm::StormGuard::new(config.alerts.storm_max_per_rule, config.alerts.storm_interval);
-        let sinks = Router::new(handles, Some(metrics.clone()), storm);
-
-        let limits = BatchLimits { rows: config.pipeline.batch_rows, linger: config.pipeline.batch_linger };
         let windows_tree =
             db.open_tree("windows").map_err(|source| ActorError::Storage { path: "windows".into(), source })?;
+        let dedup = if config.alerts.dedup_ttl.is_zero() {
+            None
+        } else {
+            Some(DedupLedger::open(
+                &db,
+                config.alerts.dedup_ttl,
+                config.alerts.dedup_max_entries,
+                Some(metrics.clone()),
+            )?)
+        };
+        let store = Arc::new(StateStore { db: db.clone(), ledger, windows: windows_tree, dedup });
+        let sinks = Router::new(handles, Some(metrics.clone()), storm, Some(Arc::clone(&store)));
+
+        let limits = BatchLimits { rows: config.pipeline.batch_rows, linger: config.pipeline.batch_linger };
         let mut routes = HashMap::new();
         let mut workers = HashMap::new();
         let mut batchers = Vec::new();
@@ -199,16 +210,10 @@ impl EngineHandle {
             let name = table.name().to_string();
             let slot = manager.tables()[&name].clone();
             let rules = slot.shared.clone();
-            let checkpoints = windows_tree.clone();
             let worker = slot.worker.clone();
             let (s, m) = (sinks.clone(), metrics.clone());
             let spec = Child::new(format!("rules:{name}"), worker.clone(), move || {
-                let worker = RuleWorker {
-                    rules: Arc::clone(&rules),
-                    sinks: s.clone(),
-                    metrics: m.clone(),
-                    checkpoints: Some(checkpoints.clone()),
-                };
+                let worker = RuleWorker { rules: Arc::clone(&rules), sinks: s.clone(), metrics: m.clone() };
                 (worker, ())
             });
             add_child(&supervisor, Arc::new(spec)).await?;
@@ -318,7 +323,10 @@ impl EngineHandle {
             taps,
         });
         let (api, api_addr, api_stop) = serve_api(&config.api, &data_dir, app).await?;
-        let pruner = tokio::spawn(prune_history(Arc::clone(&history), metrics.clone()));
+        let pruners = [
+            tokio::spawn(prune_history(Arc::clone(&history), metrics.clone())),
+            tokio::spawn(prune_dedup(Arc::clone(&store))),
+        ];
         info!(%ingest_addr, %api_addr, data_dir = %data_dir.display(), "vedette is running.");
         Ok(Self {
             ingest_addr,
@@ -332,7 +340,7 @@ impl EngineHandle {
             workers,
             api,
             api_stop,
-            pruner,
+            pruners,
             history,
             db,
             metrics,
@@ -434,7 +442,9 @@ impl EngineHandle {
         let _ = self.supervisor_join.await;
         let _ = self.api_stop.send(());
         let _ = self.api.await;
-        self.pruner.abort();
+        for p in &self.pruners {
+            p.abort();
+        }
         let _ = self.history.flush().await;
         let _ = self.db.flush_async().await;
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
@@ -516,6 +526,24 @@ async fn prune_history(history: Arc<History>, metrics: Metrics) {
             _ => {}
         }
         tokio::time::sleep(Duration::from_secs(60)).await;
+    }
+}
+
+/// Trims the dedup ledger (expired ids, then the oldest past its bound) every second.
+async fn prune_dedup(store: Arc<StateStore>) {
+    if store.dedup.is_none() {
+        return;
+    }
+    loop {
+        let s = Arc::clone(&store);
+        let pruned = tokio::task::spawn_blocking(move || {
+            s.dedup.as_ref().map(|d| d.prune(chrono::Utc::now().timestamp_micros()))
+        })
+        .await;
+        if let Ok(Some(Err(e))) = pruned {
+            warn!(error = %e, "Dedup ledger: trimming failed; will retry.");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 

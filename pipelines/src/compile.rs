@@ -542,6 +542,18 @@ impl TableRules {
             .collect()
     }
 
+    /// Checkpoint bytes of an evaluation's window updates, before they are committed (so the
+    /// checkpoint can be written in the same transaction as the batch's alerts).
+    pub fn checkpoint_updates(updates: &[(String, WindowState)]) -> Result<Vec<(String, Vec<u8>)>> {
+        updates
+            .iter()
+            .map(|(key, state)| {
+                let bytes = state.to_bytes().map_err(|source| RuleError::Eval { rule: key.clone(), source })?;
+                Ok((key.clone(), bytes))
+            })
+            .collect()
+    }
+
     /// Restores window state from checkpoints; `load` returns the bytes stored under a key.
     pub fn restore(&self, load: impl Fn(&str) -> Option<Vec<u8>>) -> Result<usize> {
         self.load_states(load, true)

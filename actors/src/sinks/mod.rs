@@ -33,6 +33,7 @@ use vedette_config::{Connector as ConnectorConfig, SinkConfig};
 use vedette_pipelines::alert::Alert;
 use vedette_pipelines::storm::{STORM_RULE, StormGuard};
 
+use crate::commit::{CommitError, Committed, Effects, StateStore, commit};
 use crate::error::Result;
 use crate::metrics::Metrics;
 use delivery::{Connector, Delivery, SinkHandle, SinkStatus};
@@ -79,31 +80,48 @@ const OVERFLOW_ALERT_EVERY: Duration = Duration::from_secs(60);
 /// Per sink: when the last overflow alert was raised, and drops since.
 type OverflowLog = HashMap<String, (Option<Instant>, u64)>;
 
-/// Appends alerts to every sink's spool, after the alert-storm guard.
+/// Appends alerts to every sink's spool, after the alert-storm guard and the dedup ledger,
+/// together with the rest of a batch's effects ([`crate::commit`]).
 #[derive(Clone)]
 pub struct Router {
     sinks: Vec<Arc<SinkHandle>>,
     overflow: Arc<Mutex<OverflowLog>>,
     storm: Arc<Mutex<StormGuard>>,
     metrics: Option<Metrics>,
+    store: Option<Arc<StateStore>>,
 }
 
 impl Default for Router {
     fn default() -> Self {
-        Self::new(Vec::new(), None, StormGuard::new(0, Duration::from_secs(60)))
+        Self::new(Vec::new(), None, StormGuard::new(0, Duration::from_secs(60)), None)
     }
 }
 
 impl Router {
-    /// A router over `sinks` with an alert-storm guard.
-    pub fn new(sinks: Vec<Arc<SinkHandle>>, metrics: Option<Metrics>, storm: StormGuard) -> Self {
-        Self { sinks, overflow: Arc::default(), storm: Arc::new(Mutex::new(storm)), metrics }
+    /// A router over `sinks` with an alert-storm guard, committing into `store` (without a
+    /// store, alerts are appended to the spools one sink after another and nothing else of a
+    /// batch is recorded: for tools and tests only).
+    pub fn new(
+        sinks: Vec<Arc<SinkHandle>>,
+        metrics: Option<Metrics>,
+        storm: StormGuard,
+        store: Option<Arc<StateStore>>,
+    ) -> Self {
+        Self { sinks, overflow: Arc::default(), storm: Arc::new(Mutex::new(storm)), metrics, store }
     }
 
     /// Spools the summaries of alert storms whose interval ended (call periodically).
     pub async fn tick(&self) -> std::result::Result<(), String> {
         let summaries = self.storm.lock().expect("storm lock is never poisoned").expired(chrono::Utc::now());
-        self.spool(summaries).await
+        self.commit_admitted(Effects { alerts: summaries, ..Effects::default() })
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// The state store alerts are committed into.
+    pub fn store(&self) -> Option<&Arc<StateStore>> {
+        self.store.as_ref()
     }
 
     /// The sinks.
@@ -111,51 +129,113 @@ impl Router {
         &self.sinks
     }
 
-    /// Spools `alerts` for every sink, minus what the storm guard holds back. With `block`,
-    /// waits while a spool is full (this is the back-pressure toward the sensors). Durable
-    /// once the state store is flushed.
+    /// Spools `alerts` for every sink, minus what the storm guard holds back, durably (see
+    /// [`Router::commit`]).
     pub async fn route(&self, alerts: Vec<Alert>) -> std::result::Result<(), String> {
-        if alerts.is_empty() {
-            return Ok(());
-        }
-        let n = alerts.len();
-        let passed = self.storm.lock().expect("storm lock is never poisoned").admit(alerts, chrono::Utc::now());
-        if let Some(m) = &self.metrics {
-            let held = n.saturating_sub(passed.iter().filter(|a| a.rule_id != STORM_RULE).count());
-            if held > 0 {
-                m.alerts_suppressed.inc_by(held as u64);
-            }
-        }
-        self.spool(passed).await
+        self.commit(Effects { alerts, ..Effects::default() }).await.map(|_| ()).map_err(|e| e.to_string())
     }
 
-    async fn spool(&self, alerts: Vec<Alert>) -> std::result::Result<(), String> {
-        if alerts.is_empty() {
-            return Ok(());
-        }
-        let records: Vec<Vec<u8>> = alerts.iter().map(|a| serde_json::to_vec(a).expect("alerts serialize")).collect();
-        let mut overflowed = Vec::new();
-        for sink in &self.sinks {
-            let out = sink.spool.append(&records).await.map_err(|e| format!("sink `{}`: {e}", sink.name))?;
-            if out.dropped > 0 {
-                if let Some(m) = &self.metrics {
-                    m.sink_dropped.with_label_values(&[sink.name.as_str()]).inc_by(out.dropped);
+    /// Makes a batch's effects durable together: its alerts (minus what the storm guard holds
+    /// back and what the dedup ledger has seen) in every sink's spool, its window checkpoints
+    /// and its frames' sequence numbers, in one transaction and one flush. With `block`, waits
+    /// first while a spool is full (the back-pressure toward the sensors).
+    pub async fn commit(&self, mut effects: Effects) -> std::result::Result<Committed, CommitError> {
+        if !effects.alerts.is_empty() {
+            let n = effects.alerts.len();
+            let alerts = std::mem::take(&mut effects.alerts);
+            effects.alerts = self.storm.lock().expect("storm lock is never poisoned").admit(alerts, chrono::Utc::now());
+            if let Some(m) = &self.metrics {
+                let held = n.saturating_sub(effects.alerts.iter().filter(|a| a.rule_id != STORM_RULE).count());
+                if held > 0 {
+                    m.alerts_suppressed.inc_by(held as u64);
                 }
-                warn!(sink = %sink.name, dropped = out.dropped, "Spool full: dropped the oldest alerts (policy drop_oldest).");
-                overflowed.push((sink.name.clone(), out.dropped));
             }
         }
-        for (name, dropped) in overflowed {
-            if let Some(alert) = self.overflow_alert(&name, dropped) {
-                let bytes = vec![serde_json::to_vec(&alert).expect("alerts serialize")];
-                for sink in self.sinks.iter().filter(|s| s.name != name) {
-                    if let Err(e) = sink.spool.append(&bytes).await {
-                        error!(sink = %sink.name, error = %e, "Spooling an internal alert failed.");
+        self.commit_admitted(effects).await
+    }
+
+    /// [`Router::commit`] without the alert-storm guard (its own summaries).
+    ///
+    /// A batch whose alerts would not fit a quarter of the smallest spool is spooled in chunks
+    /// that do (each waiting for room), the last one together with the windows and frames.
+    /// That is safe only because the dedup ledger records every chunk's ids: after a crash
+    /// between chunks the batch is evaluated again and the chunks already spooled are dropped
+    /// as duplicates. Without the ledger (`alerts.dedup_ttl = "0s"`) the batch is spooled in
+    /// one step and may overshoot a spool's bound by up to one batch.
+    async fn commit_admitted(&self, effects: Effects) -> std::result::Result<Committed, CommitError> {
+        let ids: Vec<uuid::Uuid> = effects.alerts.iter().map(|a| a.alert_id).collect();
+        let records: Vec<Vec<u8>> =
+            effects.alerts.iter().map(|a| serde_json::to_vec(a).expect("alerts serialize")).collect();
+        let Some(store) = &self.store else {
+            for sink in &self.sinks {
+                let out = sink
+                    .spool
+                    .append(&records)
+                    .await
+                    .map_err(|e| CommitError::Spool(format!("sink `{}`: {e}", sink.name)))?;
+                if out.dropped > 0 {
+                    self.overflowed(&sink.name, out.dropped).await;
+                }
+            }
+            return Ok(Committed { spooled: records.len(), ..Committed::default() });
+        };
+        let budget = match store.dedup {
+            Some(_) => self.sinks.iter().map(|s| s.config.common.spool.max_bytes / 4).min().unwrap_or(u64::MAX),
+            None => u64::MAX,
+        };
+        let mut total = Committed::default();
+        let mut start = 0;
+        loop {
+            let mut end = start;
+            let mut bytes = 0u64;
+            while end < records.len() && (end == start || bytes + records[end].len() as u64 <= budget) {
+                bytes += records[end].len() as u64;
+                end += 1;
+            }
+            let last = end == records.len();
+            let mut overflowed = Vec::new();
+            if end > start {
+                for sink in &self.sinks {
+                    let dropped = sink
+                        .spool
+                        .make_room(bytes)
+                        .await
+                        .map_err(|e| CommitError::Spool(format!("sink `{}`: {e}", sink.name)))?;
+                    if dropped > 0 {
+                        overflowed.push((sink.name.clone(), dropped));
                     }
                 }
             }
+            let (windows, frames): (&[_], &[_]) = if last { (&effects.windows, &effects.frames) } else { (&[], &[]) };
+            let c = commit(store, &self.sinks, &ids[start..end], &records[start..end], windows, frames).await?;
+            total.spooled += c.spooled;
+            total.duplicates += c.duplicates;
+            total.through = c.through;
+            for (name, dropped) in overflowed {
+                self.overflowed(&name, dropped).await;
+            }
+            if last {
+                return Ok(total);
+            }
+            start = end;
         }
-        Ok(())
+    }
+
+    /// Reports drops of a full `drop_oldest` spool: metrics, a log line, and (at most every
+    /// [`OVERFLOW_ALERT_EVERY`]) an internal alert to the other sinks.
+    async fn overflowed(&self, name: &str, dropped: u64) {
+        if let Some(m) = &self.metrics {
+            m.sink_dropped.with_label_values(&[name]).inc_by(dropped);
+        }
+        warn!(sink = %name, dropped, "Spool full: dropped the oldest alerts (policy drop_oldest).");
+        if let Some(alert) = self.overflow_alert(name, dropped) {
+            let bytes = vec![serde_json::to_vec(&alert).expect("alerts serialize")];
+            for sink in self.sinks.iter().filter(|s| s.name != name) {
+                if let Err(e) = sink.spool.append(&bytes).await {
+                    error!(sink = %sink.name, error = %e, "Spooling an internal alert failed.");
+                }
+            }
+        }
     }
 
     /// Counts drops of a sink; every [`OVERFLOW_ALERT_EVERY`] returns an internal alert

@@ -2,8 +2,10 @@
 //!
 //! Records are keyed by a big-endian `u64` sequence number, so the tree's order is arrival
 //! order. A record is appended when an alert is routed to the sink and removed only when the
-//! destination confirmed it (or it was dead-lettered). Durability comes from the state store's
-//! flush that precedes every frame acknowledgement.
+//! destination confirmed it (or it was dead-lettered). Alerts of a batch enter every spool in
+//! the batch's one state-store transaction ([`crate::commit`]): [`Spool::make_room`] waits for
+//! room first, [`Spool::allocate`] hands out keys, and [`Spool::appended`] counts what the
+//! transaction wrote.
 
 use std::sync::Mutex;
 
@@ -121,6 +123,60 @@ impl Spool {
             self.data.notify_one();
         }
         Ok(out)
+    }
+
+    /// Before a transactional append of `bytes`: with `block`, waits until they fit (an empty
+    /// spool takes anything, so nothing waits forever); with `drop_oldest`, drops the oldest
+    /// records until they fit and returns how many. Concurrent appenders may each pass the check
+    /// before either writes, so a spool can exceed its bound by at most one batch per writer.
+    pub async fn make_room(&self, bytes: u64) -> Result<u64> {
+        loop {
+            let room = self.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            {
+                let mut c = self.counters.lock().expect("spool lock is never poisoned");
+                if c.bytes + bytes <= self.max_bytes || c.records == 0 {
+                    return Ok(0);
+                }
+                if self.policy == OverflowPolicy::DropOldest {
+                    return self.drop_oldest(&mut c, bytes);
+                }
+            }
+            self.data.notify_one();
+            room.await;
+        }
+    }
+
+    /// Reserves `n` consecutive keys; returns the first. Unused keys are simply skipped.
+    pub fn allocate(&self, n: u64) -> u64 {
+        let mut c = self.counters.lock().expect("spool lock is never poisoned");
+        let first = c.next_seq;
+        c.next_seq += n;
+        first
+    }
+
+    /// The spool's tree, for a transaction that appends to it under keys from
+    /// [`Spool::allocate`].
+    pub fn tree(&self) -> &sled::Tree {
+        &self.tree
+    }
+
+    /// Counts records a committed transaction appended and wakes the delivery loop.
+    pub fn appended(&self, records: u64, bytes: u64) {
+        if records == 0 {
+            return;
+        }
+        let mut c = self.counters.lock().expect("spool lock is never poisoned");
+        c.records += records;
+        c.bytes += bytes;
+        drop(c);
+        self.data.notify_one();
+    }
+
+    /// The key of spool record `seq`.
+    pub fn key(seq: u64) -> [u8; 8] {
+        seq.to_be_bytes()
     }
 
     fn insert(&self, c: &mut Counters, bytes: &[u8]) -> Result<()> {
