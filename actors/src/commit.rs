@@ -80,7 +80,11 @@ pub async fn commit(
     if records.is_empty() && windows.is_empty() && frames.is_empty() {
         return Ok(Committed::default());
     }
-    let firsts: Vec<u64> = sinks.iter().map(|s| s.spool.allocate(records.len() as u64)).collect();
+    let firsts = sinks
+        .iter()
+        .map(|s| s.spool.allocate(records.len() as u64))
+        .collect::<crate::Result<Vec<u64>>>()
+        .map_err(|e| CommitError::Transaction(e.to_string()))?;
     let mut trees: Vec<&sled::Tree> = vec![store.ledger.tree(), &store.windows];
     if let Some(d) = &store.dedup {
         trees.extend(d.trees());

@@ -256,8 +256,7 @@ impl EngineHandle {
             revocations,
             issuer.is_some(),
         )?;
-        let endpoint = quinn::Endpoint::server(server, config.ingest.listen)
-            .map_err(EngineError::io(format!("binding QUIC listener ingest.listen={}", config.ingest.listen)))?;
+        let endpoint = crate::quic::bind(server, config.ingest.listen, &data_dir)?;
         let ingest_addr = endpoint.local_addr().map_err(EngineError::io("QUIC listener address"))?;
         let commands = Arc::new(Commands::open(&db)?);
         let liveness = Arc::new(Liveness::default());

@@ -10,6 +10,7 @@ pub mod error;
 pub mod history;
 pub mod issuer;
 pub mod pki;
+pub mod quic;
 pub mod reference;
 pub mod rules_cli;
 pub mod ruleset;

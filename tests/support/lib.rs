@@ -1,6 +1,8 @@
 //! Helpers for end-to-end tests: an in-process engine on 127.0.0.1 with a temp data dir,
 //! sensor certificates, a raw protocol client and polling with deadlines.
 
+pub mod receivers;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -30,14 +30,22 @@ pub struct Appended {
 #[derive(Debug)]
 struct Counters {
     next_seq: u64,
+    /// Keys below this may have been handed out (persisted in tree `spool_meta`), so a
+    /// restart never hands out a key twice, even after the spool emptied: sinks that remember
+    /// the last key they wrote (the file sink) rely on it.
+    reserved_to: u64,
     bytes: u64,
     records: u64,
 }
+
+/// Keys reserved at a time in `spool_meta` (one small write per this many records).
+const KEY_BLOCK: u64 = 1 << 20;
 
 /// A sink's spool.
 pub struct Spool {
     name: String,
     tree: sled::Tree,
+    meta: sled::Tree,
     max_bytes: u64,
     policy: OverflowPolicy,
     counters: Mutex<Counters>,
@@ -62,16 +70,20 @@ impl Spool {
             bytes += v.len() as u64;
             records += 1;
         }
+        let meta = db.open_tree("spool_meta").map_err(storage("spool_meta"))?;
+        let reserved_to = meta.get(name.as_bytes()).map_err(storage("spool_meta"))?.map_or(1, |v| seq_of(&v));
         let next_seq = match tree.last().map_err(storage(&tree_name))? {
             Some((k, _)) => seq_of(&k) + 1,
             None => 1,
-        };
+        }
+        .max(reserved_to);
         Ok(Self {
             name: name.to_string(),
             tree,
+            meta,
             max_bytes,
             policy,
-            counters: Mutex::new(Counters { next_seq, bytes, records }),
+            counters: Mutex::new(Counters { next_seq, reserved_to, bytes, records }),
             room: Notify::new(),
             data: Notify::new(),
         })
@@ -148,12 +160,23 @@ impl Spool {
         }
     }
 
-    /// Reserves `n` consecutive keys; returns the first. Unused keys are simply skipped.
-    pub fn allocate(&self, n: u64) -> u64 {
+    /// Reserves `n` consecutive keys; returns the first. Unused keys are simply skipped; no
+    /// key is ever handed out twice, across restarts too.
+    pub fn allocate(&self, n: u64) -> Result<u64> {
         let mut c = self.counters.lock().expect("spool lock is never poisoned");
+        self.take_keys(&mut c, n)
+    }
+
+    fn take_keys(&self, c: &mut Counters, n: u64) -> Result<u64> {
         let first = c.next_seq;
         c.next_seq += n;
-        first
+        if c.next_seq > c.reserved_to {
+            // Durable with the flush that makes the records using these keys durable (it
+            // comes later in the same store).
+            c.reserved_to = c.next_seq + KEY_BLOCK;
+            self.meta.insert(self.name.as_bytes(), &c.reserved_to.to_be_bytes()).map_err(storage("spool_meta"))?;
+        }
+        Ok(first)
     }
 
     /// The spool's tree, for a transaction that appends to it under keys from
@@ -180,9 +203,8 @@ impl Spool {
     }
 
     fn insert(&self, c: &mut Counters, bytes: &[u8]) -> Result<()> {
-        let key = c.next_seq.to_be_bytes();
+        let key = self.take_keys(c, 1)?.to_be_bytes();
         self.tree.insert(key, bytes).map_err(storage(&self.name))?;
-        c.next_seq += 1;
         c.bytes += bytes.len() as u64;
         c.records += 1;
         Ok(())
