@@ -21,6 +21,8 @@ pub struct RuleMeta {
     pub name: String,
     /// Rule version (part of the alert id).
     pub version: u32,
+    /// Result columns whose values identify the detection (part of the alert id).
+    pub dedup_key: Vec<String>,
     /// Pack the rule belongs to.
     pub pack: String,
     /// Severity.
@@ -87,6 +89,14 @@ pub enum Identity<'a> {
         /// Row in the frame.
         row: u64,
     },
+    /// The rule has a `dedup_key`: its columns' values, and the window start for windowed
+    /// rules.
+    Key {
+        /// Values of the `dedup_key` columns, in the rule's order.
+        values: &'a [&'a Value],
+        /// Windowed rules: window start, µs.
+        window_start: Option<i64>,
+    },
     /// No event identity is available: the result row's content and event time.
     Row {
         /// Event time, µs.
@@ -96,8 +106,16 @@ pub enum Identity<'a> {
     },
 }
 
-/// Computes the deterministic alert id: UUIDv5 over tenant, rule id, rule version and the
-/// detection's identity.
+/// Computes the deterministic alert id: UUIDv5 (namespace [`ALERT_NAMESPACE`]) over tenant,
+/// rule id, rule version and the detection's identity, each part followed by a NUL byte:
+///
+/// * `key\0` + each `dedup_key` value as compact JSON + NUL, then for windowed rules the window
+///   start (µs, 8 bytes big-endian) — rules with a `dedup_key`;
+/// * `event\0` + sensor id + NUL + frame sequence number and row index in the frame (8 bytes
+///   big-endian each) — stateless rules;
+/// * `row\0` + event time or window start (µs, 8 bytes big-endian) + the result row as compact
+///   JSON with sorted keys — windowed rules without a `dedup_key` (their row holds the group
+///   keys and the aggregates).
 pub fn alert_id(tenant: &str, rule: &RuleMeta, identity: Identity<'_>) -> Uuid {
     let mut name = Vec::with_capacity(128);
     for part in [tenant.as_bytes(), rule.id.as_bytes(), rule.version.to_string().as_bytes()] {
@@ -111,6 +129,16 @@ pub fn alert_id(tenant: &str, rule: &RuleMeta, identity: Identity<'_>) -> Uuid {
             name.push(0);
             name.extend_from_slice(&seq.to_be_bytes());
             name.extend_from_slice(&row.to_be_bytes());
+        }
+        Identity::Key { values, window_start } => {
+            name.extend_from_slice(b"key\0");
+            for v in values {
+                name.extend_from_slice(v.to_string().as_bytes());
+                name.push(0);
+            }
+            if let Some(start) = window_start {
+                name.extend_from_slice(&start.to_be_bytes());
+            }
         }
         Identity::Row { ts_micros, row } => {
             name.extend_from_slice(b"row\0");
@@ -159,6 +187,7 @@ mod tests {
             id: "r1".into(),
             name: "R".into(),
             version: 1,
+            dedup_key: vec![],
             pack: "p".into(),
             severity: Severity::High,
             description: String::new(),
@@ -179,5 +208,16 @@ mod tests {
         let mut m2 = meta();
         m2.version = 2;
         assert_ne!(a, alert_id("t", &m2, ev(1)));
+    }
+
+    #[test]
+    fn a_dedup_key_makes_the_same_key_in_the_same_window_one_detection() {
+        let m = meta();
+        let (root, web) = (Value::from("root"), Value::from("web-1"));
+        let key = |v: &[&Value], w| alert_id("t", &m, Identity::Key { values: v, window_start: w });
+        assert_eq!(key(&[&root, &web], Some(60)), key(&[&root, &web], Some(60)));
+        assert_ne!(key(&[&root, &web], Some(60)), key(&[&root, &web], Some(120)), "another window");
+        assert_ne!(key(&[&root, &web], None), key(&[&web, &root], None), "values in order");
+        assert_ne!(key(&[&Value::from(1)], None), key(&[&Value::from("1")], None), "typed values");
     }
 }

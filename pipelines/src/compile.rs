@@ -233,8 +233,21 @@ impl Compiler {
                 p
             }
         };
+        let output = plans.plan.schema();
+        let visible: Vec<&str> =
+            output.fields().iter().map(|f| f.name().as_str()).filter(|n| !n.starts_with(RESERVED_PREFIX)).collect();
+        if let Some(missing) = rule.dedup_key.iter().find(|c| !visible.contains(&c.as_str())) {
+            return Err(RuleError::Sql {
+                rule: rule.id.clone(),
+                reason: format!(
+                    "dedup_key column `{missing}` is not a column of the rule's result (it has: {})",
+                    visible.join(", ")
+                ),
+            });
+        }
         let meta = RuleMeta {
             id: rule.id.clone(),
+            dedup_key: rule.dedup_key.clone(),
             name: rule.name.clone(),
             version: pack.rule_version(rule),
             pack: pack.name.clone(),
@@ -835,6 +848,9 @@ fn task_with_config(base: &TaskContext, config: SessionConfig) -> TaskContext {
     )
 }
 
+/// A missing `dedup_key` value.
+static NULL: serde_json::Value = serde_json::Value::Null;
+
 fn rows_to_alerts(
     meta: &Arc<RuleMeta>,
     batch: &RecordBatch,
@@ -870,7 +886,9 @@ fn rows_to_alerts(
         };
         let sensor_id = sensor.and_then(|a| cell_str(a, i)).map(str::to_string);
         let tenant = tenant.and_then(|a| cell_str(a, i)).map(str::to_string);
+        let key: Vec<&serde_json::Value> = meta.dedup_key.iter().map(|c| row.get(c).unwrap_or(&NULL)).collect();
         let identity = match (&sensor_id, seq.and_then(|a| cell_u64(a, i)), row_idx.and_then(|a| cell_u64(a, i))) {
+            _ if !key.is_empty() => Identity::Key { values: &key, window_start: window.map(|w| w.0) },
             (Some(s), Some(seq), Some(r)) => Identity::Event { sensor_id: s, seq, row: r },
             _ => Identity::Row { ts_micros: window.map_or(ts_micros, |w| w.0), row: &row },
         };

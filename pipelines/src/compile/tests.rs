@@ -261,3 +261,56 @@ async fn hot_apply_keeps_state_of_unchanged_rules_and_never_replans_them() {
     assert_eq!(a.len(), 1);
     assert_eq!(a[0].row["failures"], 1, "the old rule's open window is not merged into the new rule");
 }
+
+#[tokio::test]
+async fn a_dedup_key_gives_repeats_of_a_detection_one_id_and_must_name_result_columns() {
+    let c = compiler();
+    let keyed = RuleDef {
+        dedup_key: vec!["user".into(), "exe".into()],
+        ..rule("k", "SELECT user, exe, cmdline FROM process_events WHERE exe LIKE '%/sh'")
+    };
+    let by_table = c.compile_pack(&pack(vec![keyed])).await.unwrap();
+    let rules = TableRules::new(&c, "process_events", by_table["process_events"].clone());
+    let rows = "{\"ts\":1,\"user\":\"root\",\"exe\":\"/bin/sh\",\"cmdline\":\"sh -c a\"}\n\
+                {\"ts\":2,\"user\":\"root\",\"exe\":\"/bin/sh\",\"cmdline\":\"sh -c b\"}\n\
+                {\"ts\":3,\"user\":\"www\",\"exe\":\"/bin/sh\",\"cmdline\":\"sh -c a\"}\n";
+    let a = rules.evaluate(&batch("process_events", 1, rows), Utc::now()).await.alerts;
+    let later = rules.evaluate(&batch("process_events", 9, rows), Utc::now()).await.alerts;
+    assert_eq!(a.len(), 3);
+    assert_eq!(a[0].alert_id, a[1].alert_id, "same user and exe: one detection");
+    assert_ne!(a[0].alert_id, a[2].alert_id, "another user");
+    assert_eq!(a[0].alert_id, later[0].alert_id, "another frame, same key");
+
+    let err = c
+        .compile(
+            &pack(vec![]),
+            &RuleDef { dedup_key: vec!["pid".into()], ..rule("bad", "SELECT user FROM process_events") },
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("rule `bad`") && err.contains("dedup_key column `pid`") && err.contains("it has: user"),
+        "{err}"
+    );
+
+    // Windowed: the key's values and the window start.
+    let def = RuleDef {
+        lateness: Some(std::time::Duration::from_secs(5)),
+        dedup_key: vec!["user".into()],
+        ..rule("brute", BRUTE)
+    };
+    let by_table = c.compile_pack(&pack(vec![def])).await.unwrap();
+    let w = TableRules::new(&c, "auth_events", by_table["auth_events"].clone()).with_clock_skew(None, None);
+    let rows: String =
+        (0..3).map(|i| auth(i, "bob", "failure")).chain((0..4).map(|i| auth(60 + i, "bob", "failure"))).collect();
+    let mut alerts = feed(&w, 1, &rows).await;
+    alerts.extend(feed(&w, 2, &auth(200, "x", "success")).await);
+    assert_eq!(alerts.len(), 2, "{alerts:?}");
+    let meta = RuleMeta { id: "brute".into(), version: 3, ..(*by_table["auth_events"][0].meta).clone() };
+    let expect = |start: i64| {
+        alert_id("acme", &meta, Identity::Key { values: &[&serde_json::Value::from("bob")], window_start: Some(start) })
+    };
+    assert_eq!(alerts[0].alert_id, expect(0));
+    assert_eq!(alerts[1].alert_id, expect(60_000_000));
+}
