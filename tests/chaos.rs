@@ -5,19 +5,17 @@
 //! Splunk HEC (no idempotency at the destination) misses none and repeats at most one batch
 //! per kill.
 //!
-//! The engine runs in a child process: this test binary started again with
-//! `VEDETTE_CHAOS_CONFIG` set runs only the ignored test `engine_child`.
+//! The engine runs in a child process ([`vedette_tests::child`]).
 //! `VEDETTE_CHAOS_SEED=N` replays a run.
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use vedette_engine::sensor::{self, Event, SensorStats};
+use vedette_tests::child::{free_port, spawn_engine};
 use vedette_tests::receivers::{Elasticsearch, Hec};
 use vedette_tests::{eventually, read_alerts, sensor_config};
 
@@ -30,19 +28,7 @@ const MINUTE_US: i64 = 60_000_000;
 #[test]
 #[ignore = "started by `killed_at_random_points_every_destination_gets_every_alert_once` as its engine"]
 fn engine_child() {
-    let Ok(path) = std::env::var("VEDETTE_CHAOS_CONFIG") else { return };
-    let text = std::fs::read_to_string(path).expect("chaos config");
-    let config = vedette_config::Config::from_toml_str(&text).expect("chaos config is valid");
-    if let Ok(filter) = std::env::var("VEDETTE_TEST_LOG") {
-        let _ =
-            tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false).with_writer(std::io::stderr).try_init();
-    }
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-    rt.block_on(async {
-        let _engine = vedette_engine::EngineHandle::start(config).await.expect("engine starts");
-        // Runs until the test kills this process.
-        std::future::pending::<()>().await;
-    });
+    vedette_tests::child::engine_child_main();
 }
 
 /// xorshift64*: small, seeded, reproducible.
@@ -154,33 +140,6 @@ fn tally(alerts: &[Value]) -> BTreeMap<(String, String), u32> {
     out
 }
 
-fn start_engine(config: &Path, api_port: u16) -> Child {
-    let child = Command::new(std::env::current_exe().expect("test binary"))
-        .args(["--exact", "engine_child", "--ignored", "--nocapture", "--test-threads=1"])
-        .env("VEDETTE_CHAOS_CONFIG", config)
-        .stdout(Stdio::null())
-        .stderr(match std::env::var_os("VEDETTE_TEST_LOG") {
-            Some(_) => Stdio::inherit(),
-            None => Stdio::null(),
-        })
-        .spawn()
-        .expect("engine child starts");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::net::TcpStream::connect(("127.0.0.1", api_port)).is_err() {
-        assert!(Instant::now() < deadline, "engine child did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child
-}
-
-fn free_port(udp: bool) -> u16 {
-    if udp {
-        std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-    } else {
-        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_at_random_points_every_destination_gets_every_alert_once() {
     let seed = std::env::var("VEDETTE_CHAOS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
@@ -228,7 +187,7 @@ async fn killed_at_random_points_every_destination_gets_every_alert_once() {
     );
     let config_path = dir.path().join("chaos.toml");
     std::fs::write(&config_path, config).unwrap();
-    let mut engine = start_engine(&config_path, api);
+    let mut engine = spawn_engine(&config_path, api);
 
     // Event time starts ten minutes back, on a minute boundary, so windows are aligned.
     let base = (chrono::Utc::now().timestamp_micros() - 10 * MINUTE_US).div_euclid(MINUTE_US) * MINUTE_US;
@@ -261,7 +220,7 @@ async fn killed_at_random_points_every_destination_gets_every_alert_once() {
             stats.frames_sent.load(Ordering::Relaxed),
             stats.frames_acked.load(Ordering::Relaxed)
         );
-        engine = start_engine(&config_path, api);
+        engine = spawn_engine(&config_path, api);
     }
     for _ in 0..10 {
         tokio::time::sleep(Duration::from_secs(1)).await;

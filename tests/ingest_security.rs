@@ -100,3 +100,40 @@ async fn rows_claiming_another_sensor_id_are_rejected_and_batch_mates_kept() {
     assert!(alerts.iter().all(|a| a["sensor_id"] == "s1" && a["tenant"] == "t1"));
     t.engine.shutdown().await;
 }
+
+/// Only an edge certificate (tenant `vedette-edge`) may forward alerts: a sensor's ALERTS frame
+/// is refused by name, consumed, and nothing is spooled; an edge's bad lines are reported per
+/// line while its good ones are kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_edges_may_forward_alerts_and_bad_lines_are_reported() {
+    let t = TestEngine::start().await;
+    let mut alert = serde_json::to_value(vedette_pipelines::formats::sample_alert()).unwrap();
+    alert["tenant"] = "acme".into();
+    let line = serde_json::json!({"alert": alert, "claimed": []}).to_string();
+    let frame = |seq: u64, body: &str| {
+        let mut out = Vec::new();
+        vedette_schemas::frame::encode_alerts(&mut out, seq, body.as_bytes());
+        out
+    };
+
+    let mut sensor = RawClient::connect(&t.sensor("s-1", "acme"), 0).await.unwrap();
+    let mut s = sensor.data_stream().await;
+    s.write_all(&frame(1, &format!("{line}\n"))).await.unwrap();
+    s.finish().unwrap();
+    let Control::Error(e) = sensor.until(|m| matches!(m, Control::Error(_))).await else { unreachable!() };
+    assert_eq!((e.code.as_str(), e.seq), ("not_an_edge", Some(1)), "{e:?}");
+    assert!(e.message.contains("vedette-edge"), "{e:?}");
+
+    let mut edge = RawClient::connect(&t.sensor("edge-9", "vedette-edge"), 0).await.unwrap();
+    let mut s = edge.data_stream().await;
+    s.write_all(&frame(1, &format!("{line}\nnot json\n{{\"alert\": {{}}}}\n"))).await.unwrap();
+    s.finish().unwrap();
+    let Control::RowErrors(r) = edge.until(|m| matches!(m, Control::RowErrors(_))).await else { unreachable!() };
+    assert_eq!((r.accepted, r.rejected), (1, 2), "{r:?}");
+    assert_eq!(r.errors.iter().map(|e| e.row).collect::<Vec<_>>(), [1, 2]);
+    edge.until(|m| matches!(m, Control::Ack(a) if a.seq == 1)).await;
+    let alerts = t.alerts().await;
+    assert_eq!(alerts.len(), 1, "only the edge's good line: {alerts:?}");
+    assert_eq!(alerts[0]["edge"], "edge-9");
+    t.engine.shutdown().await;
+}

@@ -37,6 +37,9 @@ pub struct Effects {
     pub windows: Vec<(String, Vec<u8>)>,
     /// Frames applied: sensor id and sequence number.
     pub frames: Vec<(Arc<str>, u64)>,
+    /// Per alert (empty, or parallel to `alerts`): sink names it must not be spooled to (an
+    /// edge delivers it to those destinations itself).
+    pub claimed: Vec<Vec<String>>,
 }
 
 /// What a commit did.
@@ -66,17 +69,20 @@ pub enum CommitError {
     Flush(String),
 }
 
-/// Spools `records` (alerts as JSON, with their ids) into every sink of `sinks` and writes
-/// `windows` and `frames`, in one transaction, then flushes. `make_room` must already have
-/// been awaited for these bytes on each spool.
+/// Spools `records` (alerts as JSON, with their ids) into every sink of `sinks` (or, with
+/// `targets`, the sinks marked for each record) and writes `windows` and `frames`, in one
+/// transaction, then flushes. `make_room` must already have been awaited for these bytes on
+/// each spool.
 pub async fn commit(
     store: &StateStore,
     sinks: &[Arc<SinkHandle>],
     ids: &[uuid::Uuid],
     records: &[Vec<u8>],
+    targets: Option<&[Vec<bool>]>,
     windows: &[(String, Vec<u8>)],
     frames: &[(Arc<str>, u64)],
 ) -> Result<Committed, CommitError> {
+    let to = |i: usize, s: usize| targets.is_none_or(|t| t.get(i).is_none_or(|m| m.get(s).copied().unwrap_or(true)));
     if records.is_empty() && windows.is_empty() && frames.is_empty() {
         return Ok(Committed::default());
     }
@@ -87,45 +93,56 @@ pub async fn commit(
         .map_err(|e| CommitError::Transaction(e.to_string()))?;
     let mut trees: Vec<&sled::Tree> = vec![store.ledger.tree(), &store.windows];
     if let Some(d) = &store.dedup {
-        trees.extend(d.trees());
+        trees.push(d.tree());
     }
     let spool_at = trees.len();
     trees.extend(sinks.iter().map(|s| s.spool.tree()));
     let now_us = chrono::Utc::now().timestamp_micros();
 
     let write = |states: &[(Arc<str>, Vec<u8>)]| {
-        trees[..].transaction(|t| {
+        let (fresh, recorded) = trees[..].transaction(|t| {
             for (sensor, bytes) in states {
                 t[0].insert(sensor.as_bytes(), bytes.as_slice())?;
             }
             for (key, bytes) in windows {
                 t[1].insert(key.as_bytes(), bytes.as_slice())?;
             }
-            let fresh = match &store.dedup {
-                Some(d) => d.record(&t[2], &t[3], ids, now_us)?,
-                None => vec![true; ids.len()],
+            let (fresh, recorded) = match &store.dedup {
+                Some(d) => {
+                    let (fresh, r) = d.record(&t[2], ids, now_us)?;
+                    (fresh, Some(r))
+                }
+                None => (vec![true; ids.len()], None),
             };
             for (s, first) in firsts.iter().enumerate() {
-                for (i, r) in records.iter().enumerate().filter(|(i, _)| fresh[*i]) {
+                for (i, r) in records.iter().enumerate().filter(|(i, _)| fresh[*i] && to(*i, s)) {
                     t[spool_at + s].insert(&Spool::key(first + i as u64), r.as_slice())?;
                 }
             }
-            Ok::<_, ConflictableTransactionError<std::convert::Infallible>>(fresh)
-        })
+            Ok::<_, ConflictableTransactionError<std::convert::Infallible>>((fresh, recorded))
+        })?;
+        // Still under the sequence ledger's lock: no other commit runs between the dedup
+        // check and this.
+        if let (Some(d), Some(r)) = (&store.dedup, recorded) {
+            d.apply(r);
+        }
+        Ok::<_, TransactionError<std::convert::Infallible>>(fresh)
     };
     let (fresh, through) = store.ledger.commit_with(frames, write).map_err(|e| match e {
         TransactionError::Storage(e) => CommitError::Transaction(e.to_string()),
         TransactionError::Abort(never) => match never {},
     })?;
-    let (kept, kept_bytes) =
-        fresh.iter().zip(records).filter(|(f, _)| **f).fold((0u64, 0u64), |(n, b), (_, r)| (n + 1, b + r.len() as u64));
-    for s in sinks {
-        s.spool.appended(kept, kept_bytes);
+    for (s, sink) in sinks.iter().enumerate() {
+        let (n, bytes) = (0..records.len())
+            .filter(|i| fresh[*i] && to(*i, s))
+            .fold((0u64, 0u64), |(n, b), i| (n + 1, b + records[i].len() as u64));
+        sink.spool.appended(n, bytes);
     }
-    let duplicates = fresh.len() - kept as usize;
+    let kept = fresh.iter().filter(|f| **f).count();
+    let duplicates = fresh.len() - kept;
     if let Some(d) = &store.dedup {
         d.hits(duplicates as u64);
     }
     store.db.flush_async().await.map_err(|e| CommitError::Flush(e.to_string()))?;
-    Ok(Committed { through, spooled: kept as usize, duplicates })
+    Ok(Committed { through, spooled: kept, duplicates })
 }

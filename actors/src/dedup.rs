@@ -1,102 +1,197 @@
 //! The dedup ledger: alert ids already spooled, so the same detection made again — a replay, a
 //! second routing path, another node forwarding it — is dropped before it reaches any spool.
 //!
-//! Two sled trees: `dedup` maps an alert id (16 bytes) to its expiry (µs since the epoch,
-//! big-endian) and holds the entry count under the key `count`; `dedup_expiry` indexes the
-//! same entries by `expiry ++ id`, so the oldest expire first. Ids are recorded inside the
-//! batch's one transaction ([`crate::commit`]), so a crash never leaves an alert spooled but
-//! unrecorded or recorded but not spooled. [`DedupLedger::prune`] removes expired entries and,
-//! past `max_entries`, the oldest.
+//! Ids are kept as 64-bit fingerprints (the UUID's two halves XORed; alert ids are SHA-1 based,
+//! so two different ids share a fingerprint with probability 2⁻⁶⁴ per pair — about 3·10⁻⁶ for a
+//! full 10-million-id ledger) in time buckets of 1/24 of the TTL: the newest bucket is a hash
+//! set, older ones sorted arrays (8 bytes per id). A bucket is forgotten whole once its newest
+//! id is older than the TTL, and the oldest buckets first when the ledger holds more than its
+//! bound. On disk (sled tree `dedup`) each commit adds **one** record — key `bucket ++ counter`,
+//! value the packed fingerprints — inside the batch's transaction ([`crate::commit`]), so a
+//! crash never leaves an alert spooled but unrecorded or recorded but not spooled. The ledger
+//! is read back into memory at start.
 
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Mutex;
+
+use sled::Tree;
 use sled::transaction::{ConflictableTransactionResult, TransactionalTree};
-use sled::{Transactional, Tree};
 use uuid::Uuid;
 
 use crate::error::{ActorError, Result};
 use crate::metrics::Metrics;
 
-const COUNT_KEY: &[u8] = b"count";
+/// Buckets per TTL.
+const BUCKETS_PER_TTL: i64 = 24;
 
-/// Entries removed by one [`DedupLedger::prune`] transaction at most (keeps each short).
-const PRUNE_CHUNK: usize = 10_000;
+/// A 64-bit fingerprint of an alert id.
+fn fingerprint(id: &Uuid) -> u64 {
+    let (hi, lo) = id.as_u64_pair();
+    hi ^ lo
+}
+
+#[derive(Debug, Default)]
+struct Bucket {
+    /// Ids of the bucket still being filled.
+    open: HashSet<u64>,
+    /// Ids of a closed bucket, sorted.
+    closed: Box<[u64]>,
+}
+
+impl Bucket {
+    fn contains(&self, f: u64) -> bool {
+        self.open.contains(&f) || self.closed.binary_search(&f).is_ok()
+    }
+
+    fn len(&self) -> usize {
+        self.open.len() + self.closed.len()
+    }
+
+    fn close(&mut self) {
+        if !self.open.is_empty() {
+            let mut all: Vec<u64> = self.closed.iter().copied().chain(self.open.drain()).collect();
+            all.sort_unstable();
+            all.dedup();
+            self.closed = all.into_boxed_slice();
+            self.open = HashSet::new();
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    buckets: BTreeMap<i64, Bucket>,
+    total: u64,
+    next_record: u64,
+}
+
+/// Fingerprints a committed transaction recorded, to apply in memory.
+#[derive(Debug)]
+pub struct Recorded {
+    bucket: i64,
+    fingerprints: Vec<u64>,
+}
 
 /// The dedup ledger.
 pub struct DedupLedger {
-    ids: Tree,
-    expiry: Tree,
+    tree: Tree,
+    bucket_us: i64,
     ttl_us: i64,
     max_entries: u64,
+    inner: Mutex<Inner>,
     metrics: Option<Metrics>,
-}
-
-fn storage(path: &'static str) -> impl Fn(sled::Error) -> ActorError {
-    move |source| ActorError::Storage { path: path.into(), source }
-}
-
-fn count_of(v: Option<sled::IVec>) -> u64 {
-    v.and_then(|v| v.as_ref().try_into().ok()).map(u64::from_be_bytes).unwrap_or(0)
 }
 
 /// What [`DedupLedger::prune`] removed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Pruned {
-    /// Entries past their TTL.
+    /// Ids past their TTL.
     pub expired: u64,
-    /// Oldest entries removed to stay within `max_entries`.
+    /// Oldest ids removed to stay within `max_entries`.
     pub evicted: u64,
 }
 
+fn storage(source: sled::Error) -> ActorError {
+    ActorError::Storage { path: "dedup".into(), source }
+}
+
+fn record_key(bucket: i64, n: u64) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&bucket.to_be_bytes());
+    k[8..].copy_from_slice(&n.to_be_bytes());
+    k
+}
+
+fn word(b: &[u8], at: usize) -> Option<[u8; 8]> {
+    b.get(at..at + 8).and_then(|s| s.try_into().ok())
+}
+
 impl DedupLedger {
-    /// Opens the ledger's trees in `db`; ids are remembered for `ttl`, at most `max_entries`.
+    /// Opens the ledger in `db` and reads it into memory; ids are remembered for `ttl`, at
+    /// most `max_entries`.
     pub fn open(db: &sled::Db, ttl: std::time::Duration, max_entries: u64, metrics: Option<Metrics>) -> Result<Self> {
-        let ids = db.open_tree("dedup").map_err(storage("dedup"))?;
-        let expiry = db.open_tree("dedup_expiry").map_err(storage("dedup_expiry"))?;
-        let ttl_us = i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX);
-        let ledger = Self { ids, expiry, ttl_us, max_entries, metrics };
+        let tree = db.open_tree("dedup").map_err(storage)?;
+        let ttl_us = i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX).max(1);
+        let bucket_us = (ttl_us / BUCKETS_PER_TTL).max(1_000_000);
+        let mut inner = Inner::default();
+        for kv in tree.iter() {
+            let (k, v) = kv.map_err(storage)?;
+            let (Some(bucket), Some(n)) = (word(&k, 0), word(&k, 8)) else { continue };
+            let bucket = i64::from_be_bytes(bucket);
+            inner.next_record = inner.next_record.max(u64::from_be_bytes(n) + 1);
+            let b = inner.buckets.entry(bucket).or_default();
+            b.open.extend(v.chunks_exact(8).filter_map(|c| c.try_into().ok()).map(u64::from_be_bytes));
+        }
+        for b in inner.buckets.values_mut() {
+            b.close();
+        }
+        inner.total = inner.buckets.values().map(|b| b.len() as u64).sum();
+        let ledger = Self { tree, bucket_us, ttl_us, max_entries, inner: Mutex::new(inner), metrics };
         ledger.report();
         Ok(ledger)
     }
 
-    /// The two trees, for a transaction that records ids ([`DedupLedger::record`]).
-    pub fn trees(&self) -> [&Tree; 2] {
-        [&self.ids, &self.expiry]
+    /// The ledger's tree, for the transaction that records ids ([`DedupLedger::record`]).
+    pub fn tree(&self) -> &Tree {
+        &self.tree
     }
 
-    /// Inside a transaction over [`DedupLedger::trees`]: records each id not seen (or expired)
-    /// and returns, per id, whether it is new. Ids repeated within `ids` count once.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().expect("dedup lock is never poisoned")
+    }
+
+    /// Inside a transaction over [`DedupLedger::tree`]: returns, per id, whether it is new (not
+    /// in the ledger, and not earlier in `ids`), and writes the new ones as one record. Apply
+    /// the returned [`Recorded`] with [`DedupLedger::apply`] once the transaction committed.
+    /// Callers serialize record-commit-apply (the engine does it under the sequence ledger's
+    /// lock), so two batches never both find the same id new.
     pub fn record<E>(
         &self,
-        ids: &TransactionalTree,
-        expiry: &TransactionalTree,
-        alerts: &[Uuid],
+        tree: &TransactionalTree,
+        ids: &[Uuid],
         now_us: i64,
-    ) -> ConflictableTransactionResult<Vec<bool>, E> {
-        let until = now_us.saturating_add(self.ttl_us);
-        let mut added = 0u64;
-        let mut out = Vec::with_capacity(alerts.len());
-        for id in alerts {
-            let seen =
-                ids.get(id.as_bytes())?.and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok()).map(i64::from_be_bytes);
-            let fresh = seen.is_none_or(|exp| exp <= now_us);
-            if fresh {
-                if seen.is_none() {
-                    added += 1;
-                }
-                ids.insert(id.as_bytes(), &until.to_be_bytes())?;
-                expiry.insert(expiry_key(until, id).as_slice(), &[])?;
+    ) -> ConflictableTransactionResult<(Vec<bool>, Recorded), E> {
+        let bucket = now_us.div_euclid(self.bucket_us);
+        let mut inner = self.lock();
+        let mut batch = HashSet::with_capacity(ids.len());
+        let fresh: Vec<bool> = ids
+            .iter()
+            .map(|id| {
+                let f = fingerprint(id);
+                !inner.buckets.values().any(|b| b.contains(f)) && batch.insert(f)
+            })
+            .collect();
+        let fingerprints: Vec<u64> =
+            ids.iter().zip(&fresh).filter(|(_, n)| **n).map(|(id, _)| fingerprint(id)).collect();
+        if !fingerprints.is_empty() {
+            let bytes: Vec<u8> = fingerprints.iter().flat_map(|f| f.to_be_bytes()).collect();
+            let key = record_key(bucket, inner.next_record);
+            inner.next_record += 1;
+            tree.insert(&key, bytes)?;
+        }
+        Ok((fresh, Recorded { bucket, fingerprints }))
+    }
+
+    /// Applies a committed [`DedupLedger::record`] in memory.
+    pub fn apply(&self, r: Recorded) {
+        if r.fingerprints.is_empty() {
+            return;
+        }
+        let mut inner = self.lock();
+        let n = r.fingerprints.len() as u64;
+        // A new bucket: the previous ones will not grow any more.
+        if inner.buckets.last_key_value().is_some_and(|(b, _)| *b < r.bucket) {
+            for b in inner.buckets.values_mut() {
+                b.close();
             }
-            out.push(fresh);
         }
-        if added > 0 {
-            let count = count_of(ids.get(COUNT_KEY)?) + added;
-            ids.insert(COUNT_KEY, &count.to_be_bytes())?;
-        }
-        Ok(out)
+        inner.buckets.entry(r.bucket).or_default().open.extend(r.fingerprints);
+        inner.total += n;
     }
 
     /// Ids in the ledger.
     pub fn len(&self) -> u64 {
-        count_of(self.ids.get(COUNT_KEY).ok().flatten())
+        self.lock().total
     }
 
     /// Whether the ledger is empty.
@@ -104,17 +199,13 @@ impl DedupLedger {
         self.len() == 0
     }
 
-    /// Whether `id` is in the ledger and not expired at `now_us`.
-    pub fn contains(&self, id: &Uuid, now_us: i64) -> bool {
-        self.ids
-            .get(id.as_bytes())
-            .ok()
-            .flatten()
-            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
-            .is_some_and(|exp| i64::from_be_bytes(exp) > now_us)
+    /// Whether `id` is in the ledger.
+    pub fn contains(&self, id: &Uuid) -> bool {
+        let f = fingerprint(id);
+        self.lock().buckets.values().any(|b| b.contains(f))
     }
 
-    /// Counts metrics for ids found already spooled.
+    /// Counts ids found already spooled.
     pub fn hits(&self, n: u64) {
         if let Some(m) = &self.metrics
             && n > 0
@@ -123,55 +214,39 @@ impl DedupLedger {
         }
     }
 
-    /// Removes entries expired at `now_us`, then the oldest past `max_entries`.
+    /// Forgets buckets whose newest id is older than the TTL at `now_us`, then the oldest
+    /// buckets while the ledger holds more than `max_entries`.
     pub fn prune(&self, now_us: i64) -> Result<Pruned> {
         let mut out = Pruned::default();
-        loop {
-            let over = self.len().saturating_sub(self.max_entries);
-            let chunk: Vec<sled::IVec> = self
-                .expiry
-                .iter()
-                .keys()
-                .take(PRUNE_CHUNK)
-                .map_while(|k| k.ok())
-                .enumerate()
-                .take_while(|(i, k)| expiry_of(k) <= now_us || (*i as u64) < over)
-                .map(|(_, k)| k)
-                .collect();
-            if chunk.is_empty() {
-                break;
+        let mut dropped = Vec::new();
+        {
+            let mut inner = self.lock();
+            let expired_before = now_us.saturating_sub(self.ttl_us).div_euclid(self.bucket_us);
+            while let Some(&bucket) = inner.buckets.keys().next() {
+                // The bucket's newest id was recorded before (bucket + 1) · width.
+                let expired = bucket < expired_before;
+                // Over the bound, drop the oldest — but never the bucket being filled.
+                let over = inner.total > self.max_entries && inner.buckets.len() > 1;
+                if !expired && !over {
+                    break;
+                }
+                let n = inner.buckets.remove(&bucket).map_or(0, |b| b.len() as u64);
+                inner.total -= n;
+                if expired {
+                    out.expired += n
+                } else {
+                    out.evicted += n
+                }
+                dropped.push(bucket);
             }
-            let (expired, evicted) = [&self.ids, &self.expiry]
-                .transaction(|t| {
-                    let (ids, expiry) = (&t[0], &t[1]);
-                    let (mut expired, mut evicted) = (0u64, 0u64);
-                    for k in &chunk {
-                        expiry.remove(k)?;
-                        let id = &k[8..];
-                        // A re-recorded id has a later expiry: only its newest index entry
-                        // removes it.
-                        if ids.get(id)?.is_some_and(|v| v.as_ref() == &k[..8]) {
-                            ids.remove(id)?;
-                            if expiry_of(k) <= now_us { expired += 1 } else { evicted += 1 }
-                        }
-                    }
-                    let count = count_of(ids.get(COUNT_KEY)?).saturating_sub(expired + evicted);
-                    ids.insert(COUNT_KEY, &count.to_be_bytes())?;
-                    Ok::<_, sled::transaction::ConflictableTransactionError<std::convert::Infallible>>((
-                        expired, evicted,
-                    ))
-                })
-                .map_err(|e| match e {
-                    sled::transaction::TransactionError::Storage(source) => {
-                        ActorError::Storage { path: "dedup".into(), source }
-                    }
-                    sled::transaction::TransactionError::Abort(never) => match never {},
-                })?;
-            out.expired += expired;
-            out.evicted += evicted;
-            if chunk.len() < PRUNE_CHUNK && self.len() <= self.max_entries {
-                break;
+        }
+        if let Some(last) = dropped.last() {
+            let end = record_key(last + 1, 0);
+            let mut batch = sled::Batch::default();
+            for k in self.tree.range(..end).keys() {
+                batch.remove(k.map_err(storage)?);
             }
+            self.tree.apply_batch(batch).map_err(storage)?;
         }
         if let Some(m) = &self.metrics {
             m.dedup_evicted.with_label_values(&["expired"]).inc_by(out.expired);
@@ -189,73 +264,63 @@ impl DedupLedger {
     }
 }
 
-fn expiry_key(until: i64, id: &Uuid) -> [u8; 24] {
-    let mut k = [0u8; 24];
-    k[..8].copy_from_slice(&until.to_be_bytes());
-    k[8..].copy_from_slice(id.as_bytes());
-    k
-}
-
-fn expiry_of(key: &[u8]) -> i64 {
-    key.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok()).map_or(i64::MAX, i64::from_be_bytes)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const HOUR: std::time::Duration = std::time::Duration::from_secs(3600);
+    const BUCKET_US: i64 = 3_600_000_000 / BUCKETS_PER_TTL;
+
     fn record(l: &DedupLedger, ids: &[Uuid], now: i64) -> Vec<bool> {
-        let [a, b] = l.trees();
-        [a, b]
-            .transaction(|t| l.record(&t[0], &t[1], ids, now))
-            .map_err(|e: sled::transaction::TransactionError<()>| format!("{e:?}"))
-            .unwrap()
+        let (fresh, r) = l.tree().transaction(|t| l.record::<()>(t, ids, now)).map_err(|e| format!("{e:?}")).unwrap();
+        l.apply(r);
+        fresh
     }
 
     fn id(n: u128) -> Uuid {
-        Uuid::from_u128(n)
+        Uuid::from_u128(n.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835))
     }
 
     #[test]
     fn ids_are_new_once_until_they_expire_and_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();
-        let ttl = std::time::Duration::from_secs(10);
         {
             let db = sled::open(dir.path()).unwrap();
-            let l = DedupLedger::open(&db, ttl, 100, None).unwrap();
+            let l = DedupLedger::open(&db, HOUR, 100, None).unwrap();
             assert_eq!(record(&l, &[id(1), id(2), id(1)], 0), [true, true, false]);
-            assert_eq!(record(&l, &[id(2), id(3)], 1_000_000), [false, true]);
+            assert_eq!(record(&l, &[id(2), id(3)], BUCKET_US + 1), [false, true]);
             assert_eq!(l.len(), 3);
             db.flush().unwrap();
         }
         let db = sled::open(dir.path()).unwrap();
-        let l = DedupLedger::open(&db, ttl, 100, None).unwrap();
+        let l = DedupLedger::open(&db, HOUR, 100, None).unwrap();
         assert_eq!(l.len(), 3);
-        assert!(l.contains(&id(1), 9_999_999));
-        assert!(!l.contains(&id(1), 10_000_000), "expired at its TTL");
-        // An expired id is new again; re-recording it does not count it twice.
-        assert_eq!(record(&l, &[id(1)], 10_000_000), [true]);
-        assert_eq!(l.len(), 3);
-        // Pruning at 10.5 s: id 2 (expired at 10 s) goes; id 1's stale index entry goes but id 1
-        // (now valid until 20 s) stays.
-        let p = l.prune(10_500_000).unwrap();
-        assert_eq!(p, Pruned { expired: 1, evicted: 0 });
-        assert_eq!(l.len(), 2);
-        assert!(l.contains(&id(1), 10_500_000) && l.contains(&id(3), 10_500_000));
+        assert!(l.contains(&id(1)) && l.contains(&id(3)) && !l.contains(&id(4)));
+        assert_eq!(record(&l, &[id(1), id(4)], BUCKET_US + 2), [false, true]);
+        // An hour after the first bucket ended, its ids (1 and 2) are forgotten; the second
+        // bucket's (3, 4) are not.
+        let p = l.prune(BUCKET_US + 3_600_000_000).unwrap();
+        assert_eq!(p, Pruned { expired: 2, evicted: 0 });
+        assert!(!l.contains(&id(1)) && l.contains(&id(3)) && l.contains(&id(4)));
+        assert_eq!(record(&l, &[id(1)], 2 * BUCKET_US + 3_600_000_000), [true], "expired ids are new again");
+        drop(l);
+        let l = DedupLedger::open(&db, HOUR, 100, None).unwrap();
+        assert_eq!(l.len(), 3, "pruned records are gone from disk too");
     }
 
     #[test]
-    fn past_max_entries_the_oldest_go_first() {
+    fn past_max_entries_the_oldest_buckets_go_first() {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path()).unwrap();
-        let l = DedupLedger::open(&db, std::time::Duration::from_secs(3600), 5, None).unwrap();
+        let l = DedupLedger::open(&db, HOUR, 5, None).unwrap();
         for n in 0..12u128 {
-            record(&l, &[id(n)], n as i64);
+            // Three ids per bucket.
+            record(&l, &[id(n)], (n as i64 / 3) * BUCKET_US);
         }
-        let p = l.prune(100).unwrap();
-        assert_eq!(p, Pruned { expired: 0, evicted: 7 });
-        assert_eq!(l.len(), 5);
-        assert!((0..7).all(|n| !l.contains(&id(n), 100)));
-        assert!((7..12).all(|n| l.contains(&id(n), 100)));
+        let p = l.prune(4 * BUCKET_US).unwrap();
+        assert_eq!(p, Pruned { expired: 0, evicted: 9 }, "three old buckets leave; the newest stays");
+        assert_eq!(l.len(), 3);
+        assert!((0..9).all(|n| !l.contains(&id(n))));
+        assert!((9..12).all(|n| l.contains(&id(n))));
     }
 }

@@ -49,6 +49,8 @@ pub struct Metrics {
     pub dedup_evicted: IntCounterVec,
     /// Alerts a sink skipped because its delivery ledger says it delivered them already.
     pub sink_already_delivered: IntCounterVec,
+    /// Alerts forwarded by edges, by edge and outcome (`spooled`, `duplicate`).
+    pub forwarded: IntCounterVec,
     /// Alerts delivered, by sink.
     pub sink_delivered: IntCounterVec,
     /// Delivery failures (attempts that will be retried), by sink.
@@ -196,6 +198,12 @@ impl Metrics {
                 "vedette_sink_already_delivered_total",
                 "Alerts skipped because the sink's delivery ledger had them",
                 &["sink"],
+            ),
+            forwarded: counter_vec(
+                &r,
+                "vedette_forward_received_total",
+                "Alerts forwarded by edges, by edge and outcome",
+                &["edge", "outcome"],
             ),
             sink_delivered: counter_vec(&r, "vedette_sink_delivered_total", "Alerts delivered", &["sink"]),
             sink_errors: counter_vec(&r, "vedette_sink_errors_total", "Delivery failures", &["sink"]),

@@ -85,7 +85,7 @@ impl RuleWorker {
         }
         let windows =
             TableRules::checkpoint_updates(&eval.window_updates).map_err(|e| EvalError::Retry(e.to_string()))?;
-        let effects = Effects { alerts: eval.alerts, windows, frames };
+        let effects = Effects { alerts: eval.alerts, windows, frames, claimed: Vec::new() };
         let alerts: Vec<(String, &'static str)> =
             effects.alerts.iter().map(|a| (a.rule_id.clone(), a.severity.as_str())).collect();
         let committed = match self.sinks.commit(effects).await {

@@ -12,6 +12,7 @@ use vedette_engine::EngineHandle;
 use vedette_engine::pki;
 use vedette_engine::sensor::{self, Event, SensorConfig, SensorStats};
 
+mod dedup;
 mod fleet;
 mod history;
 
@@ -61,6 +62,22 @@ enum Cmd {
         /// Events.
         #[arg(long, default_value_t = 262_144)]
         events: usize,
+    },
+    /// The dedup ledger at scale: N ids, then alert batches committed through it (one
+    /// transaction per batch with a sink's spool, as the engine does): alerts/s, RSS, disk.
+    Dedup {
+        /// Ids in the ledger before measuring.
+        #[arg(long, default_value_t = 10_000_000)]
+        entries: u64,
+        /// Alerts committed while measuring.
+        #[arg(long, default_value_t = 200_000)]
+        alerts: usize,
+        /// Alerts per commit (one rule batch's worth).
+        #[arg(long, default_value_t = 100)]
+        per_commit: usize,
+        /// One alert in this many repeats an id already in the ledger (0: none).
+        #[arg(long, default_value_t = 2)]
+        repeat_every: usize,
     },
     /// Sink spools: append and drain throughput of a sled spool, then a delivery loop
     /// draining a backlog into a file sink (the drain after an outage).
@@ -502,6 +519,9 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Spine { events, match_every, batch_rows } => spine(events, match_every, batch_rows).await,
         Cmd::Rules { rules, events, batch_rows, threads } => rules_bench(rules, events, batch_rows, threads).await,
         Cmd::Spool { alerts, per_append } => spool_bench(alerts, per_append).await,
+        Cmd::Dedup { entries, alerts, per_commit, repeat_every } => {
+            dedup::run(entries, alerts, per_commit, repeat_every).await
+        }
         Cmd::Kafka { rate, outage } => kafka_bench(rate, outage).await,
         Cmd::Windows { kind, events, users, batch_rows } => windows_bench(kind, events, users, batch_rows).await,
         Cmd::Reference { rows, events } => reference_bench(rows, events).await,

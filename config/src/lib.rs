@@ -8,7 +8,7 @@ pub mod bytes;
 pub mod duration;
 pub mod sinks;
 
-pub use sinks::{Connector, Format, OverflowPolicy, SinkCommon, SinkConfig};
+pub use sinks::{Connector, Format, OverflowPolicy, Route, SinkCommon, SinkConfig};
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -660,6 +660,18 @@ impl Config {
                 push(format!("sinks[{i}].{key}"), message);
             }
         }
+        let forwards = self.sinks.iter().filter(|s| matches!(s.connector, Connector::Forward(_))).count();
+        if forwards > 1 {
+            push("sinks".into(), "at most one sink may be of type `forward` (one upstream)".into());
+        }
+        for (i, sink) in self.sinks.iter().enumerate() {
+            if sink.common.route != sinks::Route::Direct && forwards == 0 {
+                push(
+                    format!("sinks[{i}].route"),
+                    "`proxy` and `hybrid` need a sink of type `forward` (the upstream)".into(),
+                );
+            }
+        }
         let column_types = |base: String, columns: &BTreeMap<String, String>, push: &mut dyn FnMut(String, String)| {
             for (col, ty) in columns {
                 if !["string", "int64", "float64", "boolean", "timestamp"].contains(&ty.as_str()) {
@@ -792,6 +804,7 @@ fn sink_connector(table: toml::Table, base: &str, problems: &mut Vec<Problem>) -
         Some("splunk_hec") => de_value(settings(table), base, problems).map(Connector::SplunkHec),
         Some("elasticsearch") => de_value(settings(table), base, problems).map(Connector::Elasticsearch),
         Some("kafka") => de_value(settings(table), base, problems).map(Connector::Kafka),
+        Some("forward") => de_value(settings(table), base, problems).map(Connector::Forward),
         // stdout (no settings), a missing or an unknown type: the enum's own errors.
         _ => de_value(toml::Value::Table(table), base, problems),
     }

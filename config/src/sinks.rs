@@ -30,7 +30,7 @@ pub struct SinkConfig {
 }
 
 /// Keys of a `[[sinks]]` table that belong to [`SinkCommon`]; the others are the connector's.
-pub const COMMON_KEYS: &[&str] = &["name", "format", "spool", "batch", "retry", "breaker", "rate_limit"];
+pub const COMMON_KEYS: &[&str] = &["name", "format", "route", "spool", "batch", "retry", "breaker", "rate_limit"];
 
 impl SinkConfig {
     /// The sink's unique name.
@@ -90,8 +90,24 @@ impl SinkConfig {
                 push("url", format!("`{url}` is not an http:// or https:// URL"));
             }
         };
+        if matches!(self.connector, Connector::Forward(_)) {
+            if c.route != Route::Direct {
+                push("route", "a forward sink is the route itself: leave `route` out".into());
+            }
+            if self.format() != Format::Json {
+                push("format", "a forward sink sends alerts as json".into());
+            }
+        }
         match &self.connector {
             Connector::Stdout {} | Connector::File(_) | Connector::History {} => {}
+            Connector::Forward(f) => {
+                if f.server.parse::<std::net::SocketAddr>().is_err() {
+                    push("server", format!("`{}` is not an ip:port address", f.server));
+                }
+                if f.ack_timeout.is_zero() {
+                    push("ack_timeout", "must be longer than 0".into());
+                }
+            }
             Connector::Webhook(w) => http_url(&mut push, &w.url),
             Connector::SplunkHec(h) => {
                 http_url(&mut push, &h.url);
@@ -208,6 +224,26 @@ pub struct SinkCommon {
     /// Token-bucket limit on alerts per second sent to the destination (none by default).
     #[serde(default)]
     pub rate_limit: Option<RateLimitConfig>,
+    /// How alerts reach this destination when the engine forwards to an upstream vedette
+    /// (a `forward` sink): `direct` (this node delivers), `proxy` (only the upstream, through
+    /// its sink of the same name) or `hybrid` (both; see `docs/delivery.md`).
+    #[serde(default)]
+    pub route: Route,
+}
+
+/// How alerts reach a destination (see [`SinkCommon::route`]).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Route {
+    /// This node delivers; the upstream does not (the forwarded alert claims the sink).
+    #[default]
+    Direct,
+    /// Only the upstream delivers (this node keeps no spool for the sink).
+    Proxy,
+    /// This node and the upstream both deliver: destinations that fold repeats by alert id
+    /// (Elasticsearch, Kafka keyed by alert id) get it from whichever comes first; the others
+    /// are claimed by this node like `direct`.
+    Hybrid,
 }
 
 impl SinkCommon {
@@ -220,6 +256,7 @@ impl SinkCommon {
             retry: RetryConfig::default(),
             breaker: BreakerConfig::default(),
             rate_limit: None,
+            route: Route::Direct,
         }
     }
 }
@@ -387,6 +424,8 @@ pub enum Connector {
     Elasticsearch(EsSinkConfig),
     /// Apache Kafka (or any Kafka-protocol broker).
     Kafka(KafkaSinkConfig),
+    /// An upstream vedette: alerts over QUIC + mTLS, acknowledged once durable there.
+    Forward(ForwardSinkConfig),
     /// The engine's own alert history (`/api/v1/alerts`); added by the engine, never
     /// configured.
     #[serde(skip)]
@@ -403,6 +442,7 @@ impl Connector {
             Self::SplunkHec(_) => "splunk_hec",
             Self::Elasticsearch(_) => "elasticsearch",
             Self::Kafka(_) => "kafka",
+            Self::Forward(_) => "forward",
             Self::History {} => "history",
         }
     }
@@ -447,6 +487,35 @@ pub struct WebhookSinkConfig {
 }
 
 fn default_http_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// Forward sink: an upstream vedette's ingest (QUIC + mTLS). The certificate must be an edge
+/// certificate of the upstream's CA (tenant `vedette-edge`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardSinkConfig {
+    /// Upstream ingest address (`ip:port`).
+    pub server: String,
+    /// Name in the upstream's server certificate.
+    #[serde(default = "default_server_name")]
+    pub server_name: String,
+    /// The upstream's CA certificate (PEM); relative paths are inside the data dir.
+    pub ca: PathBuf,
+    /// This edge's certificate (PEM).
+    pub cert: PathBuf,
+    /// This edge's private key (PEM).
+    pub key: PathBuf,
+    /// Longest wait for the upstream's acknowledgement before the batch is sent again.
+    #[serde(default = "default_forward_ack_timeout", with = "crate::duration")]
+    pub ack_timeout: Duration,
+}
+
+fn default_server_name() -> String {
+    "localhost".into()
+}
+
+fn default_forward_ack_timeout() -> Duration {
     Duration::from_secs(10)
 }
 

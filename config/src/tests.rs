@@ -269,3 +269,28 @@ fn hec_request_size_is_checked() {
     let err = Config::from_toml_str(&hec("\"1 parsec\"")).unwrap_err();
     assert!(err.to_string().contains("max_request_bytes") && err.to_string().contains("unknown unit"), "{err}");
 }
+
+#[test]
+fn routes_need_one_forward_sink_and_a_forward_sink_is_checked() {
+    let no_upstream = "[[sinks]]\nname = \"s\"\ntype = \"stdout\"\nroute = \"proxy\"\n";
+    let err = Config::from_toml_str(no_upstream).unwrap_err().to_string();
+    assert!(err.contains("sinks[0].route") && err.contains("need a sink of type `forward`"), "{err}");
+    let forward = |name: &str, extra: &str| {
+        format!(
+            "[[sinks]]\nname = \"{name}\"\ntype = \"forward\"\nserver = \"127.0.0.1:7700\"\nca = \"c\"\ncert = \"e\"\nkey = \"k\"\n{extra}"
+        )
+    };
+    let err = Config::from_toml_str(&(forward("a", "") + &forward("b", ""))).unwrap_err().to_string();
+    assert!(err.contains("at most one sink may be of type `forward`"), "{err}");
+    let err = Config::from_toml_str(&forward("a", "route = \"hybrid\"\nformat = \"cef\"\n")).unwrap_err();
+    let paths: Vec<_> = err.problems().iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(paths, ["sinks[0].route", "sinks[0].format"], "{err}");
+    let err = Config::from_toml_str(&forward("a", "").replace("127.0.0.1:7700", "upstream")).unwrap_err().to_string();
+    assert!(err.contains("sinks[0].server") && err.contains("not an ip:port"), "{err}");
+    assert!(
+        Config::from_toml_str(
+            &(forward("up", "") + "[[sinks]]\nname = \"s\"\ntype = \"stdout\"\nroute = \"hybrid\"\n")
+        )
+        .is_ok()
+    );
+}

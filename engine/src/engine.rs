@@ -161,8 +161,15 @@ impl EngineHandle {
         let mut handles = Vec::new();
         let mut sink_slots = Vec::new();
         let history_sink = vedette_config::SinkConfig::history(config.history.spool_max_bytes);
-        for sink in config.effective_sinks().into_iter().chain([history_sink]) {
-            let make: Option<ConnectorFactory> = if matches!(sink.connector, vedette_config::Connector::History {}) {
+        let configured = config.effective_sinks();
+        // `proxy` sinks are delivered by the upstream only: no spool here.
+        let local = configured.iter().filter(|s| s.common.route != vedette_config::Route::Proxy).cloned();
+        for sink in local.chain([history_sink]) {
+            let make: Option<ConnectorFactory> = if let vedette_config::Connector::Forward(f) = &sink.connector {
+                let make = crate::forward::factory(f, &data_dir, &configured)
+                    .map_err(|reason| ActorError::Spawn { name: sink.name().into(), reason })?;
+                Some(make)
+            } else if matches!(sink.connector, vedette_config::Connector::History {}) {
                 let h = Arc::clone(&history);
                 let m = metrics.clone();
                 Some(Arc::new(move || {
@@ -270,6 +277,7 @@ impl EngineHandle {
             commands: Arc::clone(&commands),
             liveness: Arc::clone(&liveness),
             taps: Arc::clone(&taps),
+            router: sinks.clone(),
             issuer,
             limits: Limits {
                 max_frame_bytes: config.ingest.max_frame_bytes,

@@ -7,6 +7,7 @@ pub mod api;
 pub mod auth;
 pub mod engine;
 pub mod error;
+pub mod forward;
 pub mod history;
 pub mod issuer;
 pub mod pki;

@@ -72,9 +72,26 @@ pub struct Alert {
     pub window_end: Option<DateTime<Utc>>,
     /// When the engine made the detection, RFC 3339 UTC.
     pub detected_at: DateTime<Utc>,
+    /// The edge node that forwarded the alert to this engine (set by the receiving engine
+    /// from the edge's certificate; absent for local detections).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edge: Option<String>,
     /// The rule's result row (engine-internal `__` columns removed).
     #[schema(value_type = Object)]
     pub row: Map<String, Value>,
+}
+
+/// One line of an ALERTS frame (edge → upstream): the alert, and the sinks the edge delivers
+/// it to itself, by name — the upstream skips its own sinks of those names for this alert, so
+/// a destination both nodes know receives it once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Forwarded {
+    /// The alert.
+    pub alert: Alert,
+    /// Sink names the edge delivers this alert to itself.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub claimed: Vec<String>,
 }
 
 /// What identifies the detection inside its rule.

@@ -909,6 +909,7 @@ fn rows_to_alerts(
             ts: crate::values::micros_to_datetime(ts_micros),
             window_start: window.map(|w| crate::values::micros_to_datetime(w.0)),
             window_end: window.map(|w| crate::values::micros_to_datetime(w.1)),
+            edge: None,
             detected_at,
             row,
         });

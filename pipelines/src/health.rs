@@ -60,6 +60,7 @@ fn base(rule: &str, name: &str, severity: Severity, description: String, e: &Epi
         ts,
         window_start: None,
         window_end: None,
+        edge: None,
         detected_at: Utc::now(),
         row,
     }

@@ -106,6 +106,7 @@ fn summary(
         tags: vec!["vedette.internal".into()],
         window_start: Some(start),
         window_end: Some(end),
+        edge: None,
         ts: end,
         detected_at: now,
         row,

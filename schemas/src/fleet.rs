@@ -9,6 +9,10 @@ use serde::{Deserialize, Serialize};
 /// ALPN of the enrollment service (same QUIC port as ingest; no client certificate needed).
 pub const ENROLL_ALPN: &[u8] = b"vedette-enroll/1";
 
+/// The tenant (certificate OU) of edge nodes: an engine accepts forwarded alerts (ALERTS
+/// frames) only from sessions whose certificate names it, and trusts their alerts' tenants.
+pub const EDGE_TENANT: &str = "vedette-edge";
+
 /// How much the reference sensor collects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default, PartialOrd, Ord)]
 #[serde(rename_all = "lowercase")]

@@ -77,6 +77,8 @@ pub enum FrameType {
     DataNdjson = 0x10,
     /// Sensor → engine: Arrow IPC stream of one table.
     DataArrow = 0x11,
+    /// Edge → upstream engine: forwarded alerts (NDJSON), on a data stream.
+    Alerts = 0x12,
 }
 
 impl FrameType {
@@ -97,15 +99,16 @@ impl FrameType {
             0x20 => Self::Enroll,
             0x10 => Self::DataNdjson,
             0x11 => Self::DataArrow,
+            0x12 => Self::Alerts,
             other => {
                 return Err(SchemaError::MalformedFrame { reason: format!("unknown frame type 0x{other:02x}") });
             }
         })
     }
 
-    /// True for the data frame types.
+    /// True for the frame types of a data stream (telemetry and forwarded alerts).
     pub fn is_data(self) -> bool {
-        matches!(self, Self::DataNdjson | Self::DataArrow)
+        matches!(self, Self::DataNdjson | Self::DataArrow | Self::Alerts)
     }
 }
 
@@ -191,6 +194,26 @@ pub fn parse_data(ty: FrameType, body: &[u8]) -> Result<DataFrame<'_>> {
     let table_bytes = body.get(9..9 + tlen).ok_or_else(|| malformed("table name runs past the end of the frame"))?;
     let table = std::str::from_utf8(table_bytes).map_err(|_| malformed("table name is not UTF-8"))?;
     Ok(DataFrame { seq, table, encoding, payload: &body[9 + tlen..] })
+}
+
+/// Encodes an ALERTS frame: sequence number, then one forwarded alert per line.
+pub fn encode_alerts(out: &mut Vec<u8>, seq: u64, ndjson: &[u8]) {
+    let len = u32::try_from(1 + 8 + ndjson.len()).expect("frames are far smaller than 4 GiB");
+    out.extend_from_slice(&len.to_be_bytes());
+    out.push(FrameType::Alerts as u8);
+    out.extend_from_slice(&seq.to_be_bytes());
+    out.extend_from_slice(ndjson);
+}
+
+/// Parses the body of an ALERTS frame: `(seq, ndjson)`.
+pub fn parse_alerts(body: &[u8]) -> Result<(u64, &[u8])> {
+    let malformed = |reason: &str| SchemaError::MalformedFrame { reason: reason.into() };
+    let seq = body.get(..8).ok_or_else(|| malformed("alerts frame shorter than its sequence number"))?;
+    let seq = u64::from_be_bytes(seq.try_into().expect("8 bytes"));
+    if seq == 0 {
+        return Err(malformed("sequence number 0 is not allowed (sequences start at 1)"));
+    }
+    Ok((seq, &body[8..]))
 }
 
 /// Reads only the sequence number of a data frame body, if it has one.
@@ -356,9 +379,9 @@ impl Control {
             FrameType::Csr => Self::Csr(de("CSR", body)?),
             FrameType::Certificate => Self::Certificate(de("CERTIFICATE", body)?),
             FrameType::Enroll => Self::Enroll(de("ENROLL", body)?),
-            FrameType::DataNdjson | FrameType::DataArrow => {
+            FrameType::DataNdjson | FrameType::DataArrow | FrameType::Alerts => {
                 return Err(SchemaError::MalformedFrame {
-                    reason: "data frames must be sent on a data (unidirectional) stream".into(),
+                    reason: "data and alerts frames must be sent on a data (unidirectional) stream".into(),
                 });
             }
         })

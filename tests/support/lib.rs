@@ -1,7 +1,9 @@
 //! Helpers for end-to-end tests: an in-process engine on 127.0.0.1 with a temp data dir,
 //! sensor certificates, a raw protocol client and polling with deadlines.
 
+pub mod child;
 pub mod receivers;
+pub mod relay;
 
 use std::path::PathBuf;
 use std::sync::Arc;

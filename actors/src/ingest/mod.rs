@@ -1,5 +1,6 @@
 //! QUIC ingest: the listener actor and the per-connection session protocol.
 
+mod alerts;
 mod enroll;
 mod session;
 
@@ -59,6 +60,8 @@ pub struct IngestContext {
     pub liveness: Arc<crate::fleet::liveness::Liveness>,
     /// Live taps on sensors' telemetry.
     pub taps: Arc<crate::fleet::taps::Taps>,
+    /// Where forwarded alerts from edges are committed (every sink's spool).
+    pub router: crate::sinks::Router,
     /// Signs enrollments and renewals; `None`: this engine has no CA key (both are off).
     pub issuer: Option<Arc<dyn crate::fleet::CertIssuer>>,
     /// Limits.

@@ -297,15 +297,15 @@ pub(super) async fn tell(send: &mut quinn::SendStream, msg: Control) {
 }
 
 /// Per-session facts the stream tasks need.
-struct Sensor {
-    id: Arc<str>,
+pub(super) struct Sensor {
+    pub(super) id: Arc<str>,
     /// Session id in [`crate::sessions::Sessions`].
     session: u64,
-    tenant: String,
+    pub(super) tenant: String,
     host: Option<String>,
     ctrl: mpsc::Sender<Control>,
     peer: PeerIdentity,
-    activity: Arc<Activity>,
+    pub(super) activity: Arc<Activity>,
 }
 
 /// Sends the commands that waited for this sensor (queued while it was offline, or sent to a
@@ -320,7 +320,7 @@ async fn send_commands(ctx: &Arc<IngestContext>, sensor: &Arc<Sensor>, open: Vec
 }
 
 impl Sensor {
-    async fn say(&self, msg: Control) {
+    pub(super) async fn say(&self, msg: Control) {
         let _ = self.ctrl.send(msg).await;
     }
 }
@@ -448,7 +448,37 @@ async fn read_data(ctx: Arc<IngestContext>, mut recv: quinn::RecvStream, sensor:
     }
 }
 
+/// Classifies a data frame's sequence number; answers duplicates and refusals itself.
+/// Returns whether the frame is new (and now in flight).
+pub(super) async fn admit(ctx: &Arc<IngestContext>, sensor: &Arc<Sensor>, seq: u64) -> bool {
+    match ctx.acker.ledger.admit(&sensor.id, seq) {
+        Admit::New => true,
+        Admit::Applied => {
+            ctx.metrics.ingest_frames.with_label_values(&["duplicate"]).inc();
+            let through = ctx.acker.ledger.through(&sensor.id);
+            sensor.say(Control::Ack(Ack { seq, through })).await;
+            false
+        }
+        Admit::InFlight => {
+            ctx.metrics.ingest_frames.with_label_values(&["duplicate"]).inc();
+            false
+        }
+        Admit::TooFar { max } => {
+            ctx.metrics.ingest_frames.with_label_values(&["error"]).inc();
+            let msg = format!(
+                "sequence number {seq} is too far ahead: at most {max} is accepted now (the acknowledged number + {})",
+                vedette_schemas::seq::SEQ_WINDOW
+            );
+            sensor.say(error_msg("seq_out_of_window", msg, Some(seq))).await;
+            false
+        }
+    }
+}
+
 async fn handle_data(ctx: &Arc<IngestContext>, sensor: &Arc<Sensor>, ty: FrameType, body: &[u8]) {
+    if ty == FrameType::Alerts {
+        return super::alerts::handle(ctx, sensor, body).await;
+    }
     let frame = match frame::parse_data(ty, body) {
         Ok(f) => f,
         // Only a data frame's first bytes are a sequence number (a control frame sent on a
@@ -460,26 +490,8 @@ async fn handle_data(ctx: &Arc<IngestContext>, sensor: &Arc<Sensor>, ty: FrameTy
         Ok(t) => Arc::clone(t),
         Err(e) => return reject_frame(ctx, sensor, Some(frame.seq), &e).await,
     };
-    match ctx.acker.ledger.admit(&sensor.id, frame.seq) {
-        Admit::New => {}
-        Admit::Applied => {
-            ctx.metrics.ingest_frames.with_label_values(&["duplicate"]).inc();
-            let through = ctx.acker.ledger.through(&sensor.id);
-            return sensor.say(Control::Ack(Ack { seq: frame.seq, through })).await;
-        }
-        Admit::InFlight => {
-            ctx.metrics.ingest_frames.with_label_values(&["duplicate"]).inc();
-            return;
-        }
-        Admit::TooFar { max } => {
-            ctx.metrics.ingest_frames.with_label_values(&["error"]).inc();
-            let msg = format!(
-                "sequence number {} is too far ahead: at most {max} is accepted now (the acknowledged number + {})",
-                frame.seq,
-                vedette_schemas::seq::SEQ_WINDOW
-            );
-            return sensor.say(error_msg("seq_out_of_window", msg, Some(frame.seq))).await;
-        }
+    if !admit(ctx, sensor, frame.seq).await {
+        return;
     }
     let identity = Identity {
         sensor_id: &sensor.id,
@@ -538,7 +550,7 @@ async fn handle_data(ctx: &Arc<IngestContext>, sensor: &Arc<Sensor>, ty: FrameTy
 
 /// A frame that cannot be used: report it and consume its sequence number, so the sensor
 /// does not resend it forever.
-async fn reject_frame(ctx: &Arc<IngestContext>, sensor: &Arc<Sensor>, seq: Option<u64>, e: &SchemaError) {
+pub(super) async fn reject_frame(ctx: &Arc<IngestContext>, sensor: &Arc<Sensor>, seq: Option<u64>, e: &SchemaError) {
     ctx.metrics.ingest_frames.with_label_values(&["error"]).inc();
     let admit = seq.map(|s| (s, ctx.acker.ledger.admit(&sensor.id, s)));
     // A number too far ahead is not consumed: the ERROR then names no frame.
@@ -556,7 +568,7 @@ async fn reject_admitted(ctx: &Arc<IngestContext>, sensor: &Arc<Sensor>, seq: u6
     complete_now(ctx, sensor, seq).await;
 }
 
-async fn complete_now(ctx: &Arc<IngestContext>, sensor: &Arc<Sensor>, seq: u64) {
+pub(super) async fn complete_now(ctx: &Arc<IngestContext>, sensor: &Arc<Sensor>, seq: u64) {
     if let Err(e) = ctx.acker.complete(&[(Arc::clone(&sensor.id), seq)]).await {
         warn!(sensor = %sensor.id, seq, error = %e, "Could not persist sequence state.");
         ctx.acker.ledger.abort(&sensor.id, seq);

@@ -71,6 +71,10 @@ pub fn connector(config: &SinkConfig, data_dir: &Path) -> Result<Box<dyn Connect
             name: config.name().into(),
             reason: "the history sink writes only into the alert history".into(),
         }),
+        ConnectorConfig::Forward(_) => Err(crate::ActorError::Spawn {
+            name: config.name().into(),
+            reason: "the forward sink is built by the engine (it speaks the sensor protocol)".into(),
+        }),
     }
 }
 
@@ -154,7 +158,8 @@ impl Router {
         self.commit_admitted(effects).await
     }
 
-    /// [`Router::commit`] without the alert-storm guard (its own summaries).
+    /// [`Router::commit`] without the alert-storm guard (its own summaries, and alerts an edge
+    /// forwarded: they passed the edge's guard).
     ///
     /// A batch whose alerts would not fit a quarter of the smallest spool is spooled in chunks
     /// that do (each waiting for room), the last one together with the windows and frames.
@@ -162,8 +167,15 @@ impl Router {
     /// between chunks the batch is evaluated again and the chunks already spooled are dropped
     /// as duplicates. Without the ledger (`alerts.dedup_ttl = "0s"`) the batch is spooled in
     /// one step and may overshoot a spool's bound by up to one batch.
-    async fn commit_admitted(&self, effects: Effects) -> std::result::Result<Committed, CommitError> {
+    pub async fn commit_admitted(&self, effects: Effects) -> std::result::Result<Committed, CommitError> {
         let ids: Vec<uuid::Uuid> = effects.alerts.iter().map(|a| a.alert_id).collect();
+        let targets: Option<Vec<Vec<bool>>> = (!effects.claimed.is_empty()).then(|| {
+            effects
+                .claimed
+                .iter()
+                .map(|claimed| self.sinks.iter().map(|s| !claimed.contains(&s.name)).collect())
+                .collect()
+        });
         let records: Vec<Vec<u8>> =
             effects.alerts.iter().map(|a| serde_json::to_vec(a).expect("alerts serialize")).collect();
         let Some(store) = &self.store else {
@@ -207,7 +219,9 @@ impl Router {
                 }
             }
             let (windows, frames): (&[_], &[_]) = if last { (&effects.windows, &effects.frames) } else { (&[], &[]) };
-            let c = commit(store, &self.sinks, &ids[start..end], &records[start..end], windows, frames).await?;
+            let targets = targets.as_ref().map(|t| &t[start..end]);
+            let c =
+                commit(store, &self.sinks, &ids[start..end], &records[start..end], targets, windows, frames).await?;
             total.spooled += c.spooled;
             total.duplicates += c.duplicates;
             total.through = c.through;
@@ -278,6 +292,7 @@ pub fn internal_alert(sink: &str, dropped: u64) -> Alert {
         ts: now,
         window_start: None,
         window_end: None,
+        edge: None,
         detected_at: now,
         row,
     }

@@ -72,6 +72,7 @@ pub(crate) mod fixtures {
             ts: chrono::Utc.timestamp_micros(1_700_000_000_123_456).single().unwrap_or_default(),
             window_start: None,
             window_end: None,
+            edge: None,
             detected_at: chrono::Utc.timestamp_micros(1_700_000_001_000_000).single().unwrap_or_default(),
             row: row.as_object().cloned().unwrap_or_default(),
         }
