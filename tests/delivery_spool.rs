@@ -160,3 +160,47 @@ async fn an_alert_storm_is_capped_per_rule_and_summarised() {
     assert!(metrics.contains("vedette_alerts_suppressed_total 35"), "metric");
     t.engine.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suppress_folds_repeats_of_a_key_into_the_first_alert_and_summarises_the_count() {
+    let t = TestEngine::start_with(|c| {
+        let packs = c.data_dir.join("packs");
+        std::fs::create_dir_all(&packs).unwrap();
+        let pack = "name: team\nversion: 1\ndescription: d\nauthor: a\nrules:\n  - id: t.shadow\n    name: shadow\n    \
+                    severity: high\n    dedup_key: [user]\n    suppress: 2s\n    \
+                    sql: SELECT user, cmdline FROM process_events WHERE cmdline LIKE '%/etc/shadow%'\n";
+        std::fs::write(packs.join("team.yaml"), pack).unwrap();
+        c.rules.builtin = false;
+        c.rules.packs_dir = Some("packs".into());
+        c.rules.allow_unsigned = true;
+    })
+    .await;
+    // Every event in the next 2-second period (aligned to the epoch): root five times, bob once.
+    let now = chrono::Utc::now().timestamp_micros();
+    let period = (now / 2_000_000 + 1) * 2_000_000;
+    let row = |n: i64, user: &str| {
+        serde_json::json!({"ts": period + n * 1000, "event_type": "start", "pid": n, "exe": "/usr/bin/cat",
+                           "cmdline": format!("cat /etc/shadow #{n}"), "user": user})
+    };
+    let rows: Vec<Value> = (0..5).map(|n| row(n, "root")).chain([row(9, "bob")]).collect();
+    let mut c = RawClient::connect(&t.sensor("s", "default"), 0).await.unwrap();
+    let mut s = c.data_stream().await;
+    s.write_all(&ndjson_frame(1, "process_events", &rows)).await.unwrap();
+    s.finish().unwrap();
+    c.until(|m| matches!(m, Control::Ack(a) if a.seq == 1)).await;
+    let path = t.data_dir().join("alerts.jsonl");
+    // The summary follows once the period is over (the rule workers' periodic tick).
+    assert!(eventually(Duration::from_secs(10), || read_alerts(&path).len() == 3).await, "{:?}", read_alerts(&path));
+    let alerts = read_alerts(&path);
+    let firsts: Vec<&Value> = alerts.iter().filter(|a| a["rule_id"] == "t.shadow").collect();
+    assert_eq!(firsts.len(), 2, "one alert per user: {alerts:#?}");
+    let root = firsts.iter().find(|a| a["row"]["user"] == "root").unwrap();
+    assert_eq!(root["row"]["cmdline"], "cat /etc/shadow #0", "the first one stands for the repeats");
+    let summary = alerts.iter().find(|a| a["rule_id"] == "vedette.suppressed").expect("summary alert");
+    assert_eq!(summary["row"]["suppressed"], 4);
+    assert_eq!(summary["row"]["first_alert_id"], root["alert_id"]);
+    assert_eq!(summary["severity"], "high");
+    let (_, metrics) = http_get(t.engine.api_addr, "/metrics").await;
+    assert!(metrics.contains("vedette_dedup_hits_total 4"), "repeats are dedup hits");
+    t.engine.shutdown().await;
+}

@@ -51,6 +51,8 @@ pub struct Committed {
     pub spooled: usize,
     /// Alerts dropped because the dedup ledger had their id.
     pub duplicates: usize,
+    /// The ids of those alerts, once per dropped alert.
+    pub repeated: Vec<uuid::Uuid>,
 }
 
 /// Why a commit failed. Nothing of the batch is durable, nothing in memory changed: the
@@ -140,9 +142,10 @@ pub async fn commit(
     }
     let kept = fresh.iter().filter(|f| **f).count();
     let duplicates = fresh.len() - kept;
+    let repeated = ids.iter().zip(&fresh).filter(|(_, f)| !**f).map(|(id, _)| *id).collect();
     if let Some(d) = &store.dedup {
         d.hits(duplicates as u64);
     }
     store.db.flush_async().await.map_err(|e| CommitError::Flush(e.to_string()))?;
-    Ok(Committed { through, spooled: kept, duplicates })
+    Ok(Committed { through, spooled: kept, duplicates, repeated })
 }

@@ -1,11 +1,14 @@
 //! Rule workers: one per telemetry table, running that table's compiled rules on each batch.
 
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use arrow::array::RecordBatch;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tracing::warn;
+use vedette_pipelines::alert::Alert;
 use vedette_pipelines::compile::TableRules;
+use vedette_pipelines::suppress::{Suppressions, period_start};
 
 use crate::commit::{CommitError, Committed, Effects};
 use crate::metrics::Metrics;
@@ -40,6 +43,9 @@ pub struct RuleWorker {
     pub sinks: Router,
     /// Metrics.
     pub metrics: Metrics,
+    /// Repeats of suppressing rules' alerts, waiting for their period to end (shared by the
+    /// worker's incarnations).
+    pub suppressions: Arc<std::sync::Mutex<Suppressions>>,
 }
 
 /// Why a batch's effects were not committed.
@@ -85,6 +91,19 @@ impl RuleWorker {
         }
         let windows =
             TableRules::checkpoint_updates(&eval.window_updates).map_err(|e| EvalError::Retry(e.to_string()))?;
+        // Alerts of suppressing rules, with the end of their suppression period.
+        let suppressing: Vec<(Alert, i64)> = {
+            let periods: HashMap<&str, i64> =
+                rules.rules().iter().filter_map(|r| Some((r.meta.id.as_str(), r.meta.suppress_us?))).collect();
+            eval.alerts
+                .iter()
+                .filter_map(|a| {
+                    let p = *periods.get(a.rule_id.as_str())?;
+                    let at = a.window_start.unwrap_or(a.ts).timestamp_micros();
+                    Some((a.clone(), period_start(at, p).saturating_add(p)))
+                })
+                .collect()
+        };
         let effects = Effects { alerts: eval.alerts, windows, frames, claimed: Vec::new() };
         let alerts: Vec<(String, &'static str)> =
             effects.alerts.iter().map(|a| (a.rule_id.clone(), a.severity.as_str())).collect();
@@ -99,6 +118,22 @@ impl RuleWorker {
         };
         for (rule, severity) in alerts {
             self.metrics.alerts.with_label_values(&[&rule, severity]).inc();
+        }
+        if !suppressing.is_empty() {
+            let mut repeats: HashMap<uuid::Uuid, usize> = HashMap::new();
+            for id in &committed.repeated {
+                *repeats.entry(*id).or_default() += 1;
+            }
+            let mut s = self.suppressions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            for (alert, end) in &suppressing {
+                match repeats.get_mut(&alert.alert_id) {
+                    Some(n) if *n > 0 => {
+                        *n -= 1;
+                        s.repeated(alert, *end);
+                    }
+                    _ => s.first(alert, *end),
+                }
+            }
         }
         rules.commit(eval.window_updates);
         for (rule, late) in rules.late_rows() {
@@ -134,6 +169,17 @@ impl Actor for RuleWorker {
             RuleWorkerMsg::Tick => {
                 if let Err(e) = self.sinks.tick().await {
                     warn!(error = %e, "Spooling alert-storm summaries failed.");
+                }
+                let summaries = self
+                    .suppressions
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .expired(chrono::Utc::now());
+                if !summaries.is_empty()
+                    && let Err(e) =
+                        self.sinks.commit_admitted(Effects { alerts: summaries, ..Effects::default() }).await
+                {
+                    warn!(error = %e, "Spooling suppression summaries failed (their counts are lost).");
                 }
                 if !rules.rules().iter().any(|r| r.is_windowed()) {
                     return Ok(());

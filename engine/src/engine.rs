@@ -219,8 +219,14 @@ impl EngineHandle {
             let rules = slot.shared.clone();
             let worker = slot.worker.clone();
             let (s, m) = (sinks.clone(), metrics.clone());
+            let suppressions = Arc::default();
             let spec = Child::new(format!("rules:{name}"), worker.clone(), move || {
-                let worker = RuleWorker { rules: Arc::clone(&rules), sinks: s.clone(), metrics: m.clone() };
+                let worker = RuleWorker {
+                    rules: Arc::clone(&rules),
+                    sinks: s.clone(),
+                    metrics: m.clone(),
+                    suppressions: Arc::clone(&suppressions),
+                };
                 (worker, ())
             });
             add_child(&supervisor, Arc::new(spec)).await?;

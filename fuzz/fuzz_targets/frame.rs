@@ -1,5 +1,6 @@
-//! A stream of bytes from a sensor: frame headers, control messages and data frame headers
-//! must be parsed or refused with an error, never panic, whatever the bytes.
+//! A stream of bytes from a sensor (or an edge): frame headers, control messages, data and
+//! alerts frame headers must be parsed or refused with an error, never panic, whatever the
+//! bytes.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -15,6 +16,15 @@ fuzz_target!(|data: &[u8]| {
         match ty {
             FrameType::DataNdjson | FrameType::DataArrow => {
                 let _ = frame::parse_data(ty, body);
+            }
+            FrameType::Alerts => {
+                if let Ok((seq, lines)) = frame::parse_alerts(body) {
+                    assert!(seq > 0);
+                    // What parses must encode back to the same body.
+                    let mut again = Vec::new();
+                    frame::encode_alerts(&mut again, seq, lines);
+                    assert_eq!(&again[HEADER_LEN..], body);
+                }
             }
             _ => {
                 if let Ok(msg) = Control::decode(ty, body) {

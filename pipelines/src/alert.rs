@@ -23,6 +23,8 @@ pub struct RuleMeta {
     pub version: u32,
     /// Result columns whose values identify the detection (part of the alert id).
     pub dedup_key: Vec<String>,
+    /// `suppress` period, µs: alerts of one key within one period share an id.
+    pub suppress_us: Option<i64>,
     /// Pack the rule belongs to.
     pub pack: String,
     /// Severity.
@@ -205,6 +207,7 @@ mod tests {
             name: "R".into(),
             version: 1,
             dedup_key: vec![],
+            suppress_us: None,
             pack: "p".into(),
             severity: Severity::High,
             description: String::new(),

@@ -245,9 +245,17 @@ impl Compiler {
                 ),
             });
         }
+        if rule.suppress.is_some() && rule.dedup_key.is_empty() {
+            return Err(RuleError::Sql {
+                rule: rule.id.clone(),
+                reason: "suppress needs a dedup_key: the result columns that make two alerts the same detection".into(),
+            });
+        }
+        let suppress_us = rule.suppress.map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX).max(1));
         let meta = RuleMeta {
             id: rule.id.clone(),
             dedup_key: rule.dedup_key.clone(),
+            suppress_us,
             name: rule.name.clone(),
             version: pack.rule_version(rule),
             pack: pack.name.clone(),
@@ -888,7 +896,15 @@ fn rows_to_alerts(
         let tenant = tenant.and_then(|a| cell_str(a, i)).map(str::to_string);
         let key: Vec<&serde_json::Value> = meta.dedup_key.iter().map(|c| row.get(c).unwrap_or(&NULL)).collect();
         let identity = match (&sensor_id, seq.and_then(|a| cell_u64(a, i)), row_idx.and_then(|a| cell_u64(a, i))) {
-            _ if !key.is_empty() => Identity::Key { values: &key, window_start: window.map(|w| w.0) },
+            _ if !key.is_empty() => {
+                let start = window.map(|w| w.0);
+                // Suppression: one id per key and period (by window start or event time).
+                let start = match meta.suppress_us {
+                    Some(p) => Some(crate::suppress::period_start(start.unwrap_or(ts_micros), p)),
+                    None => start,
+                };
+                Identity::Key { values: &key, window_start: start }
+            }
             (Some(s), Some(seq), Some(r)) => Identity::Event { sensor_id: s, seq, row: r },
             _ => Identity::Row { ts_micros: window.map_or(ts_micros, |w| w.0), row: &row },
         };

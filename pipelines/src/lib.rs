@@ -17,6 +17,7 @@ pub mod reference;
 pub mod rule;
 pub mod signature;
 pub mod storm;
+pub mod suppress;
 pub mod validate;
 pub mod values;
 pub mod window;
