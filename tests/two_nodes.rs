@@ -49,10 +49,10 @@ impl Node {
     }
 }
 
-fn node_config(dir: &Path, quic: u16, api: u16, sinks: &str) -> PathBuf {
+fn node_config(dir: &Path, quic: u16, api: u16, extra: &str, sinks: &str) -> PathBuf {
     let text = format!(
         "data_dir = \"{}\"\n[ingest]\nlisten = \"127.0.0.1:{quic}\"\nheartbeat_interval = \"500ms\"\nidle_timeout = \"2s\"\n\
-         [pipeline]\nbatch_linger = \"10ms\"\n[api]\nlisten = \"127.0.0.1:{api}\"\n{sinks}",
+         [pipeline]\nbatch_linger = \"10ms\"\n[api]\nlisten = \"127.0.0.1:{api}\"\n{extra}\n{sinks}",
         dir.display()
     );
     let path = dir.join("node.toml");
@@ -68,6 +68,17 @@ fn fast(name: &str) -> String {
 
 /// Central (ES, HEC, file) and edge (ES and HEC hybrid, file, forward through a relay).
 async fn two_nodes(es: &str, hec: &str) -> (Node, Node, Relay) {
+    two_nodes_with(es, hec, |_| String::new(), |_| String::new()).await
+}
+
+/// [`two_nodes`] with extra config sections for each node (given its data dir), written
+/// before the nodes start.
+async fn two_nodes_with(
+    es: &str,
+    hec: &str,
+    central_extra: impl FnOnce(&Path) -> String,
+    edge_extra: impl FnOnce(&Path) -> String,
+) -> (Node, Node, Relay) {
     let shared = format!(
         "{}type = \"elasticsearch\"\nurl = \"{es}\"\nindex = \"alerts\"\nROUTE\n{}type = \"splunk_hec\"\nurl = \"{hec}\"\ntoken = \"test-token\"\nROUTE\n",
         fast("es"),
@@ -76,7 +87,8 @@ async fn two_nodes(es: &str, hec: &str) -> (Node, Node, Relay) {
     let file = "[[sinks]]\nname = \"file\"\ntype = \"file\"\npath = \"alerts.jsonl\"\nbatch = { linger = \"5ms\" }\n";
     let central_dir = tempfile::tempdir().unwrap();
     let (quic, api) = (free_port(true), free_port(false));
-    let config = node_config(central_dir.path(), quic, api, &(shared.replace("ROUTE\n", "") + file));
+    let extra = central_extra(central_dir.path());
+    let config = node_config(central_dir.path(), quic, api, &extra, &(shared.replace("ROUTE\n", "") + file));
     let process = Killed(spawn_engine(&config, api));
     let central = Node { dir: central_dir, quic, api, _process: process };
     // The edge's certificate comes from the central node's CA, with the edge tenant.
@@ -95,7 +107,8 @@ async fn two_nodes(es: &str, hec: &str) -> (Node, Node, Relay) {
     let edge_dir = tempfile::tempdir().unwrap();
     let (quic, api) = (free_port(true), free_port(false));
     let sinks = shared.replace("ROUTE\n", "route = \"hybrid\"\n") + file + &forward;
-    let config = node_config(edge_dir.path(), quic, api, &sinks);
+    let extra = edge_extra(edge_dir.path());
+    let config = node_config(edge_dir.path(), quic, api, &extra, &sinks);
     let process = Killed(spawn_engine(&config, api));
     let edge = Node { dir: edge_dir, quic, api, _process: process };
     (central, edge, relay)
@@ -206,4 +219,96 @@ async fn a_cut_link_spools_the_forward_sink_while_direct_sinks_deliver_then_ever
     assert_eq!(tally(&es.documents()), expected(N));
     assert_eq!(tally(&hec.events()), expected(N));
     assert_eq!(edge.sink("central").await["spooled"], 0);
+}
+
+const TEAM: &str = "name: team\nversion: VERSION\ndescription: d\nauthor: a\nrules:\n  - id: team.passwd\n    name: passwd\n    \
+                    severity: medium\n    sql: SELECT user, cmdline FROM process_events WHERE cmdline LIKE '%/etc/passwd%'\n";
+
+/// Writes `team.yaml` version `version` into `dir`, signed with `key`.
+fn signed_team_pack(dir: &Path, version: u32, key: &vedette_pipelines::signature::SecretKey) {
+    let text = TEAM.replace("VERSION", &version.to_string());
+    let pack = vedette_pipelines::rule::Pack::from_yaml("team.yaml", &text).unwrap();
+    std::fs::write(dir.join("team.yaml"), &text).unwrap();
+    std::fs::write(dir.join("team.yaml.sig"), key.sign(&pack)).unwrap();
+}
+
+/// The rule set an edge reported to the central node (`rules` of its registry record).
+async fn edge_rules(central: &Node) -> Value {
+    let token = std::fs::read_to_string(central.dir.path().join("admin.token")).unwrap();
+    let addr = format!("127.0.0.1:{}", central.api).parse().unwrap();
+    http_call(addr, "GET", "/api/v1/sensors/edge-1", Some(token.trim()), None).await.json()["rules"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_follows_its_upstreams_rules_verifying_them_with_its_own_keys() {
+    use vedette_pipelines::signature::SecretKey;
+    let (trusted, other) = (SecretKey::from_seed([7; 32]), SecretKey::from_seed([9; 32]));
+    let (es, hec) = (Elasticsearch::default(), Hec::default());
+    let (es_url, hec_url) = (es.start().await, hec.start().await);
+    let central_rules = |dir: &Path| {
+        let packs = dir.join("packs");
+        std::fs::create_dir_all(&packs).unwrap();
+        signed_team_pack(&packs, 1, &trusted);
+        std::fs::write(dir.join("trusted.pub"), trusted.public().to_text()).unwrap();
+        std::fs::write(dir.join("other.pub"), other.public().to_text()).unwrap();
+        "[rules]\npacks_dir = \"packs\"\ntrusted_keys = [\"trusted.pub\", \"other.pub\"]\n".to_string()
+    };
+    // The edge trusts only the first key, and has no packs of its own.
+    let edge_rules_config = |dir: &Path| {
+        std::fs::write(dir.join("trusted.pub"), trusted.public().to_text()).unwrap();
+        "[rules]\nfollow_upstream = true\ntrusted_keys = [\"trusted.pub\"]\n".to_string()
+    };
+    let (central, edge, _relay) = two_nodes_with(&es_url, &hec_url, central_rules, edge_rules_config).await;
+
+    // The edge applies the central node's set and says so.
+    let synced = || async { edge_rules(&central).await };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let reported = loop {
+        let r = synced().await;
+        if r["packs"].as_array().is_some_and(|p| p.iter().any(|p| p[0] == "team"))
+            || tokio::time::Instant::now() > deadline
+        {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(reported["packs"], serde_json::json!([["builtin-linux", 1], ["team", 1]]), "{reported}");
+    assert!(reported["error"].is_null(), "{reported}");
+    // The synced rule runs on the edge.
+    let cfg = sensor_config(edge.dir.path(), format!("127.0.0.1:{}", edge.quic).parse().unwrap(), "s-1", "acme");
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let row = serde_json::json!({"ts": chrono::Utc::now().timestamp_micros(), "event_type": "start", "pid": 1,
+                                 "exe": "/usr/bin/cat", "cmdline": "cat /etc/passwd", "user": "dev"});
+    tx.send(Event { table: "process_events".into(), row }).await.unwrap();
+    drop(tx);
+    tokio::time::timeout(Duration::from_secs(30), sensor::run(cfg, rx, Arc::new(SensorStats::default())))
+        .await
+        .unwrap()
+        .unwrap();
+    let on_edge = || edge.all_alerts().iter().any(|a| a["rule_id"] == "team.passwd");
+    assert!(eventually(Duration::from_secs(10), on_edge).await, "the edge runs the upstream's rule");
+    // A local apply on the edge is refused: its rules come from the upstream.
+    let token = std::fs::read_to_string(edge.dir.path().join("admin.token")).unwrap();
+    let addr = format!("127.0.0.1:{}", edge.api).parse().unwrap();
+    let r = http_call(addr, "POST", "/api/v1/rules/apply", Some(token.trim()), Some(b"{}")).await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert!(r.body.contains("follow_upstream"), "{}", r.body);
+
+    // Version 2, signed with a key the central node trusts but the edge does not: the edge
+    // refuses it, keeps version 1, and the central node shows why.
+    signed_team_pack(&central.dir.path().join("packs"), 2, &other);
+    let token = std::fs::read_to_string(central.dir.path().join("admin.token")).unwrap();
+    let addr = format!("127.0.0.1:{}", central.api).parse().unwrap();
+    let r = http_call(addr, "POST", "/api/v1/rules/apply", Some(token.trim()), Some(b"{}")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let refused = loop {
+        let r = synced().await;
+        if r["error"].is_string() || tokio::time::Instant::now() > deadline {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(refused["error"].as_str().unwrap_or_default().contains("team"), "{refused}");
+    assert_eq!(refused["packs"], serde_json::json!([["builtin-linux", 1], ["team", 1]]), "the edge keeps version 1");
 }

@@ -66,6 +66,11 @@ pub struct SensorRecord {
     /// Enrollment token it enrolled with, if it enrolled.
     #[serde(default)]
     pub enrolled_with: Option<String>,
+    /// Edges that follow this engine's rules: the packs they run, as they last reported
+    /// (`{"packs": [["name", version]], "error": "…"}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub rules: Option<vedette_schemas::fleet::RulesApplied>,
 }
 
 impl SensorRecord {
@@ -87,6 +92,7 @@ impl SensorRecord {
             offline_at: None,
             silent_since: None,
             silent_alerted: false,
+            rules: None,
             enrolled_with: None,
         }
     }
@@ -269,6 +275,12 @@ impl Registry {
             Action::ApplyConfig { config } => r.config_version = Some(config.version),
             Action::RenewCertificate {} => {}
         })
+    }
+
+    /// An edge reported the rule set it runs (after a RULES).
+    pub fn rules_applied(&self, sensor_id: &str, applied: vedette_schemas::fleet::RulesApplied) -> Result<()> {
+        self.update(sensor_id, |r| r.rules = Some(applied))?;
+        Ok(())
     }
 
     /// The sensor said GOODBYE: offline on purpose.

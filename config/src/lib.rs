@@ -404,6 +404,11 @@ pub struct RulesConfig {
     /// behind; `0` = unbounded (replaying old data).
     #[serde(default = "default_max_clock_behind", with = "crate::duration")]
     pub max_clock_behind: Duration,
+    /// Run the rule set of the upstream this engine forwards to (its `forward` sink): packs
+    /// arrive over the forward connection, are verified against `trusted_keys` and applied
+    /// atomically; `packs_dir`, `rules apply` and SIGHUP no longer change the rules.
+    #[serde(default)]
+    pub follow_upstream: bool,
 }
 
 fn yes() -> bool {
@@ -436,6 +441,7 @@ impl Default for RulesConfig {
             eval_threads: 0,
             max_clock_ahead: default_max_clock_ahead(),
             max_clock_behind: default_max_clock_behind(),
+            follow_upstream: false,
         }
     }
 }
@@ -661,6 +667,9 @@ impl Config {
             }
         }
         let forwards = self.sinks.iter().filter(|s| matches!(s.connector, Connector::Forward(_))).count();
+        if self.rules.follow_upstream && forwards == 0 {
+            push("rules.follow_upstream".into(), "needs a sink of type `forward` (the upstream to follow)".into());
+        }
         if forwards > 1 {
             push("sinks".into(), "at most one sink may be of type `forward` (one upstream)".into());
         }

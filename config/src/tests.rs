@@ -272,6 +272,8 @@ fn hec_request_size_is_checked() {
 
 #[test]
 fn routes_need_one_forward_sink_and_a_forward_sink_is_checked() {
+    let err = Config::from_toml_str("[rules]\nfollow_upstream = true\n").unwrap_err().to_string();
+    assert!(err.contains("rules.follow_upstream") && err.contains("needs a sink of type `forward`"), "{err}");
     let no_upstream = "[[sinks]]\nname = \"s\"\ntype = \"stdout\"\nroute = \"proxy\"\n";
     let err = Config::from_toml_str(no_upstream).unwrap_err().to_string();
     assert!(err.contains("sinks[0].route") && err.contains("need a sink of type `forward`"), "{err}");

@@ -60,7 +60,7 @@ pub struct EngineHandle {
     workers: HashMap<String, Slot<RuleWorkerMsg>>,
     api: tokio::task::JoinHandle<()>,
     api_stop: tokio::sync::oneshot::Sender<()>,
-    pruners: [tokio::task::JoinHandle<()>; 2],
+    pruners: [tokio::task::JoinHandle<()>; 3],
     history: Arc<History>,
     db: sled::Db,
     metrics: Metrics,
@@ -142,6 +142,10 @@ impl EngineHandle {
         let metrics = Metrics::new();
         let table_names: Vec<String> = catalog.tables().map(|t| t.name().to_string()).collect();
         let manager = RuleManager::start(config.clone(), compiler, db.clone(), &table_names, metrics.clone()).await?;
+        let rule_sets = manager.rule_sets();
+        // Rule sets the forward connection receives, for an engine that follows its upstream.
+        let (synced_tx, synced_rx) = tokio::sync::mpsc::unbounded_channel();
+        let follow = config.rules.follow_upstream.then_some(synced_tx);
         let status = manager.status();
         info!(packs = status.packs.len(), rules = status.rules.iter().filter(|r| r.enabled).count(), "Rules compiled.");
 
@@ -166,7 +170,7 @@ impl EngineHandle {
         let local = configured.iter().filter(|s| s.common.route != vedette_config::Route::Proxy).cloned();
         for sink in local.chain([history_sink]) {
             let make: Option<ConnectorFactory> = if let vedette_config::Connector::Forward(f) = &sink.connector {
-                let make = crate::forward::factory(f, &data_dir, &configured)
+                let make = crate::forward::factory(f, &data_dir, &configured, follow.clone())
                     .map_err(|reason| ActorError::Spawn { name: sink.name().into(), reason })?;
                 Some(make)
             } else if matches!(sink.connector, vedette_config::Connector::History {}) {
@@ -284,6 +288,7 @@ impl EngineHandle {
             liveness: Arc::clone(&liveness),
             taps: Arc::clone(&taps),
             router: sinks.clone(),
+            rule_sets: Some(rule_sets),
             issuer,
             limits: Limits {
                 max_frame_bytes: config.ingest.max_frame_bytes,
@@ -317,6 +322,7 @@ impl EngineHandle {
             info!(file = %token_file.display(), "Created the local admin API token (the CLI reads it from this file).");
         }
         let manager = Arc::new(tokio::sync::Mutex::new(manager));
+        let rule_sync = tokio::spawn(crate::rulesync::run(Arc::clone(&manager), synced_rx));
         let app = crate::api::router(ApiParts {
             metrics: metrics.clone(),
             readiness,
@@ -339,6 +345,7 @@ impl EngineHandle {
         let pruners = [
             tokio::spawn(prune_history(Arc::clone(&history), metrics.clone())),
             tokio::spawn(prune_dedup(Arc::clone(&store))),
+            rule_sync,
         ];
         info!(%ingest_addr, %api_addr, data_dir = %data_dir.display(), "vedette is running.");
         Ok(Self {

@@ -18,6 +18,9 @@ pub enum EngineError {
     /// An actor, TLS setup or the state store failed.
     #[error(transparent)]
     Actor(#[from] vedette_actors::ActorError),
+    /// The request does not fit how this engine is set up; the message says what to do.
+    #[error("{0}")]
+    Refused(String),
     /// No applied rule has this id.
     #[error("no applied rule has the id `{id}`; `vedette rules list` shows the rule ids")]
     UnknownRule {

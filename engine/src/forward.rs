@@ -47,6 +47,8 @@ type Answer = Result<(), String>;
 struct Link {
     conn: quinn::Connection,
     data: quinn::SendStream,
+    /// Control messages to the upstream (RULES_APPLIED); heartbeats go the same way.
+    _control: mpsc::UnboundedSender<Control>,
     answers: mpsc::UnboundedReceiver<(u64, Answer)>,
     tasks: [tokio::task::JoinHandle<()>; 2],
 }
@@ -67,16 +69,23 @@ pub struct Forward {
     claimed: Vec<String>,
     next_seq: u64,
     link: Option<Link>,
+    /// Where rule sets from the upstream go (`rules.follow_upstream`); `None`: ignored.
+    follow: Option<mpsc::UnboundedSender<crate::rulesync::Received>>,
 }
 
 impl Forward {
     /// A connector for `config`; relative paths are inside `data_dir`.
-    pub fn new(config: &ForwardSinkConfig, data_dir: &Path, claimed: Vec<String>) -> Result<Self, String> {
+    pub fn new(
+        config: &ForwardSinkConfig,
+        data_dir: &Path,
+        claimed: Vec<String>,
+        follow: Option<mpsc::UnboundedSender<crate::rulesync::Received>>,
+    ) -> Result<Self, String> {
         let server = config.server.parse().map_err(|_| format!("`{}` is not an ip:port address", config.server))?;
         let path = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { data_dir.join(p) };
         let mut cfg = SensorConfig::new(server, path(&config.ca), path(&config.cert), path(&config.key), "edge");
         cfg.server_name = config.server_name.clone();
-        Ok(Self { cfg, ack_timeout: config.ack_timeout, claimed, next_seq: 0, link: None })
+        Ok(Self { cfg, ack_timeout: config.ack_timeout, claimed, next_seq: 0, link: None, follow })
     }
 
     async fn connect(&mut self) -> Result<&mut Link, String> {
@@ -96,22 +105,34 @@ impl Forward {
             let (tx, answers) = mpsc::unbounded_channel();
             let beat = Duration::from_millis(s.welcome.heartbeat_interval_ms.max(100));
             let (mut ctrl_send, mut ctrl_recv) = (s.ctrl_send, s.ctrl_recv);
-            // Heartbeats keep the edge "online" in the upstream's fleet view between batches.
-            let heartbeats = tokio::spawn(async move {
+            let (control, mut outgoing) = mpsc::unbounded_channel::<Control>();
+            // Heartbeats keep the edge "online" in the upstream's fleet view between batches;
+            // RULES_APPLIED answers go out on the same stream.
+            let writer = tokio::spawn(async move {
+                let mut tick = tokio::time::interval(beat);
                 loop {
-                    tokio::time::sleep(beat).await;
-                    let hb = Control::Heartbeat(Heartbeat { ts: chrono::Utc::now().timestamp_micros() });
-                    if ctrl_send.write_all(&hb.to_frame()).await.is_err() {
+                    let msg = tokio::select! {
+                        _ = tick.tick() => Control::Heartbeat(Heartbeat { ts: chrono::Utc::now().timestamp_micros() }),
+                        m = outgoing.recv() => match m { Some(m) => m, None => return },
+                    };
+                    if ctrl_send.write_all(&msg.to_frame()).await.is_err() {
                         return;
                     }
                 }
             });
             // Answers are read all the time, so the upstream's control stream never backs up.
+            let (follow, answer_to) = (self.follow.clone(), control.clone());
             let reader = tokio::spawn(async move {
                 while let Ok(msg) = sensor::read_control(&mut ctrl_recv).await {
                     let answer = match msg {
                         Control::Ack(a) => (a.seq, Ok(())),
                         Control::Error(e) => (e.seq.unwrap_or(0), Err(format!("{}: {}", e.code, e.message))),
+                        Control::Rules(set) => {
+                            if let Some(f) = &follow {
+                                let _ = f.send((set, answer_to.clone()));
+                            }
+                            continue;
+                        }
                         _ => continue,
                     };
                     if tx.send(answer).is_err() {
@@ -119,7 +140,7 @@ impl Forward {
                     }
                 }
             });
-            self.link = Some(Link { conn: s.conn, data, answers, tasks: [heartbeats, reader] });
+            self.link = Some(Link { conn: s.conn, data, _control: control, answers, tasks: [writer, reader] });
         }
         Ok(self.link.as_mut().expect("connected above"))
     }
@@ -161,6 +182,23 @@ impl Forward {
 }
 
 impl Connector for Forward {
+    /// An engine that follows its upstream's rules stays connected without alerts to send, so
+    /// rule sets reach it.
+    fn idle(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let dead = self.link.as_ref().is_some_and(|l| l.conn.close_reason().is_some());
+            if dead {
+                self.link = None;
+            }
+            if self.follow.is_some()
+                && self.link.is_none()
+                && let Err(e) = self.connect().await
+            {
+                tracing::debug!(error = %e, "Cannot reach the upstream to follow its rules; retrying.");
+            }
+        })
+    }
+
     fn send<'a>(&'a mut self, batch: &'a [Outgoing]) -> BoxFuture<'a, Vec<Outcome>> {
         Box::pin(async move {
             match self.forward(batch).await {
@@ -179,11 +217,12 @@ pub fn factory(
     config: &ForwardSinkConfig,
     data_dir: &Path,
     sinks: &[SinkConfig],
+    follow: Option<mpsc::UnboundedSender<crate::rulesync::Received>>,
 ) -> Result<vedette_actors::sinks::ConnectorFactory, String> {
     let (config, dir, claimed) = (config.clone(), data_dir.to_path_buf(), claimed(sinks));
-    Forward::new(&config, &dir, claimed.clone())?;
+    Forward::new(&config, &dir, claimed.clone(), follow.clone())?;
     Ok(Arc::new(move || {
-        Forward::new(&config, &dir, claimed.clone())
+        Forward::new(&config, &dir, claimed.clone(), follow.clone())
             .map(|f| Box::new(f) as Box<dyn Connector>)
             .map_err(|reason| vedette_actors::ActorError::Spawn { name: "forward".into(), reason })
     }))

@@ -15,6 +15,7 @@ pub mod quic;
 pub mod reference;
 pub mod rules_cli;
 pub mod ruleset;
+pub mod rulesync;
 pub mod sensor;
 
 pub use engine::EngineHandle;

@@ -24,6 +24,7 @@ use vedette_pipelines::signature::{self, PublicKey};
 
 use crate::error::{EngineError, Result};
 use crate::reference::RefStatus;
+use vedette_schemas::fleet::{RuleSet, SyncedPack};
 
 /// A pack as loaded, with the text it came from (none for the built-in pack).
 #[derive(Debug, Clone)]
@@ -32,13 +33,15 @@ pub struct LoadedPack {
     pub pack: Pack,
     /// Its YAML text, kept in the registry so a restart can come back with it.
     pub source: Option<String>,
+    /// Its signature file's text, if it has one (sent to edges that follow this engine).
+    pub signature: Option<String>,
 }
 
 /// Loads the built-in pack and every `*.yaml` pack of `packs_dir`, checking signatures.
 pub fn load_packs(config: &Config) -> Result<Vec<LoadedPack>> {
     let mut packs = Vec::new();
     if config.rules.builtin {
-        packs.push(LoadedPack { pack: Pack::builtin(), source: None });
+        packs.push(LoadedPack { pack: Pack::builtin(), source: None, signature: None });
     }
     let Some(dir) = &config.rules.packs_dir else { return Ok(packs) };
     let dir = resolve(&config.data_dir, dir);
@@ -68,7 +71,8 @@ pub fn load_packs(config: &Config) -> Result<Vec<LoadedPack>> {
             }
             Err(e) => return Err(e),
         }
-        packs.push(LoadedPack { pack, source: Some(text) });
+        let signature = std::fs::read_to_string(signature_path(&f)).ok();
+        packs.push(LoadedPack { pack, source: Some(text), signature });
     }
     Ok(packs)
 }
@@ -84,6 +88,9 @@ struct AppliedPack {
     /// YAML text (none for the built-in pack).
     #[serde(default)]
     source: Option<String>,
+    /// Signature file text, if any.
+    #[serde(default)]
+    signature: Option<String>,
 }
 
 fn yes() -> bool {
@@ -104,7 +111,7 @@ fn pack_records(db: &sled::Db, packs: &[LoadedPack]) -> Result<Vec<(String, Appl
         RuleError::InvalidRule { rule: pack.name.clone(), reason }.into()
     };
     let mut updates = Vec::new();
-    for LoadedPack { pack, source } in packs {
+    for LoadedPack { pack, source, signature } in packs {
         let sha256 = hex::encode(sha2::Sha256::digest(signature::canonical_bytes(pack)));
         let before = tree
             .get(pack.name.as_bytes())
@@ -130,7 +137,13 @@ fn pack_records(db: &sled::Db, packs: &[LoadedPack]) -> Result<Vec<(String, Appl
                 ));
             }
         }
-        let applied = AppliedPack { version: pack.version, sha256, active: true, source: source.clone() };
+        let applied = AppliedPack {
+            version: pack.version,
+            sha256,
+            active: true,
+            source: source.clone(),
+            signature: signature.clone(),
+        };
         updates.push((pack.name.clone(), applied));
     }
     let names: HashSet<&str> = packs.iter().map(|p| p.pack.name.as_str()).collect();
@@ -176,7 +189,7 @@ fn recorded_packs(db: &sled::Db) -> Result<Vec<LoadedPack>> {
             Some(text) => Pack::from_yaml(&format!("registry:{}", String::from_utf8_lossy(&k)), text)?,
             None => Pack::builtin(),
         };
-        packs.push(LoadedPack { pack, source: applied.source });
+        packs.push(LoadedPack { pack, source: applied.source, signature: applied.signature });
     }
     Ok(packs)
 }
@@ -237,6 +250,23 @@ pub async fn compile_packs(compiler: &Compiler, packs: &[Pack]) -> Result<Vec<Ar
 }
 
 /// `(name, version)` of each pack, by name.
+/// Loaded packs, their compiled rules, and the registry records to write once installed.
+type Prepared = (Vec<LoadedPack>, Vec<Arc<CompiledRule>>, Vec<(String, AppliedPack)>);
+
+/// The rule set edges receive for `loaded`.
+fn rule_set(loaded: &[LoadedPack]) -> RuleSet {
+    let packs = loaded
+        .iter()
+        .map(|l| SyncedPack {
+            name: l.pack.name.clone(),
+            version: l.pack.version,
+            yaml: l.source.clone(),
+            signature: l.signature.clone(),
+        })
+        .collect();
+    RuleSet { packs }
+}
+
 fn names_versions(packs: &[Pack]) -> Vec<(String, u32)> {
     let mut out: Vec<(String, u32)> = packs.iter().map(|p| (p.name.clone(), p.version)).collect();
     out.sort();
@@ -338,6 +368,8 @@ pub struct RuleManager {
     last_error: Option<String>,
     metrics: vedette_actors::metrics::Metrics,
     references: Vec<RefStatus>,
+    /// The applied set as sent to edges that follow this engine (updated on every apply).
+    rule_set: tokio::sync::watch::Sender<Arc<RuleSet>>,
 }
 
 impl RuleManager {
@@ -362,7 +394,18 @@ impl RuleManager {
         let windows = db.open_tree("windows").map_err(storage("windows"))?;
         let overrides = db.open_tree("rule_overrides").map_err(storage("rule_overrides"))?;
         let mut last_error = None;
-        let (packs, compiled, records) = match Self::prepare(&config, &compiler, &db).await {
+        let prepared = if config.rules.follow_upstream {
+            // The rules come from the upstream: start with the set it sent last time (or the
+            // built-in pack before the first sync).
+            let mut recorded = recorded_packs(&db)?;
+            if recorded.is_empty() && config.rules.builtin {
+                recorded.push(LoadedPack { pack: Pack::builtin(), source: None, signature: None });
+            }
+            Self::prepare_loaded(&compiler, &db, recorded).await
+        } else {
+            Self::prepare(&config, &compiler, &db).await
+        };
+        let (loaded, compiled, records) = match prepared {
             Ok(ok) => ok,
             Err(e) => {
                 let recorded = recorded_packs(&db)?;
@@ -372,11 +415,12 @@ impl RuleManager {
                 error!(error = %e, "The packs directory does not apply; starting with the rule set applied last time.");
                 metrics.rules_apply.with_label_values(&["refused"]).inc();
                 last_error = Some(e.to_string());
-                let packs: Vec<Pack> = recorded.into_iter().map(|p| p.pack).collect();
+                let packs: Vec<Pack> = recorded.iter().map(|p| p.pack.clone()).collect();
                 let compiled = compile_packs(&compiler, &packs).await?;
-                (packs, compiled, Vec::new())
+                (recorded, compiled, Vec::new())
             }
         };
+        let packs: Vec<Pack> = loaded.iter().map(|l| l.pack.clone()).collect();
         let mut slots = BTreeMap::new();
         for t in tables {
             let mut rules = {
@@ -403,6 +447,7 @@ impl RuleManager {
             last_error,
             metrics,
             references,
+            rule_set: tokio::sync::watch::Sender::new(Arc::new(rule_set(&loaded))),
         };
         manager.install().await?;
         // Recorded once running: the registry never names a set that is not installed.
@@ -411,16 +456,33 @@ impl RuleManager {
     }
 
     /// Reads, verifies, compiles and records the packs directory; nothing is swapped.
-    async fn prepare(
-        config: &Config,
-        compiler: &Compiler,
-        db: &sled::Db,
-    ) -> Result<(Vec<Pack>, Vec<Arc<CompiledRule>>, Vec<(String, AppliedPack)>)> {
-        let loaded = load_packs(config)?;
+    async fn prepare(config: &Config, compiler: &Compiler, db: &sled::Db) -> Result<Prepared> {
+        Self::prepare_loaded(compiler, db, load_packs(config)?).await
+    }
+
+    /// Compiles and records already loaded (and verified) packs; nothing is swapped.
+    async fn prepare_loaded(compiler: &Compiler, db: &sled::Db, loaded: Vec<LoadedPack>) -> Result<Prepared> {
         let packs: Vec<Pack> = loaded.iter().map(|l| l.pack.clone()).collect();
         let compiled = compile_packs(compiler, &packs).await?;
         let records = pack_records(db, &loaded)?;
-        Ok((packs, compiled, records))
+        Ok((loaded, compiled, records))
+    }
+
+    /// The applied rule set as edges following this engine receive it; changes on every apply.
+    pub fn rule_sets(&self) -> tokio::sync::watch::Receiver<Arc<RuleSet>> {
+        self.rule_set.subscribe()
+    }
+
+    /// Applies the rule set an upstream sent (`rules.follow_upstream`): every pack's signature
+    /// is checked against this engine's own trusted keys (unless `rules.allow_unsigned`), then
+    /// the set is applied atomically like a local apply.
+    pub async fn apply_synced(&mut self, set: &RuleSet) -> Result<ApplyReport> {
+        let loaded = match crate::rulesync::verify(&self.config, set) {
+            Ok(l) => l,
+            Err(e) => return Err(self.refused(e)),
+        };
+        let prepared = Self::prepare_loaded(&self.compiler, &self.db, loaded).await;
+        self.install_prepared(prepared).await
     }
 
     /// The table slots (the engine attaches a worker to each).
@@ -431,9 +493,22 @@ impl RuleManager {
     /// Re-reads the packs directory and swaps the new set in, atomically: on any error the
     /// running set is unchanged and the error is returned (and kept for the status).
     pub async fn apply(&mut self) -> Result<ApplyReport> {
+        if self.config.rules.follow_upstream {
+            let e = EngineError::Refused(
+                "this engine's rules follow its upstream (rules.follow_upstream): apply the packs on the upstream"
+                    .into(),
+            );
+            return Err(self.refused(e));
+        }
+        let prepared = Self::prepare(&self.config, &self.compiler, &self.db).await;
+        self.install_prepared(prepared).await
+    }
+
+    async fn install_prepared(&mut self, prepared: Result<Prepared>) -> Result<ApplyReport> {
         let planned_before = self.compiler.plans_built();
-        match Self::prepare(&self.config, &self.compiler, &self.db).await {
-            Ok((packs, compiled, records)) => {
+        match prepared {
+            Ok((loaded, compiled, records)) => {
+                let packs: Vec<Pack> = loaded.iter().map(|l| l.pack.clone()).collect();
                 let previous = std::mem::replace(&mut self.compiled, compiled);
                 if let Err(e) = self.install().await {
                     self.compiled = previous;
@@ -450,6 +525,7 @@ impl RuleManager {
                     return Err(self.refused(e));
                 }
                 self.packs = names_versions(&packs);
+                self.rule_set.send_replace(Arc::new(rule_set(&loaded)));
                 self.last_error = None;
                 let keep: HashSet<String> = self.compiled.iter().map(|r| r.fingerprint.clone()).collect();
                 self.compiler.retain_plans(&keep);

@@ -361,3 +361,40 @@ mod tests {
         assert_eq!(ObserveLevel::Minimal.proc_poll_ms(), None);
     }
 }
+
+/// One pack of an upstream's applied rule set (RULES).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncedPack {
+    /// Pack name.
+    pub name: String,
+    /// Pack version.
+    pub version: u32,
+    /// The pack's YAML text; `None` for the built-in pack (the edge uses its own copy).
+    #[serde(default)]
+    pub yaml: Option<String>,
+    /// The pack's signature file (`name.yaml.sig`), if the upstream has one.
+    #[serde(default)]
+    pub signature: Option<String>,
+}
+
+/// Upstream → edge: the upstream's applied rule set (RULES), sent after WELCOME and after
+/// every apply on the upstream.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSet {
+    /// The packs, built-in included when the upstream runs it.
+    pub packs: Vec<SyncedPack>,
+}
+
+/// Edge → upstream: the packs the edge runs after a RULES (RULES_APPLIED), and why it refused
+/// the set if it did (it then keeps running its previous set).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RulesApplied {
+    /// `(name, version)` of every pack running on the edge.
+    pub packs: Vec<(String, u32)>,
+    /// Why the set was refused (bad signature, a rule that does not compile here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}

@@ -71,6 +71,10 @@ pub enum FrameType {
     Csr = 0x0a,
     /// Engine → sensor: an issued certificate (renewal or enrollment).
     Certificate = 0x0b,
+    /// Upstream engine → edge engine: the upstream's applied rule set.
+    Rules = 0x0c,
+    /// Edge engine → upstream engine: the rule set the edge runs after a RULES.
+    RulesApplied = 0x0d,
     /// Sensor → engine, enrollment ALPN only: token + CSR.
     Enroll = 0x20,
     /// Sensor → engine: NDJSON rows of one table.
@@ -96,6 +100,8 @@ impl FrameType {
             0x09 => Self::CommandResult,
             0x0a => Self::Csr,
             0x0b => Self::Certificate,
+            0x0c => Self::Rules,
+            0x0d => Self::RulesApplied,
             0x20 => Self::Enroll,
             0x10 => Self::DataNdjson,
             0x11 => Self::DataArrow,
@@ -358,6 +364,10 @@ pub enum Control {
     Certificate(crate::fleet::CertificateIssued),
     /// See [`crate::fleet::Enroll`].
     Enroll(crate::fleet::Enroll),
+    /// Upstream → edge: the applied rule set.
+    Rules(crate::fleet::RuleSet),
+    /// Edge → upstream: what the edge runs now.
+    RulesApplied(crate::fleet::RulesApplied),
 }
 
 impl Control {
@@ -378,6 +388,8 @@ impl Control {
             FrameType::CommandResult => Self::CommandResult(de("COMMAND_RESULT", body)?),
             FrameType::Csr => Self::Csr(de("CSR", body)?),
             FrameType::Certificate => Self::Certificate(de("CERTIFICATE", body)?),
+            FrameType::Rules => Self::Rules(de("RULES", body)?),
+            FrameType::RulesApplied => Self::RulesApplied(de("RULES_APPLIED", body)?),
             FrameType::Enroll => Self::Enroll(de("ENROLL", body)?),
             FrameType::DataNdjson | FrameType::DataArrow | FrameType::Alerts => {
                 return Err(SchemaError::MalformedFrame {
@@ -401,6 +413,8 @@ impl Control {
             Self::CommandResult(m) => (FrameType::CommandResult, serde_json::to_vec(m)),
             Self::Csr(m) => (FrameType::Csr, serde_json::to_vec(m)),
             Self::Certificate(m) => (FrameType::Certificate, serde_json::to_vec(m)),
+            Self::Rules(m) => (FrameType::Rules, serde_json::to_vec(m)),
+            Self::RulesApplied(m) => (FrameType::RulesApplied, serde_json::to_vec(m)),
             Self::Enroll(m) => (FrameType::Enroll, serde_json::to_vec(m)),
         };
         encode_frame(out, ty, &body.expect("control messages always serialize"));

@@ -62,6 +62,8 @@ pub struct IngestContext {
     pub taps: Arc<crate::fleet::taps::Taps>,
     /// Where forwarded alerts from edges are committed (every sink's spool).
     pub router: crate::sinks::Router,
+    /// This engine's applied rule set, sent to edges (RULES) now and after every apply.
+    pub rule_sets: Option<tokio::sync::watch::Receiver<Arc<vedette_schemas::fleet::RuleSet>>>,
     /// Signs enrollments and renewals; `None`: this engine has no CA key (both are off).
     pub issuer: Option<Arc<dyn crate::fleet::CertIssuer>>,
     /// Limits.

@@ -9,7 +9,7 @@ use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 use vedette_schemas::SchemaError;
 use vedette_schemas::decode::{Identity, decode_frame};
-use vedette_schemas::fleet::{CommandResult, ENROLL_ALPN};
+use vedette_schemas::fleet::{CommandResult, EDGE_TENANT, ENROLL_ALPN};
 use vedette_schemas::frame::{
     self, Ack, Control, ErrorMsg, FrameType, HEADER_LEN, Heartbeat, PROTOCOL_VERSION, RowErrors, Welcome, close_code,
 };
@@ -247,6 +247,11 @@ async fn serve(
     send_commands(ctx, &sensor, waiting).await;
     let mut tasks = JoinSet::new();
     tasks.spawn(write_control(send, ctrl_rx));
+    if sensor.tenant == EDGE_TENANT
+        && let Some(sets) = &ctx.rule_sets
+    {
+        tasks.spawn(send_rule_sets(sets.clone(), Arc::clone(&sensor)));
+    }
     let mut control = tokio::spawn(read_control(Arc::clone(ctx), recv, Arc::clone(&sensor)));
     let _abort_control = AbortOnDrop(control.abort_handle());
     loop {
@@ -325,6 +330,21 @@ impl Sensor {
     }
 }
 
+/// Sends an edge this engine's rule set now and after every apply (RULES); edges that follow
+/// their upstream apply it and answer RULES_APPLIED.
+async fn send_rule_sets(
+    mut sets: tokio::sync::watch::Receiver<Arc<vedette_schemas::fleet::RuleSet>>,
+    sensor: Arc<Sensor>,
+) -> Result<(), String> {
+    loop {
+        let set = sets.borrow_and_update().clone();
+        sensor.say(Control::Rules((*set).clone())).await;
+        if sets.changed().await.is_err() {
+            return Ok(());
+        }
+    }
+}
+
 async fn write_control(mut send: quinn::SendStream, mut rx: mpsc::Receiver<Control>) -> Result<(), String> {
     let mut buf = Vec::new();
     while let Some(msg) = rx.recv().await {
@@ -355,6 +375,18 @@ async fn read_control(ctx: Arc<IngestContext>, mut recv: quinn::RecvStream, sens
                         warn!(sensor = %sensor.id, error = %e, "Recording a goodbye failed.");
                     }
                     return Ok(());
+                }
+                Ok(Control::RulesApplied(r)) => {
+                    sensor.activity.heard();
+                    match &r.error {
+                        None => info!(edge = %sensor.id, packs = ?r.packs, "Edge runs this engine's rule set."),
+                        Some(e) => {
+                            warn!(edge = %sensor.id, packs = ?r.packs, error = %e, "Edge refused this engine's rule set.")
+                        }
+                    }
+                    if let Err(e) = ctx.registry.rules_applied(&sensor.id, r) {
+                        warn!(edge = %sensor.id, error = %e, "Recording an edge's rule set failed.");
+                    }
                 }
                 Ok(Control::CommandResult(r)) => {
                     sensor.activity.heard();

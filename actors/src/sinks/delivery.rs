@@ -50,6 +50,12 @@ pub trait Connector: Send + 'static {
     fn health(&mut self) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async { Ok(()) })
     }
+
+    /// Called about once a second while the spool is empty (a connector that must stay
+    /// connected between batches, like `forward`, reconnects here). Default: nothing.
+    fn idle(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
 }
 
 /// The batch's bodies, one per line (file and stdout framing).
@@ -133,8 +139,10 @@ impl Delivery {
             };
             if records.is_empty() {
                 linger_from = None;
+                self.connector.idle().await;
                 tokio::select! {
                     _ = spool.wait_for_data() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                     r = stop.changed() => if r.is_err() { return },
                 }
                 continue;

@@ -61,6 +61,7 @@ impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         let status = match &e {
             EngineError::UnknownRule { .. } => StatusCode::NOT_FOUND,
+            EngineError::Refused(_) => StatusCode::CONFLICT,
             EngineError::Rules(_) | EngineError::Io { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
