@@ -481,8 +481,9 @@ impl RuleManager {
             Ok(l) => l,
             Err(e) => return Err(self.refused(e)),
         };
+        let planned_before = self.compiler.plans_built();
         let prepared = Self::prepare_loaded(&self.compiler, &self.db, loaded).await;
-        self.install_prepared(prepared).await
+        self.install_prepared(prepared, planned_before).await
     }
 
     /// The table slots (the engine attaches a worker to each).
@@ -500,12 +501,14 @@ impl RuleManager {
             );
             return Err(self.refused(e));
         }
+        let planned_before = self.compiler.plans_built();
         let prepared = Self::prepare(&self.config, &self.compiler, &self.db).await;
-        self.install_prepared(prepared).await
+        self.install_prepared(prepared, planned_before).await
     }
 
-    async fn install_prepared(&mut self, prepared: Result<Prepared>) -> Result<ApplyReport> {
-        let planned_before = self.compiler.plans_built();
+    /// Installs a prepared set (or reports why it was not prepared); `planned_before` is the
+    /// compiler's plan count before preparing it.
+    async fn install_prepared(&mut self, prepared: Result<Prepared>, planned_before: usize) -> Result<ApplyReport> {
         match prepared {
             Ok((loaded, compiled, records)) => {
                 let packs: Vec<Pack> = loaded.iter().map(|l| l.pack.clone()).collect();
