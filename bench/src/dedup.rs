@@ -83,7 +83,7 @@ pub async fn run(entries: u64, alerts: usize, per_commit: usize, repeat_every: u
         done += n;
     }
     let took = started.elapsed().as_secs_f64();
-    let disk = dir_size(&dir.path().join("state"));
+    let disk = crate::history::dir_bytes(&dir.path().join("state"));
     println!(
         "dedup: {alerts} alerts in commits of {per_commit} (1 in {repeat_every} a repeat) through a {entries}-id ledger: \
          {:.0} alerts/s, {:.0} commits/s; {spooled} spooled, {duplicates} dropped as repeats",
@@ -102,18 +102,4 @@ pub async fn run(entries: u64, alerts: usize, per_commit: usize, repeat_every: u
 
 fn id(n: u128) -> uuid::Uuid {
     uuid::Uuid::from_u128(n.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835))
-}
-
-fn dir_size(p: &std::path::Path) -> u64 {
-    std::fs::read_dir(p)
-        .map(|rd| {
-            rd.filter_map(Result::ok)
-                .map(|e| match e.metadata() {
-                    Ok(m) if m.is_dir() => dir_size(&e.path()),
-                    Ok(m) => m.len(),
-                    Err(_) => 0,
-                })
-                .sum()
-        })
-        .unwrap_or(0)
 }

@@ -46,7 +46,7 @@ fn skewed(h: u64, n: usize) -> usize {
     n - 1
 }
 
-fn dir_bytes(p: &std::path::Path) -> u64 {
+pub(crate) fn dir_bytes(p: &std::path::Path) -> u64 {
     std::fs::read_dir(p)
         .map(|rd| {
             rd.flatten()

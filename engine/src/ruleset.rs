@@ -45,17 +45,7 @@ pub fn load_packs(config: &Config) -> Result<Vec<LoadedPack>> {
     }
     let Some(dir) = &config.rules.packs_dir else { return Ok(packs) };
     let dir = resolve(&config.data_dir, dir);
-    let trusted = config
-        .rules
-        .trusted_keys
-        .iter()
-        .map(|p| {
-            let p = resolve(&config.data_dir, p);
-            let text =
-                std::fs::read_to_string(&p).map_err(EngineError::io(format!("rules.trusted_keys {}", p.display())))?;
-            Ok(PublicKey::from_text(&p.display().to_string(), &text)?)
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let trusted = trusted_keys(config)?;
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .map_err(EngineError::io(format!("rules.packs_dir {}", dir.display())))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -75,6 +65,21 @@ pub fn load_packs(config: &Config) -> Result<Vec<LoadedPack>> {
         packs.push(LoadedPack { pack, source: Some(text), signature });
     }
     Ok(packs)
+}
+
+/// The public keys of `rules.trusted_keys`.
+pub fn trusted_keys(config: &Config) -> Result<Vec<PublicKey>> {
+    config
+        .rules
+        .trusted_keys
+        .iter()
+        .map(|p| {
+            let p = resolve(&config.data_dir, p);
+            let text =
+                std::fs::read_to_string(&p).map_err(EngineError::io(format!("rules.trusted_keys {}", p.display())))?;
+            Ok(PublicKey::from_text(&p.display().to_string(), &text)?)
+        })
+        .collect()
 }
 
 /// What the registry remembers of a pack.

@@ -11,12 +11,12 @@ use tracing::{info, warn};
 use vedette_config::Config;
 use vedette_pipelines::RuleError;
 use vedette_pipelines::rule::Pack;
-use vedette_pipelines::signature::{self, PublicKey};
+use vedette_pipelines::signature;
 use vedette_schemas::fleet::{RuleSet, RulesApplied};
 use vedette_schemas::frame::Control;
 
-use crate::error::{EngineError, Result};
-use crate::ruleset::{LoadedPack, RuleManager, resolve};
+use crate::error::Result;
+use crate::ruleset::{LoadedPack, RuleManager, trusted_keys};
 
 /// A rule set received from the upstream, and where to send the answer.
 pub type Received = (RuleSet, mpsc::UnboundedSender<Control>);
@@ -24,17 +24,7 @@ pub type Received = (RuleSet, mpsc::UnboundedSender<Control>);
 /// Parses the set's packs and checks their signatures against `config`'s trusted keys (all
 /// or nothing). The built-in pack (no YAML) is this engine's own copy.
 pub fn verify(config: &Config, set: &RuleSet) -> Result<Vec<LoadedPack>> {
-    let trusted = config
-        .rules
-        .trusted_keys
-        .iter()
-        .map(|p| {
-            let p = resolve(&config.data_dir, p);
-            let text =
-                std::fs::read_to_string(&p).map_err(EngineError::io(format!("rules.trusted_keys {}", p.display())))?;
-            Ok(PublicKey::from_text(&p.display().to_string(), &text)?)
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let trusted = trusted_keys(config)?;
     let mut out = Vec::new();
     for p in &set.packs {
         let Some(yaml) = &p.yaml else {
