@@ -123,6 +123,14 @@ async fn only_edges_may_forward_alerts_and_bad_lines_are_reported() {
     let Control::Error(e) = sensor.until(|m| matches!(m, Control::Error(_))).await else { unreachable!() };
     assert_eq!((e.code.as_str(), e.seq), ("not_an_edge", Some(1)), "{e:?}");
     assert!(e.message.contains("vedette-edge"), "{e:?}");
+    // Nor may a sensor report an edge's rule set.
+    let report =
+        Control::RulesApplied(vedette_schemas::fleet::RulesApplied { packs: vec![("x".into(), 1)], error: None });
+    sensor.session.ctrl_send.write_all(&report.to_frame()).await.unwrap();
+    let Control::Error(e) = sensor.until(|m| matches!(m, Control::Error(_))).await else { unreachable!() };
+    assert_eq!(e.code, "unexpected_message", "{e:?}");
+    let rec = t.api("GET", "/api/v1/sensors/s-1").await.json();
+    assert!(rec.get("rules").is_none(), "{rec}");
 
     let mut edge = RawClient::connect(&t.sensor("edge-9", "vedette-edge"), 0).await.unwrap();
     let mut s = edge.data_stream().await;

@@ -376,6 +376,10 @@ async fn read_control(ctx: Arc<IngestContext>, mut recv: quinn::RecvStream, sens
                     }
                     return Ok(());
                 }
+                Ok(Control::RulesApplied(_)) if sensor.tenant != EDGE_TENANT => {
+                    let msg = format!("RULES_APPLIED is sent by edge engines (tenant `{EDGE_TENANT}`) only");
+                    sensor.say(error_msg("unexpected_message", msg, None)).await;
+                }
                 Ok(Control::RulesApplied(r)) => {
                     sensor.activity.heard();
                     match &r.error {
