@@ -71,7 +71,12 @@ pub struct Forward {
     link: Option<Link>,
     /// Where rule sets from the upstream go (`rules.follow_upstream`); `None`: ignored.
     follow: Option<mpsc::UnboundedSender<crate::rulesync::Received>>,
+    /// While idle and following: no reconnect attempt before this, and the current wait.
+    idle_retry: (std::time::Instant, Duration),
 }
+
+/// First and longest wait between idle reconnect attempts to an unreachable upstream.
+const IDLE_RETRY: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(30));
 
 impl Forward {
     /// A connector for `config`; relative paths are inside `data_dir`.
@@ -85,7 +90,8 @@ impl Forward {
         let path = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { data_dir.join(p) };
         let mut cfg = SensorConfig::new(server, path(&config.ca), path(&config.cert), path(&config.key), "edge");
         cfg.server_name = config.server_name.clone();
-        Ok(Self { cfg, ack_timeout: config.ack_timeout, claimed, next_seq: 0, link: None, follow })
+        let idle_retry = (std::time::Instant::now(), IDLE_RETRY.0);
+        Ok(Self { cfg, ack_timeout: config.ack_timeout, claimed, next_seq: 0, link: None, follow, idle_retry })
     }
 
     async fn connect(&mut self) -> Result<&mut Link, String> {
@@ -190,11 +196,16 @@ impl Connector for Forward {
             if dead {
                 self.link = None;
             }
-            if self.follow.is_some()
-                && self.link.is_none()
-                && let Err(e) = self.connect().await
-            {
-                tracing::debug!(error = %e, "Cannot reach the upstream to follow its rules; retrying.");
+            if self.follow.is_none() || self.link.is_some() || std::time::Instant::now() < self.idle_retry.0 {
+                return;
+            }
+            match self.connect().await {
+                Ok(_) => self.idle_retry = (std::time::Instant::now(), IDLE_RETRY.0),
+                Err(e) => {
+                    let wait = self.idle_retry.1;
+                    tracing::debug!(error = %e, retry_in_s = wait.as_secs(), "Cannot reach the upstream to follow its rules.");
+                    self.idle_retry = (std::time::Instant::now() + wait, (wait * 2).min(IDLE_RETRY.1));
+                }
             }
         })
     }
