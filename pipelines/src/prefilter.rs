@@ -102,6 +102,16 @@ fn need(e: &Expr, string_columns: &dyn Fn(&str) -> bool) -> Option<Need> {
                 .map(|item| needle(col, &string_literal(item)?, ci, string_columns))
                 .collect::<Option<Vec<_>>>()
         }
+        // `COALESCE(x, false)` and `x IS TRUE` hold only where `x` holds (Sigma-style rules wrap
+        // every selection so that a NULL field never matches).
+        Expr::ScalarFunction(f)
+            if f.name() == "coalesce"
+                && f.args.len() == 2
+                && matches!(f.args[1], Expr::Literal(ScalarValue::Boolean(Some(false)), _)) =>
+        {
+            need(&f.args[0], string_columns)
+        }
+        Expr::IsTrue(inner) => need(inner, string_columns),
         Expr::ScalarFunction(f) if matches!(f.name(), "starts_with" | "ends_with" | "strpos" | "contains") => {
             let (col, ci) = column_of(f.args.first()?)?;
             let lit = string_literal(f.args.get(1)?)?;
@@ -317,6 +327,26 @@ mod tests {
         assert_eq!(longest_literal("100\\%%", '\\').as_deref(), Some("100"));
         assert_eq!(longest_literal("%C:\\Windows\\x%", '\\').as_deref(), Some("indows"));
         assert_eq!(longest_literal("%_%", '\\'), None);
+    }
+
+    #[test]
+    fn coalesce_false_and_is_true_keep_the_condition_of_what_they_wrap() {
+        use datafusion::functions::expr_fn::coalesce;
+        use std::ops::Not;
+
+        use datafusion::prelude::{col, lit};
+        let strings = |_: &str| true;
+        let shadow = col("cmdline").ilike(lit("%shadow%"));
+        let wrapped = coalesce(vec![shadow.clone(), lit(false)]);
+        let expect = Some(vec![Needle { column: "cmdline".into(), literal: "shadow".into(), case_insensitive: true }]);
+        assert_eq!(need(&wrapped, &strings), expect);
+        assert_eq!(need(&shadow.clone().is_true(), &strings), expect);
+        // AND with a negated filter (no condition of its own): the selection's condition stands.
+        let filter = coalesce(vec![col("user").eq(lit("root")), lit(false)]);
+        assert_eq!(need(&wrapped.clone().and(filter.clone().not()), &strings), expect);
+        // COALESCE(x, true) holds where x is NULL too: no condition.
+        assert_eq!(need(&coalesce(vec![shadow, lit(true)]), &strings), None);
+        assert_eq!(need(&filter.not(), &strings), None);
     }
 
     #[test]
