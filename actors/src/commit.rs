@@ -49,9 +49,7 @@ pub struct Committed {
     pub through: HashMap<Arc<str>, u64>,
     /// Alerts spooled.
     pub spooled: usize,
-    /// Alerts dropped because the dedup ledger had their id.
-    pub duplicates: usize,
-    /// The ids of those alerts, once per dropped alert.
+    /// Ids of the alerts dropped because the dedup ledger had them, once per dropped alert.
     pub repeated: Vec<uuid::Uuid>,
 }
 
@@ -140,12 +138,10 @@ pub async fn commit(
             .fold((0u64, 0u64), |(n, b), i| (n + 1, b + records[i].len() as u64));
         sink.spool.appended(n, bytes);
     }
-    let kept = fresh.iter().filter(|f| **f).count();
-    let duplicates = fresh.len() - kept;
-    let repeated = ids.iter().zip(&fresh).filter(|(_, f)| !**f).map(|(id, _)| *id).collect();
+    let repeated: Vec<uuid::Uuid> = ids.iter().zip(&fresh).filter(|(_, f)| !**f).map(|(id, _)| *id).collect();
     if let Some(d) = &store.dedup {
-        d.hits(duplicates as u64);
+        d.hits(repeated.len() as u64);
     }
     store.db.flush_async().await.map_err(|e| CommitError::Flush(e.to_string()))?;
-    Ok(Committed { through, spooled: kept, duplicates, repeated })
+    Ok(Committed { through, spooled: fresh.len() - repeated.len(), repeated })
 }

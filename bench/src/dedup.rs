@@ -79,7 +79,7 @@ pub async fn run(entries: u64, alerts: usize, per_commit: usize, repeat_every: u
         let records = vec![template.clone(); n];
         let c = commit(&store, std::slice::from_ref(&sink), &ids, &records, None, &[], &[]).await?;
         spooled += c.spooled;
-        duplicates += c.duplicates;
+        duplicates += c.repeated.len();
         done += n;
     }
     let took = started.elapsed().as_secs_f64();

@@ -47,8 +47,6 @@ type Answer = Result<(), String>;
 struct Link {
     conn: quinn::Connection,
     data: quinn::SendStream,
-    /// Control messages to the upstream (RULES_APPLIED); heartbeats go the same way.
-    _control: mpsc::UnboundedSender<Control>,
     answers: mpsc::UnboundedReceiver<(u64, Answer)>,
     tasks: [tokio::task::JoinHandle<()>; 2],
 }
@@ -127,7 +125,7 @@ impl Forward {
                 }
             });
             // Answers are read all the time, so the upstream's control stream never backs up.
-            let (follow, answer_to) = (self.follow.clone(), control.clone());
+            let (follow, answer_to) = (self.follow.clone(), control);
             let reader = tokio::spawn(async move {
                 while let Ok(msg) = sensor::read_control(&mut ctrl_recv).await {
                     let answer = match msg {
@@ -146,7 +144,7 @@ impl Forward {
                     }
                 }
             });
-            self.link = Some(Link { conn: s.conn, data, _control: control, answers, tasks: [writer, reader] });
+            self.link = Some(Link { conn: s.conn, data, answers, tasks: [writer, reader] });
         }
         Ok(self.link.as_mut().expect("connected above"))
     }

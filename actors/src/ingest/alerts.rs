@@ -60,7 +60,7 @@ pub(super) async fn handle(ctx: &Arc<IngestContext>, sensor: &Arc<Sensor>, body:
     match ctx.router.commit_admitted(effects).await {
         Ok(c) => {
             ctx.metrics.forwarded.with_label_values(&[&sensor.id, "spooled"]).inc_by(c.spooled as u64);
-            ctx.metrics.forwarded.with_label_values(&[&sensor.id, "duplicate"]).inc_by(c.duplicates as u64);
+            ctx.metrics.forwarded.with_label_values(&[&sensor.id, "duplicate"]).inc_by(c.repeated.len() as u64);
             sensor.activity.events(n);
             ctx.acker.ack(&frames, &c.through);
         }

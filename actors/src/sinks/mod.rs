@@ -223,7 +223,6 @@ impl Router {
             let c =
                 commit(store, &self.sinks, &ids[start..end], &records[start..end], targets, windows, frames).await?;
             total.spooled += c.spooled;
-            total.duplicates += c.duplicates;
             total.repeated.extend(c.repeated);
             total.through = c.through;
             for (name, dropped) in overflowed {
