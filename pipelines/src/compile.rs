@@ -26,7 +26,7 @@ use vedette_schemas::tables::{Catalog, RESERVED_PREFIX};
 
 use crate::alert::{Alert, Identity, RuleMeta, alert_id};
 use crate::error::{Result, RuleError};
-use crate::prefilter::{Need, Prefilter, Rows, rule_need};
+use crate::filter::{Rows, RuleFilter, SharedFilter};
 use crate::reference::RefTables;
 use crate::rule::Pack;
 use crate::values::{cell_micros, cell_str, cell_to_json, cell_u64};
@@ -111,10 +111,13 @@ struct Planned {
     /// Incremental stages, for windowed rules.
     window: Option<Arc<WindowPlans>>,
     lateness_us: i64,
-    /// Literals a row must contain to possibly match (stateless rules; see `prefilter`).
-    need: Option<Need>,
+    /// The WHERE clause over shared atoms (stateless rules; see [`crate::filter`]).
+    filter: Option<RuleFilter>,
     /// The plan holds operators with per-execution state: run a reset copy each time.
     reset_each_run: bool,
+    /// With a `filter`: the plan without its WHERE clause, run on exactly the rows the shared
+    /// filter found TRUE (DataFusion does not evaluate the predicate a second time).
+    unfiltered: Option<Arc<dyn ExecutionPlan>>,
 }
 
 impl CompiledRule {
@@ -291,19 +294,18 @@ impl Compiler {
             }
             None => plan,
         };
-        let need = match window {
+        let filter = match window {
             Some(_) => None,
-            None => {
-                let schema = self.catalog.get(&table).map(|t| t.schema().clone()).ok();
-                let strings = |c: &str| {
-                    schema.as_ref().and_then(|s| s.field_with_name(c).ok()).is_some_and(|f| {
-                        matches!(f.data_type(), arrow::datatypes::DataType::Utf8 | arrow::datatypes::DataType::Utf8View)
-                    })
-                };
-                rule_need(&plan, &strings)
-            }
+            None => self.rule_filter(&table, &plan),
         };
         let plan = add_hidden_columns(plan, window).map_err(|source| plan_error(id(), source))?;
+        let unfiltered = match &filter {
+            Some(_) => {
+                let without = without_filter(plan.clone()).map_err(|source| plan_error(id(), source))?;
+                Some(state.create_physical_plan(&without).await.map_err(|source| plan_error(id(), source))?)
+            }
+            None => None,
+        };
         let plan = state.create_physical_plan(&plan).await.map_err(|source| plan_error(id(), source))?;
         let window = match window {
             Some(spec) => {
@@ -312,8 +314,19 @@ impl Compiler {
             None => None,
         };
         let lateness_us = rule.lateness.map_or(DEFAULT_LATENESS_US, |d| d.as_micros() as i64);
-        let reset_each_run = has_stateful_operators(&plan);
-        Ok(Planned { table, plan, window, lateness_us, need, reset_each_run })
+        let reset_each_run = has_stateful_operators(&plan) || unfiltered.as_ref().is_some_and(has_stateful_operators);
+        Ok(Planned { table, plan, window, lateness_us, filter, reset_each_run, unfiltered })
+    }
+
+    /// A stateless rule's WHERE clause as a shared filter tree, when it has one the filter
+    /// can evaluate row by row.
+    fn rule_filter(&self, table: &str, plan: &LogicalPlan) -> Option<RuleFilter> {
+        let predicate = crate::filter::rule_predicate(plan)?;
+        let schema = self.catalog.get(table).ok()?.schema().clone();
+        let df = datafusion::common::DFSchema::try_from(schema.as_ref().clone()).ok()?;
+        let state = self.ctx.state();
+        let physical = |e: &Expr| state.create_physical_expr(e.clone(), &df).ok();
+        crate::filter::translate(&predicate, &schema, &physical)
     }
 
     /// Compiles every rule of `pack` (disabled ones too: they are validated, and can be
@@ -384,6 +397,15 @@ fn scope_windows(plan: LogicalPlan) -> datafusion::error::Result<LogicalPlan> {
     .map(|t| t.data)
 }
 
+/// `plan` with its filter removed (the rows it runs on are already the filtered ones).
+fn without_filter(plan: LogicalPlan) -> datafusion::error::Result<LogicalPlan> {
+    plan.transform_up(|node| match node {
+        LogicalPlan::Filter(f) => Ok(Transformed::yes(Arc::unwrap_or_clone(f.input))),
+        node => Ok(Transformed::no(node)),
+    })
+    .map(|t| t.data)
+}
+
 fn is_aggregating(plan: &LogicalPlan) -> datafusion::error::Result<bool> {
     plan.exists(|n| Ok(matches!(n, LogicalPlan::Aggregate(_) | LogicalPlan::Window(_) | LogicalPlan::Distinct(_))))
 }
@@ -448,8 +470,10 @@ pub struct TableRules {
     /// derived with [`TableRules::with_rules`], so a restarted worker or a re-applied pack
     /// resumes it.
     windows: Arc<std::sync::Mutex<HashMap<String, WindowState>>>,
-    /// Shared literal prefilter over the stateless rules (by rule index).
-    prefilter: Option<Arc<Prefilter>>,
+    /// The table's schema (what the shared filter's atoms are planned against).
+    schema: Option<SchemaRef>,
+    /// Shared filter over the stateless rules (by rule index).
+    prefilter: Option<Arc<SharedFilter>>,
     use_prefilter: bool,
     /// Stateless rules of one batch run on up to this many tasks at once.
     parallelism: usize,
@@ -467,10 +491,12 @@ impl TableRules {
     /// Groups already compiled rules of `table`; rules their pack disables are left out.
     pub fn new(compiler: &Compiler, table: &str, rules: Vec<Arc<CompiledRule>>) -> Self {
         let rules: Vec<_> = rules.into_iter().filter(|r| r.enabled_in_pack).collect();
+        let schema = compiler.catalog.get(table).ok().map(|t| t.schema().clone());
         Self {
             table: table.into(),
             base: Arc::new(compiler.task_context()),
-            prefilter: build_prefilter(&rules),
+            prefilter: build_prefilter(schema.as_deref(), &rules),
+            schema,
             rules,
             windows: Arc::new(std::sync::Mutex::new(HashMap::new())),
             use_prefilter: true,
@@ -494,7 +520,8 @@ impl TableRules {
         self
     }
 
-    /// Turns the shared literal prefilter off (benchmarks compare both; results are equal).
+    /// Turns the shared filter off: every rule runs on every row (benchmarks and tests compare
+    /// both; results are equal).
     pub fn with_prefilter(mut self, on: bool) -> Self {
         self.use_prefilter = on;
         self
@@ -505,9 +532,52 @@ impl TableRules {
     /// `load(state_key)` if a checkpoint exists. State of rules no longer active is dropped by
     /// [`TableRules::prune_windows`] once the old set is no longer running.
     pub fn with_rules(&self, rules: Vec<Arc<CompiledRule>>, load: impl Fn(&str) -> Option<Vec<u8>>) -> Result<Self> {
-        let next = Self { prefilter: build_prefilter(&rules), rules, ..self.clone() };
+        let next = Self { prefilter: build_prefilter(self.schema.as_deref(), &rules), rules, ..self.clone() };
         next.load_states(load, false)?;
         Ok(next)
+    }
+
+    /// The rows of `batch` each rule (in [`TableRules::rules`] order) runs on: for a stateless
+    /// rule with a WHERE clause the shared filter evaluates, exactly the rows where it is
+    /// TRUE; for the others, every row.
+    pub fn candidates(&self, batch: &RecordBatch) -> Vec<Rows> {
+        match (&self.prefilter, self.use_prefilter) {
+            (Some(p), true) => p.candidates(batch),
+            _ => self.rules.iter().map(|_| Rows::All).collect(),
+        }
+    }
+
+    /// [`TableRules::candidates`] on up to `parallelism` tasks at once, each filtering a
+    /// slice of the batch.
+    async fn candidates_parallel(&self, batch: &RecordBatch) -> Vec<Rows> {
+        const MIN_SLICE: usize = 2048;
+        let (Some(filter), true) = (&self.prefilter, self.use_prefilter) else {
+            return self.candidates(batch);
+        };
+        let n = batch.num_rows();
+        let parts = self.parallelism.min(n / MIN_SLICE);
+        let Ok(rt) = tokio::runtime::Handle::try_current() else { return self.candidates(batch) };
+        if parts < 2 {
+            return self.candidates(batch);
+        }
+        // Slices of whole 64-row words, so each part's bitmaps line up.
+        let step = n.div_ceil(parts).div_ceil(64) * 64;
+        let mut handles = Vec::new();
+        for offset in (step..n).step_by(step) {
+            let (filter, slice) = (Arc::clone(filter), batch.slice(offset, step.min(n - offset)));
+            handles.push((offset, rt.spawn(async move { filter.candidates(&slice) })));
+        }
+        let mut rows = filter.candidates(&batch.slice(0, step.min(n)));
+        for (offset, h) in handles {
+            let Ok(part) = h.await else { return self.candidates(batch) };
+            for (all, more) in rows.iter_mut().zip(part) {
+                match (all, more) {
+                    (Rows::Some(all), Rows::Some(more)) => all.extend(more.into_iter().map(|r| r + offset as u32)),
+                    (all, _) => *all = Rows::All,
+                }
+            }
+        }
+        rows
     }
 
     /// Drops window state of rules not in this set; returns the state keys dropped.
@@ -647,30 +717,30 @@ impl TableRules {
             }
         }
         if let Some(batch) = batch {
-            let candidates = match (&self.prefilter, self.use_prefilter) {
-                (Some(p), true) => p.candidates(batch),
-                _ => self.rules.iter().map(|_| Rows::All).collect(),
-            };
-            let full =
-                task_with(&self.base, Injected([(self.table.clone(), vec![batch.clone()])].into_iter().collect()));
+            let candidates = self.candidates_parallel(batch).await;
+            let task_of =
+                |b: RecordBatch| task_with(&self.base, Injected([(self.table.clone(), vec![b])].into_iter().collect()));
+            let full = task_of(batch.clone());
             for (i, (rule, rows)) in self.rules.iter().zip(candidates).enumerate() {
                 if rule.is_windowed() {
                     continue;
                 }
-                let task = match rows {
+                let job = match rows {
                     Rows::Some(rows) if rows.is_empty() => continue,
-                    // Most rows are candidates: running on the batch itself is cheaper.
-                    Rows::Some(rows) if rows.len() * 2 < batch.num_rows() => {
-                        match arrow::compute::take_record_batch(batch, &arrow::array::UInt32Array::from(rows)) {
-                            Ok(sub) => {
-                                task_with(&self.base, Injected([(self.table.clone(), vec![sub])].into_iter().collect()))
-                            }
-                            Err(_) => Arc::clone(&full),
+                    // Exactly the rows where the WHERE clause holds: the plan without it.
+                    Rows::Some(rows) => {
+                        let sub = match rows.len() == batch.num_rows() {
+                            true => Ok(batch.clone()),
+                            false => arrow::compute::take_record_batch(batch, &arrow::array::UInt32Array::from(rows)),
+                        };
+                        match sub {
+                            Ok(sub) => Job::Stateless(task_of(sub), true),
+                            Err(_) => Job::Stateless(Arc::clone(&full), false),
                         }
                     }
-                    _ => Arc::clone(&full),
+                    Rows::All => Job::Stateless(Arc::clone(&full), false),
                 };
-                jobs.push((i, Arc::clone(rule), Job::Stateless(task)));
+                jobs.push((i, Arc::clone(rule), job));
             }
         }
         let ctx = Arc::new(JobContext {
@@ -742,10 +812,13 @@ fn has_stateful_operators(plan: &Arc<dyn ExecutionPlan>) -> bool {
     !STATELESS.contains(&plan.name()) || plan.children().into_iter().any(has_stateful_operators)
 }
 
-/// The prefilter of a rule list (rule index = position), if any rule has literals to find.
-fn build_prefilter(rules: &[Arc<CompiledRule>]) -> Option<Arc<Prefilter>> {
-    let needs: Vec<Option<Need>> = rules.iter().map(|r| r.plans.need.clone()).collect();
-    Prefilter::new(&needs).map(Arc::new)
+/// The shared filter of a rule list (rule index = position), if any rule has one.
+fn build_prefilter(
+    schema: Option<&arrow::datatypes::Schema>,
+    rules: &[Arc<CompiledRule>],
+) -> Option<Arc<SharedFilter>> {
+    let filters: Vec<Option<&RuleFilter>> = rules.iter().map(|r| r.plans.filter.as_ref()).collect();
+    SharedFilter::new(schema?, &filters).map(Arc::new)
 }
 
 #[derive(Default)]
@@ -757,8 +830,9 @@ struct Outcome {
 
 /// What one rule does on one batch (or tick).
 enum Job {
-    /// Execute the plan on this task context (the batch, or its candidate rows).
-    Stateless(Arc<TaskContext>),
+    /// Execute the plan on this task context: the whole batch, or (`true`) exactly the rows
+    /// where the rule's WHERE clause holds, with the plan without it.
+    Stateless(Arc<TaskContext>, bool),
     /// Advance the windows from this state.
     Windowed(WindowState),
 }
@@ -784,11 +858,15 @@ async fn run_jobs(
         let mut o = Outcome::default();
         let mut update = None;
         match job {
-            Job::Stateless(task) => {
+            Job::Stateless(task, filtered) => {
+                let plan = match (filtered, &rule.plans.unfiltered) {
+                    (true, Some(unfiltered)) => unfiltered,
+                    _ => &rule.plans.plan,
+                };
                 let plan = if rule.plans.reset_each_run {
-                    datafusion::physical_plan::execution_plan::reset_plan_states(Arc::clone(&rule.plans.plan))
+                    datafusion::physical_plan::execution_plan::reset_plan_states(Arc::clone(plan))
                 } else {
-                    Ok(Arc::clone(&rule.plans.plan))
+                    Ok(Arc::clone(plan))
                 };
                 let run = match plan {
                     Ok(plan) => collect(plan, task).await,

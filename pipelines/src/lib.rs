@@ -2,7 +2,8 @@
 //!
 //! * [`rule`]: rules and packs as analysts write them (YAML), plus the built-in pack.
 //! * [`compile`]: plan each rule once with DataFusion; evaluate compiled rules per batch.
-//! * [`prefilter`]: one multi-literal scan per batch selects each rule's candidate rows.
+//! * [`filter`]: each distinct predicate of a table's rules once per batch selects the rows
+//!   each rule runs on.
 //! * [`alert`]: the alert shape and deterministic alert ids.
 //! * [`health`]: fleet health alerts (`vedette.sensor_silent`, `vedette.sensor_back`).
 #![warn(missing_docs)]
@@ -10,9 +11,9 @@
 pub mod alert;
 pub mod compile;
 pub mod error;
+pub mod filter;
 pub mod formats;
 pub mod health;
-pub mod prefilter;
 pub mod reference;
 pub mod rule;
 pub mod signature;
