@@ -12,9 +12,15 @@ use vedette_engine::EngineHandle;
 use vedette_engine::pki;
 use vedette_engine::sensor::{self, Event, SensorConfig, SensorStats};
 
+/// mimalloc instead of glibc's malloc: the engine allocates per frame and per batch on many
+/// threads, and glibc's malloc/free took ~18 % of its time at full load (docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod dedup;
 mod fleet;
 mod history;
+mod load;
 
 #[derive(Parser)]
 #[command(about = "vedette benchmarks (print figures; not timed tests)")]
@@ -150,6 +156,28 @@ enum Cmd {
         #[arg(long)]
         api: std::net::SocketAddr,
     },
+    /// End to end at full speed: a real engine in its own process (the standard Sigma pack +
+    /// 10 tumbling-window rules, a file sink), N sensors over QUIC replaying pre-encoded
+    /// frames as fast as it acknowledges them; events/s, alerts/s, event → alert latency,
+    /// engine CPU and RSS, and the peers (raw QUIC, decoding, DataFusion batch) in the same run.
+    Throughput {
+        #[command(flatten)]
+        load: LoadArgs,
+    },
+    /// End to end at a fixed offered rate (e.g. half of `throughput`'s): the latency figures.
+    Latency {
+        #[command(flatten)]
+        load: LoadArgs,
+        /// Events per second offered, all sensors together.
+        #[arg(long)]
+        rate: u64,
+    },
+    /// The engine process of `throughput` / `latency` (started by them).
+    #[command(hide = true)]
+    Engine {
+        #[arg(long)]
+        config: std::path::PathBuf,
+    },
     /// Windowed rules alone: 10 rules (windows, GROUP BY keys, HAVING) over auth_events in
     /// event-time order; prints events/s and window state per open key.
     Windows {
@@ -167,6 +195,68 @@ enum Cmd {
         #[arg(long, default_value_t = 8192)]
         batch_rows: usize,
     },
+}
+
+/// Options of the end-to-end modes.
+#[derive(clap::Args)]
+struct LoadArgs {
+    /// Measured time, after the warm-up (`30s`, `2m`).
+    #[arg(long, default_value = "30s", value_parser = vedette_config::duration::parse)]
+    duration: Duration,
+    /// Warm-up before measuring.
+    #[arg(long, default_value = "5s", value_parser = vedette_config::duration::parse)]
+    warmup: Duration,
+    /// Simulated sensors, each with its own certificate and connection.
+    #[arg(long, default_value_t = 1000)]
+    sensors: usize,
+    /// Frame encoding.
+    #[arg(long, value_enum, default_value_t = EncodingArg::Ndjson)]
+    encoding: EncodingArg,
+    /// Pack under test (default: bench/packs/sigma-linux.yaml).
+    #[arg(long)]
+    pack: Option<std::path::PathBuf>,
+    /// One process event in this many is a suspicious command.
+    #[arg(long, default_value_t = 1000)]
+    suspicious_every: usize,
+    /// Events per frame.
+    #[arg(long, default_value_t = 200)]
+    frame_rows: usize,
+    /// Frames a sensor keeps unacknowledged at most.
+    #[arg(long, default_value_t = 8)]
+    window_frames: u64,
+    /// Write the results (and one sample per second) as JSON here.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+    /// Skip the peers (raw QUIC, decoding, DataFusion batch).
+    #[arg(long)]
+    no_peers: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum EncodingArg {
+    Ndjson,
+    Arrow,
+}
+
+impl LoadArgs {
+    fn into_load(self, rate: Option<u64>) -> load::Load {
+        load::Load {
+            duration: self.duration,
+            warmup: self.warmup,
+            sensors: self.sensors.max(1),
+            encoding: match self.encoding {
+                EncodingArg::Ndjson => vedette_schemas::frame::Encoding::Ndjson,
+                EncodingArg::Arrow => vedette_schemas::frame::Encoding::Arrow,
+            },
+            pack: self.pack,
+            suspicious_every: self.suspicious_every.max(2),
+            frame_rows: self.frame_rows.max(1),
+            rate,
+            window_frames: self.window_frames.max(1),
+            json: self.json,
+            peers: !self.no_peers,
+        }
+    }
 }
 
 fn event(n: u64, match_every: u64) -> Event {
@@ -597,6 +687,9 @@ async fn main() -> anyhow::Result<()> {
         Cmd::History { alerts, data_dir, queries, clients } => history::run(alerts, data_dir, queries, clients).await,
         Cmd::Fleet { sensors, concurrency, idle } => fleet::run(sensors, concurrency, idle).await,
         Cmd::FleetEngine { data_dir, ingest, api } => fleet::engine(data_dir, ingest, api).await,
+        Cmd::Throughput { load } => load::run(load.into_load(None)).await,
+        Cmd::Latency { load, rate } => load::run(load.into_load(Some(rate))).await,
+        Cmd::Engine { config } => load::engine(&config).await,
     }
 }
 

@@ -10,6 +10,11 @@ use vedette_engine::reference::RefStatus;
 use vedette_engine::ruleset::{ApplyReport, RulesStatus};
 use vedette_engine::{EngineHandle, rules_cli};
 
+/// mimalloc instead of glibc's malloc: the engine allocates per frame and per batch on many
+/// threads, and glibc's malloc/free took ~18 % of its time at full load (docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod cli;
 
 use cli::alerts::{AlertFilter, AlertsCommand};
