@@ -33,6 +33,8 @@ pub struct Load {
     pub window_frames: u64,
     pub json: Option<PathBuf>,
     pub peers: bool,
+    /// Extra top-level TOML lines for the engine's config.
+    pub engine_config: Vec<String>,
 }
 
 /// The placeholder every `ts` starts as, so a frame's timestamps can be overwritten in place.
@@ -144,7 +146,7 @@ fn event(table: &str, n: usize, host: &str, every: usize) -> (serde_json::Value,
         ),
         _ => (
             json!({"ts": ts, "host": host, "user": format!("user{}", n % 50), "src_ip": format!("10.1.{}.{}", n % 3, n % 200),
-                "service": "sshd", "method": "publickey", "outcome": if n % 10 == 0 { "failure" } else { "success" }}),
+                "service": "sshd", "method": "publickey", "outcome": if n.is_multiple_of(10) { "failure" } else { "success" }}),
             false,
         ),
     }
@@ -248,18 +250,25 @@ struct SensorIdentity {
 
 /// One sensor: HELLO, one data stream, frames replayed as long as the engine acknowledges
 /// them (at most `window` outstanding), or at `frames_per_sec`.
-async fn run_sensor(
-    ep: quinn::Endpoint,
+/// What every sensor task shares.
+#[derive(Clone)]
+struct Run {
     server: SocketAddr,
-    me: SensorIdentity,
-    templates: Arc<Vec<Template>>,
     encoding: Encoding,
     window: u64,
     frames_per_sec: Option<f64>,
     counters: Arc<Counters>,
     stop: tokio::sync::watch::Receiver<bool>,
     handshakes: Arc<tokio::sync::Semaphore>,
+}
+
+async fn run_sensor(
+    ep: quinn::Endpoint,
+    me: SensorIdentity,
+    templates: Arc<Vec<Template>>,
+    run: Run,
 ) -> anyhow::Result<()> {
+    let Run { server, encoding, window, frames_per_sec, counters, stop, handshakes } = run;
     // A few handshakes at a time (as a fleet reconnecting after an engine restart would be
     // paced by its backoff), retried until the run ends.
     let permit = handshakes.acquire_owned().await?;
@@ -410,8 +419,9 @@ pub async fn run(load: Load) -> anyhow::Result<()> {
     write_packs(dir.path(), &pack)?;
     let (ingest, api) =
         (SocketAddr::from(([127, 0, 0, 1], free_port()?)), SocketAddr::from(([127, 0, 0, 1], free_port()?)));
+    let extra: String = load.engine_config.iter().map(|l| format!("{l}\n")).collect();
     let config = format!(
-        "data_dir = \"{}\"\n[ingest]\nlisten = \"{ingest}\"\n[api]\nlisten = \"{api}\"\n[log]\nlevel = \"warn\"\n\
+        "data_dir = \"{}\"\n{extra}[ingest]\nlisten = \"{ingest}\"\n[api]\nlisten = \"{api}\"\n[log]\nlevel = \"warn\"\n\
          [rules]\nbuiltin = false\npacks_dir = \"packs\"\nallow_unsigned = true\n\
          [alerts]\nstorm_max_per_rule = 0\n\
          [[sinks]]\nname = \"file\"\ntype = \"file\"\npath = \"alerts.jsonl\"\n",
@@ -461,18 +471,16 @@ pub async fn run(load: Load) -> anyhow::Result<()> {
     let handshakes = Arc::new(tokio::sync::Semaphore::new(32));
     for (i, (s, tpl)) in sensors.into_iter().zip(per_sensor).enumerate() {
         let ep = endpoints[i % endpoints.len()].clone();
-        tasks.push(tokio::spawn(run_sensor(
-            ep,
-            ingest,
-            s,
-            tpl,
-            load.encoding,
-            load.window_frames,
+        let run = Run {
+            server: ingest,
+            encoding: load.encoding,
+            window: load.window_frames,
             frames_per_sec,
-            Arc::clone(&counters),
-            stop_rx.clone(),
-            Arc::clone(&handshakes),
-        )));
+            counters: Arc::clone(&counters),
+            stop: stop_rx.clone(),
+            handshakes: Arc::clone(&handshakes),
+        };
+        tasks.push(tokio::spawn(run_sensor(ep, s, tpl, run)));
     }
 
     let mut tail = AlertTail { path: dir.path().join("alerts.jsonl"), offset: 0, partial: Vec::new() };
@@ -585,6 +593,7 @@ pub async fn run(load: Load) -> anyhow::Result<()> {
         "engine_errors": counters.errors.load(Ordering::Relaxed),
         "sensors_failed": failed.len(),
         "pack": pack.display().to_string(),
+        "engine_config": load.engine_config,
         "machine": {"cores": std::thread::available_parallelism().map_or(1, usize::from)},
         "series": series,
     });
@@ -853,6 +862,7 @@ mod tests {
                 window_frames: 1,
                 json: None,
                 peers: false,
+                engine_config: Vec::new(),
             };
             let tpl = templates("host-1", &load, &catalog).unwrap();
             let id = vedette_schemas::decode::Identity {

@@ -230,6 +230,10 @@ struct LoadArgs {
     /// Skip the peers (raw QUIC, decoding, DataFusion batch).
     #[arg(long)]
     no_peers: bool,
+    /// Extra lines for the engine's TOML config, e.g.
+    /// `--engine-config 'pipeline.batch_linger = "10ms"'` (top-level dotted keys).
+    #[arg(long)]
+    engine_config: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -255,6 +259,7 @@ impl LoadArgs {
             window_frames: self.window_frames.max(1),
             json: self.json,
             peers: !self.no_peers,
+            engine_config: self.engine_config,
         }
     }
 }
