@@ -35,6 +35,8 @@ pub struct Load {
     pub peers: bool,
     /// Extra top-level TOML lines for the engine's config.
     pub engine_config: Vec<String>,
+    /// The file sink's `batch.linger`.
+    pub sink_linger: Duration,
 }
 
 /// The placeholder every `ts` starts as, so a frame's timestamps can be overwritten in place.
@@ -424,8 +426,9 @@ pub async fn run(load: Load) -> anyhow::Result<()> {
         "data_dir = \"{}\"\n{extra}[ingest]\nlisten = \"{ingest}\"\n[api]\nlisten = \"{api}\"\n[log]\nlevel = \"warn\"\n\
          [rules]\nbuiltin = false\npacks_dir = \"packs\"\nallow_unsigned = true\n\
          [alerts]\nstorm_max_per_rule = 0\n\
-         [[sinks]]\nname = \"file\"\ntype = \"file\"\npath = \"alerts.jsonl\"\n",
-        dir.path().display()
+         [[sinks]]\nname = \"file\"\ntype = \"file\"\npath = \"alerts.jsonl\"\nbatch = {{ linger = \"{}ms\" }}\n",
+        dir.path().display(),
+        load.sink_linger.as_millis()
     );
     let config_path = dir.path().join("bench.toml");
     std::fs::write(&config_path, config)?;
@@ -594,6 +597,7 @@ pub async fn run(load: Load) -> anyhow::Result<()> {
         "sensors_failed": failed.len(),
         "pack": pack.display().to_string(),
         "engine_config": load.engine_config,
+        "sink_linger_ms": load.sink_linger.as_millis() as u64,
         "machine": {"cores": std::thread::available_parallelism().map_or(1, usize::from)},
         "series": series,
     });
@@ -863,6 +867,7 @@ mod tests {
                 json: None,
                 peers: false,
                 engine_config: Vec::new(),
+                sink_linger: Duration::ZERO,
             };
             let tpl = templates("host-1", &load, &catalog).unwrap();
             let id = vedette_schemas::decode::Identity {

@@ -230,6 +230,9 @@ struct LoadArgs {
     /// Skip the peers (raw QUIC, decoding, DataFusion batch).
     #[arg(long)]
     no_peers: bool,
+    /// The file sink's `batch.linger` (longest wait for a batch of alerts to fill).
+    #[arg(long, default_value = "200ms", value_parser = vedette_config::duration::parse)]
+    sink_linger: Duration,
     /// Extra lines for the engine's TOML config, e.g.
     /// `--engine-config 'pipeline.batch_linger = "10ms"'` (top-level dotted keys).
     #[arg(long)]
@@ -260,6 +263,7 @@ impl LoadArgs {
             json: self.json,
             peers: !self.no_peers,
             engine_config: self.engine_config,
+            sink_linger: self.sink_linger,
         }
     }
 }
