@@ -77,16 +77,18 @@ impl TextScan {
             };
             targets[id].push((a.slot, a.kind));
         }
+        // A DFA is fastest; a very large literal set (an IOC list in an IN) can exceed its size
+        // limit, and then the builder's own choice (an NFA) still beats evaluating per rule.
+        let build = |kind| {
+            AhoCorasickBuilder::new()
+                .kind(kind)
+                .ascii_case_insensitive(folded)
+                .match_kind(MatchKind::Standard)
+                .build(&literals)
+        };
         let automaton = match literals.is_empty() {
             true => None,
-            false => Some(
-                AhoCorasickBuilder::new()
-                    .kind(Some(aho_corasick::AhoCorasickKind::DFA))
-                    .ascii_case_insensitive(folded)
-                    .match_kind(MatchKind::Standard)
-                    .build(&literals)
-                    .ok()?,
-            ),
+            false => Some(build(Some(aho_corasick::AhoCorasickKind::DFA)).or_else(|_| build(None)).ok()?),
         };
         Some(Self {
             column: column.to_string(),
@@ -259,6 +261,23 @@ fn ilike_regex(literal: &str, kind: Kind) -> Option<regex::Regex> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_large_literal_set_builds_one_scan_deciding_each_row() {
+        let lits: Vec<String> = (0..20_000).map(|i| format!("ioc-{i:05}")).collect();
+        let atoms: Vec<TextAtom<'_>> = lits
+            .iter()
+            .enumerate()
+            .map(|(slot, literal)| TextAtom { slot, literal, kind: Kind::Equals, fold: Fold::None })
+            .collect();
+        let scan = TextScan::new("c", false, &atoms).expect("one automaton for every literal");
+        let col = arrow::array::StringArray::from(vec![Some("ioc-00042"), Some("x ioc-00043"), None]);
+        let mut bits: Vec<Vec<u64>> = (0..lits.len()).map(|_| vec![0u64; 1]).collect();
+        assert!(scan.run(&col, &mut bits));
+        assert_eq!(bits[42][0], 0b1);
+        // Contained, not equal.
+        assert_eq!(bits[43][0], 0);
+    }
 
     #[test]
     fn ilike_regexes_fold_unicode_as_arrow_does() {
