@@ -8,7 +8,8 @@
 //!
 //! * text atoms — a string column (or `lower(col)`, `upper(col)`) against a literal: `=`,
 //!   `IN`, `LIKE`/`ILIKE` with `%` only at the ends, `starts_with`, `ends_with`, `contains`.
-//!   All text atoms of one column are found in one Aho-Corasick pass per row (per folding);
+//!   All text atoms of one column are found in one Aho-Corasick pass over the column's text
+//!   per batch (per folding);
 //! * `regexp_like(col, 'literal')`, compiled once;
 //! * `col IS NULL`;
 //! * anything else boolean, planned by DataFusion and evaluated by it.
