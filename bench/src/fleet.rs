@@ -112,7 +112,7 @@ fn fastrand_ms(every: Duration) -> u64 {
 }
 
 /// The bench.
-pub async fn run(n: usize, concurrency: usize, idle: u64) -> anyhow::Result<()> {
+pub async fn run(n: usize, concurrency: usize, idle: u64, json: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     pki::ensure_dev_pki(dir.path())?;
     let paths = pki::PkiPaths::new(dir.path());
@@ -211,9 +211,25 @@ pub async fn run(n: usize, concurrency: usize, idle: u64) -> anyhow::Result<()> 
         .and_then(|l| l.split_whitespace().nth(1))
         .unwrap_or("?")
         .to_string();
+    let rss_with_sessions = proc_status(pid, "VmRSS:");
+    let mut report = serde_json::json!({
+        "mode": "scale",
+        "sensors": n,
+        "sensors_connected": conns.len(),
+        "sensors_failed": failed,
+        "connect_s": took.as_secs_f64(),
+        "handshakes_per_sec": (conns.len() as f64 / took.as_secs_f64()).round(),
+        "handshake_p50_ms": hist.value_at_quantile(0.5) as f64 / 1000.0,
+        "handshake_p99_ms": hist.value_at_quantile(0.99) as f64 / 1000.0,
+        "rss_before_mib": rss_idle / 1024,
+        "rss_mib": rss_with_sessions / 1024,
+        "rss_max_mib": proc_status(pid, "VmHWM:") / 1024,
+        "idle_cpu_pct": (cpu * 1000.0).round() / 10.0,
+        "sessions_reported_by_engine": connected_metric,
+    });
     println!(
         "fleet: engine with {connected_metric} sessions: RSS {} MiB (idle before: {} MiB, peak {} MiB); heartbeats ({:.0}/s) + QUIC keep-alives cost {:.1}% of one core over {idle}s",
-        proc_status(pid, "VmRSS:") / 1024,
+        rss_with_sessions / 1024,
         rss_idle / 1024,
         proc_status(pid, "VmHWM:") / 1024,
         conns.len() as f64 / every.as_secs_f64(),
@@ -228,13 +244,15 @@ pub async fn run(n: usize, concurrency: usize, idle: u64) -> anyhow::Result<()> 
         let (status, body) = http(api, "POST", &format!("/api/v1/sensors/{victim}/revoke"), Some(&token)).await?;
         anyhow::ensure!(status == 200, "revoke answered {status}: {body}");
         tokio::time::timeout(Duration::from_secs(5), conn.closed()).await?;
-        println!(
-            "fleet: revoking {victim} among {} closed its connection in {:.0} ms",
-            conns.len(),
-            t.elapsed().as_secs_f64() * 1000.0
-        );
+        let ms = t.elapsed().as_secs_f64() * 1000.0;
+        println!("fleet: revoking {victim} among {} closed its connection in {ms:.0} ms", conns.len());
+        report["revoke_ms"] = serde_json::json!((ms * 10.0).round() / 10.0);
     }
     stop_engine(&mut child, Duration::from_secs(30)).await;
+    if let Some(path) = json {
+        std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
+        eprintln!("fleet: results in {}", path.display());
+    }
     Ok(())
 }
 
@@ -252,7 +270,12 @@ pub(crate) async fn stop_engine(child: &mut std::process::Child, grace: Duration
 }
 
 /// One HTTP/1.1 request over loopback (plain; the bench's engine listens on 127.0.0.1).
-async fn http(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -> anyhow::Result<(u16, String)> {
+pub(crate) async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+) -> anyhow::Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await?;
     let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();

@@ -17,6 +17,8 @@ use vedette_engine::sensor::{self, Event, SensorConfig, SensorStats};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod broker;
+mod chart;
 mod dedup;
 mod fleet;
 mod history;
@@ -134,8 +136,9 @@ enum Cmd {
         #[arg(long, default_value_t = 100)]
         clients: usize,
     },
-    /// N sensors connected at once (heartbeats only) to an engine in its own process:
-    /// handshake rate, engine RSS and heartbeat CPU, and revocation of one of them.
+    /// N sensors (10,000 by default) connected at once, heartbeats only, to an engine in its
+    /// own process: handshake rate, engine RSS and heartbeat CPU, and revocation of one of them.
+    #[command(name = "scale", alias = "fleet")]
     Fleet {
         /// Sensors.
         #[arg(long, default_value_t = 10_000)]
@@ -146,6 +149,9 @@ enum Cmd {
         /// Seconds of heartbeats-only load measured.
         #[arg(long, default_value_t = 30)]
         idle: u64,
+        /// Write the results as JSON here.
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
     },
     /// The engine process of `fleet` (started by it).
     #[command(hide = true)]
@@ -172,6 +178,32 @@ enum Cmd {
         /// Events per second offered, all sensors together.
         #[arg(long)]
         rate: u64,
+    },
+    /// A long run (10 minutes by default) at full speed or at `--rate`: the engine's RSS over
+    /// time (first and last measured minute) as well as the throughput figures.
+    Soak {
+        #[command(flatten)]
+        load: LoadArgs,
+        /// Events per second offered (default: as fast as the engine acknowledges).
+        #[arg(long)]
+        rate: Option<u64>,
+    },
+    /// Kafka down in the middle of a run: a Kafka sink (beside the file sink) on a real
+    /// Kafka-protocol broker (tansu) that is stopped (SIGSTOP) for `--outage`: ingest before,
+    /// during and after, the Kafka spool's growth and drain, and every alert of the file sink
+    /// read back from the broker at the end (the run fails if one is missing).
+    Outage {
+        #[command(flatten)]
+        load: LoadArgs,
+        /// Events per second offered, all sensors together.
+        #[arg(long, default_value_t = 200_000)]
+        rate: u64,
+        /// How long the broker is stopped.
+        #[arg(long, default_value = "20s", value_parser = vedette_config::duration::parse)]
+        outage: Duration,
+        /// When it stops, counted from the end of the warm-up.
+        #[arg(long, default_value = "10s", value_parser = vedette_config::duration::parse)]
+        outage_at: Duration,
     },
     /// The engine process of `throughput` / `latency` (started by them).
     #[command(hide = true)]
@@ -201,9 +233,10 @@ enum Cmd {
 /// Options of the end-to-end modes.
 #[derive(clap::Args)]
 struct LoadArgs {
-    /// Measured time, after the warm-up (`30s`, `2m`).
-    #[arg(long, default_value = "30s", value_parser = vedette_config::duration::parse)]
-    duration: Duration,
+    /// Measured time, after the warm-up (`30s`, `2m`); default 30 s (`soak`: 10 min, `outage`:
+    /// 60 s).
+    #[arg(long, value_parser = vedette_config::duration::parse)]
+    duration: Option<Duration>,
     /// Warm-up before measuring.
     #[arg(long, default_value = "5s", value_parser = vedette_config::duration::parse)]
     warmup: Duration,
@@ -238,6 +271,24 @@ struct LoadArgs {
     /// `--engine-config 'pipeline.batch_linger = "10ms"'` (top-level dotted keys).
     #[arg(long)]
     engine_config: Vec<String>,
+    /// Add a Kafka sink on a tansu broker started by the bench (installed by the README's test
+    /// command; `VEDETTE_TANSU` or `tansu` on PATH otherwise).
+    #[arg(long)]
+    kafka: bool,
+    /// Drive an engine already running at this QUIC address instead of starting one (needs
+    /// `--engine-dir`).
+    #[arg(long, requires = "engine_dir")]
+    engine: Option<std::net::SocketAddr>,
+    /// That engine's data dir (or a copy of its `pki/`): its CA issues the bench's sensor
+    /// certificates; its `alerts.jsonl` (a file sink), if any, is tailed for alerts and latency.
+    #[arg(long, requires = "engine")]
+    engine_dir: Option<std::path::PathBuf>,
+    /// That engine's API address (sink spools in the report).
+    #[arg(long, requires = "engine")]
+    engine_api: Option<std::net::SocketAddr>,
+    /// That engine's process id on this machine (its CPU and RSS in the report).
+    #[arg(long, requires = "engine")]
+    engine_pid: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -247,9 +298,13 @@ enum EncodingArg {
 }
 
 impl LoadArgs {
-    fn into_load(self, rate: Option<u64>) -> load::Load {
+    fn into_load(self, mode: &'static str, rate: Option<u64>, default_duration: Duration) -> load::Load {
+        let remote = match (self.engine, self.engine_dir) {
+            (Some(ingest), Some(dir)) => Some(load::Remote { ingest, dir, api: self.engine_api, pid: self.engine_pid }),
+            _ => None,
+        };
         load::Load {
-            duration: self.duration,
+            duration: self.duration.unwrap_or(default_duration),
             warmup: self.warmup,
             sensors: self.sensors.max(1),
             encoding: match self.encoding {
@@ -265,6 +320,10 @@ impl LoadArgs {
             peers: !self.no_peers,
             engine_config: self.engine_config,
             sink_linger: self.sink_linger,
+            mode,
+            kafka: self.kafka,
+            outage: None,
+            remote,
         }
     }
 }
@@ -659,12 +718,30 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Windows { kind, events, users, batch_rows } => windows_bench(kind, events, users, batch_rows).await,
         Cmd::Reference { rows, events } => reference_bench(rows, events).await,
         Cmd::History { alerts, data_dir, queries, clients } => history::run(alerts, data_dir, queries, clients).await,
-        Cmd::Fleet { sensors, concurrency, idle } => fleet::run(sensors, concurrency, idle).await,
+        Cmd::Fleet { sensors, concurrency, idle, json } => fleet::run(sensors, concurrency, idle, json).await,
         Cmd::FleetEngine { data_dir, ingest, api } => fleet::engine(data_dir, ingest, api).await,
-        Cmd::Throughput { load } => load::run(load.into_load(None)).await,
-        Cmd::Latency { load, rate } => load::run(load.into_load(Some(rate))).await,
+        Cmd::Throughput { load } => load::run(load.into_load("throughput", None, secs(30))).await,
+        Cmd::Latency { load, rate } => load::run(load.into_load("latency", Some(rate), secs(30))).await,
+        Cmd::Soak { load, rate } => load::run(load.into_load("soak", rate, secs(600))).await,
+        Cmd::Outage { load, rate, outage, outage_at } => {
+            let mut load = load.into_load("outage", Some(rate), secs(60));
+            anyhow::ensure!(
+                outage_at + outage + secs(10) <= load.duration,
+                "--duration {}s is too short for an outage at {}s lasting {}s and 10 s to drain",
+                load.duration.as_secs(),
+                outage_at.as_secs(),
+                outage.as_secs()
+            );
+            load.kafka = true;
+            load.outage = Some(load::Outage { at: outage_at, length: outage });
+            load::run(load).await
+        }
         Cmd::Engine { config } => load::engine(&config).await,
     }
+}
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
 }
 
 async fn spool_bench(n: usize, per_append: usize) -> anyhow::Result<()> {
