@@ -271,6 +271,9 @@ struct LoadArgs {
     /// `--engine-config 'pipeline.batch_linger = "10ms"'` (top-level dotted keys).
     #[arg(long)]
     engine_config: Vec<String>,
+    /// Tumbling-window rules on `auth_events` beside the pack (0–10; keys up to host × user).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(0..=10))]
+    windows: u16,
     /// Add a Kafka sink on a tansu broker started by the bench (installed by the README's test
     /// command; `VEDETTE_TANSU` or `tansu` on PATH otherwise).
     #[arg(long)]
@@ -324,6 +327,7 @@ impl LoadArgs {
             kafka: self.kafka,
             outage: None,
             remote,
+            windows: usize::from(self.windows),
         }
     }
 }

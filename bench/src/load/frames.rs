@@ -204,6 +204,7 @@ mod tests {
                 kafka: false,
                 outage: None,
                 remote: None,
+                windows: 10,
             };
             let tpl = templates("host-1", &load, &catalog).unwrap();
             let id = vedette_schemas::decode::Identity {

@@ -55,6 +55,8 @@ pub struct Load {
     pub outage: Option<Outage>,
     /// Drive an engine already running instead of starting one.
     pub remote: Option<Remote>,
+    /// Tumbling-window rules on `auth_events` beside the pack (0–10).
+    pub windows: usize,
 }
 
 /// When the broker is stopped (after the warm-up) and for how long.
@@ -380,6 +382,7 @@ fn report(
         "engine_errors": counters.errors.load(Ordering::Relaxed),
         "sensors_failed": failed,
         "pack": pack.display().to_string(),
+        "window_rules": load.windows,
         "engine": load.remote.as_ref().map_or("started by the bench".to_string(), |r| format!("attached at {}", r.ingest)),
         "engine_config": load.engine_config,
         "sink_linger_ms": load.sink_linger.as_millis() as u64,
