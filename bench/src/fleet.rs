@@ -144,7 +144,7 @@ pub async fn run(n: usize, concurrency: usize, idle: u64, json: Option<std::path
     }
     let rss_idle = proc_status(pid, "VmRSS:");
 
-    let ep = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
+    let ep = crate::load::endpoint(None)?;
     let every = Duration::from_secs(5);
     let (tx, mut rx) = mpsc::unbounded_channel();
     let permits = Arc::new(Semaphore::new(concurrency));

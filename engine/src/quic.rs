@@ -6,6 +6,11 @@
 //! derived from a secret kept in the data dir (`quic-reset.key`, mode 600), so the new process
 //! recognises the old connection ids and answers with stateless resets the sensors accept:
 //! they reconnect at once.
+//!
+//! The socket asks for large kernel buffers ([`SOCKET_BUFFER_BYTES`]): with the default
+//! (~208 KiB on Linux) a loaded engine with a thousand sensors dropped ~14 % of incoming
+//! datagrams (`RcvbufErrors` in `/proc/net/snmp`), and QUIC's loss recovery then stalled the
+//! affected connections and retransmitted (see docs/benchmarks.md).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -24,7 +29,34 @@ pub fn bind(server: quinn::ServerConfig, listen: SocketAddr, data_dir: &Path) ->
     endpoint.cid_generator(move || Box::new(KeyedCids(cids.clone())));
     let bind_err = || EngineError::io(format!("binding QUIC listener ingest.listen={listen}"));
     let socket = std::net::UdpSocket::bind(listen).map_err(bind_err())?;
+    let (recv, send) = enlarge_buffers(&socket);
+    if recv < SOCKET_BUFFER_BYTES / 8 {
+        tracing::warn!(
+            granted_bytes = recv,
+            asked_bytes = SOCKET_BUFFER_BYTES,
+            "The kernel capped the QUIC listener's receive buffer: under load datagrams will be dropped and \
+             connections stall on loss recovery. Raise it: sysctl -w net.core.rmem_max=16777216 \
+             net.core.wmem_max=16777216"
+        );
+    } else {
+        tracing::debug!(recv, send, "QUIC listener socket buffers (bytes, as granted by the kernel)");
+    }
     quinn::Endpoint::new(endpoint, Some(server), socket, Arc::new(quinn::TokioRuntime)).map_err(bind_err())
+}
+
+/// The kernel buffer size asked for on QUIC sockets, each way. Linux caps it at
+/// `net.core.rmem_max` / `net.core.wmem_max` (raise those for large fleets, see
+/// docs/operations.md).
+pub const SOCKET_BUFFER_BYTES: usize = 8 << 20;
+
+/// Asks for [`SOCKET_BUFFER_BYTES`] of receive and send buffer on `socket`; returns the sizes
+/// the kernel granted (a refusal keeps the default: the socket works, only with more loss
+/// under load).
+pub fn enlarge_buffers(socket: &std::net::UdpSocket) -> (usize, usize) {
+    let s = socket2::SockRef::from(socket);
+    let _ = s.set_recv_buffer_size(SOCKET_BUFFER_BYTES);
+    let _ = s.set_send_buffer_size(SOCKET_BUFFER_BYTES);
+    (s.recv_buffer_size().unwrap_or(0), s.send_buffer_size().unwrap_or(0))
 }
 
 /// The data dir's QUIC secret (32 random bytes, hex), created on first use.
@@ -97,6 +129,17 @@ mod tests {
     use quinn::ConnectionIdGenerator;
 
     use super::*;
+
+    #[test]
+    fn quic_sockets_ask_the_kernel_for_large_buffers() {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let before = socket2::SockRef::from(&socket).recv_buffer_size().unwrap();
+        let (recv, send) = enlarge_buffers(&socket);
+        // Linux grants min(asked, net.core.rmem_max), doubled for its bookkeeping.
+        let max: usize = std::fs::read_to_string("/proc/sys/net/core/rmem_max").unwrap().trim().parse().unwrap();
+        assert_eq!(recv, 2 * max.min(SOCKET_BUFFER_BYTES).max(before / 2), "receive buffer {before} → {recv}");
+        assert!(send > 0);
+    }
 
     fn cids(dir: &Path) -> KeyedCids {
         KeyedCids(hmac::Key::new(hmac::HMAC_SHA256, &derive(&secret(dir).unwrap(), b"connection ids")))

@@ -155,8 +155,7 @@ pub async fn run(load: Load) -> anyhow::Result<()> {
     let counters = Arc::new(Counters::default());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let frames_per_sec = load.rate.map(|r| r as f64 / load.sensors as f64 / (cycle_events as f64 / CYCLE.len() as f64));
-    let endpoints: Vec<quinn::Endpoint> =
-        (0..4).map(|_| quinn::Endpoint::client("127.0.0.1:0".parse().expect("address"))).collect::<Result<_, _>>()?;
+    let endpoints: Vec<quinn::Endpoint> = (0..4).map(|_| endpoint(None)).collect::<anyhow::Result<_>>()?;
     let mut tasks = Vec::new();
     let handshakes = Arc::new(tokio::sync::Semaphore::new(32));
     for (i, (s, tpl)) in sensors.into_iter().zip(per_sensor).enumerate() {
@@ -179,7 +178,7 @@ pub async fn run(load: Load) -> anyhow::Result<()> {
     for t in tasks {
         match t.await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => failed.push(e.to_string()),
+            Ok(Err(e)) => failed.push(format!("{e:#}")),
             Err(e) => failed.push(e.to_string()),
         }
     }
@@ -189,7 +188,10 @@ pub async fn run(load: Load) -> anyhow::Result<()> {
     let report = report(&load, &pack, frame_bytes, &measured, &counters, failed.len(), kafka, peers);
     print_table(&report);
     if !failed.is_empty() {
-        eprintln!("bench: {} sensors failed, first: {}", failed.len(), failed[0]);
+        eprintln!("bench: {} sensors failed; the first few:", failed.len());
+        for f in failed.iter().take(5) {
+            eprintln!("  {f}");
+        }
     }
     if let Some(path) = &load.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
@@ -201,6 +203,16 @@ pub async fn run(load: Load) -> anyhow::Result<()> {
         anyhow::ensure!(k["missing"] == 0, "alerts delivered to the file sink are missing from Kafka: {k}");
     }
     Ok(())
+}
+
+/// A QUIC endpoint on 127.0.0.1 with the large socket buffers the engine's listener asks for
+/// (so neither side of the bench drops datagrams the engine would not): a client, or a server
+/// with `server`.
+pub(crate) fn endpoint(server: Option<quinn::ServerConfig>) -> anyhow::Result<quinn::Endpoint> {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    vedette_engine::quic::enlarge_buffers(&socket);
+    let runtime = Arc::new(quinn::TokioRuntime);
+    Ok(quinn::Endpoint::new(quinn::EndpointConfig::default(), server, socket, runtime)?)
 }
 
 /// What the measuring loop saw.

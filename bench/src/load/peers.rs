@@ -120,7 +120,7 @@ async fn quinn_peer(
         Arc::new(NoRevocations),
         false,
     )?;
-    let ep = quinn::Endpoint::server(server, "127.0.0.1:0".parse()?)?;
+    let ep = super::endpoint(Some(server))?;
     let addr = ep.local_addr()?;
     let received = Arc::new(AtomicU64::new(0));
     let acceptor = {
@@ -160,7 +160,7 @@ async fn quinn_peer(
     let cycle_bytes: u64 = frames.iter().map(|(b, _)| b.len() as u64).sum();
     let cycle_rows: u64 = frames.iter().map(|(_, r)| *r).sum();
     let run_for = Duration::from_secs(3);
-    let client_ep = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
+    let client_ep = super::endpoint(None)?;
     let mut senders = Vec::new();
     for _ in 0..conns {
         let (client_ep, client, frames) = (client_ep.clone(), client.clone(), Arc::clone(&frames));

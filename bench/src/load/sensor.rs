@@ -71,6 +71,7 @@ pub(super) async fn run_sensor(
         other => anyhow::bail!("{}: expected WELCOME, got {other:?}", me.id),
     }
     drop(permit);
+    let connected = std::time::Instant::now();
     let acked = Arc::new(AtomicU64::new(0));
     let notify = Arc::new(tokio::sync::Notify::new());
     let rows_of = |seq: u64| templates[(seq as usize - 1) % templates.len()].rows;
@@ -122,7 +123,11 @@ pub(super) async fn run_sensor(
         seq += 1;
         let t = &templates[(seq as usize - 1) % templates.len()];
         t.encode(&mut buf, encoding, seq, now_us());
-        data.write_all(&buf).await?;
+        if let Err(e) = data.write_all(&buf).await {
+            // Why the connection went: the engine's close reason, an idle timeout, a reset.
+            let why = conn.close_reason().map_or_else(|| e.to_string(), |r| r.to_string());
+            anyhow::bail!("{}: frame {seq} not sent after {:.0} s: {why}", me.id, connected.elapsed().as_secs_f64());
+        }
         counters.sent_events.fetch_add(rows_of(seq), Ordering::Relaxed);
     }
     let _ = data.finish();
