@@ -129,28 +129,29 @@ pub async fn run(load: Load) -> anyhow::Result<()> {
         load.remote.is_none() || !load.kafka,
         "--kafka and outage runs start their own engine and broker: leave out --engine"
     );
+    // Frames first and the peers next, so the peers have the machine to themselves (no
+    // engine or broker running yet). Every sensor replays the same cycle under its own host name.
+    let ids: Vec<String> = (0..load.sensors).map(|i| format!("bench-{i:05}")).collect();
+    let mut per_sensor = Vec::with_capacity(load.sensors);
+    for id in &ids {
+        per_sensor.push(Arc::new(templates(id, &load, &catalog)?));
+    }
+    let cycle_events: u64 = per_sensor[0].iter().map(|t| t.rows).sum();
+    let frame_bytes = per_sensor[0].iter().map(|t| t.payload.len()).sum::<usize>() as f64 / CYCLE.len() as f64;
+    let peers = if load.peers { Some(run_peers(&per_sensor[0], &load, &catalog, &pack).await?) } else { None };
+
     let mut target = match &load.remote {
         Some(r) => Target::attach(r)?,
         None => Target::start_local(&load, &pack).await?,
     };
     let t = Instant::now();
     let mut sensors = Vec::with_capacity(load.sensors);
-    for i in 0..load.sensors {
-        let id = format!("bench-{i:05}");
+    for id in ids {
         let c = pki::issue_sensor(&target.ca, &id, "bench", 30)?;
         let client = tls::client_config(target.ca.cert.as_bytes(), Some((c.cert.as_bytes(), c.key.as_bytes())), ALPN)?;
         sensors.push(SensorIdentity { id, client });
     }
     eprintln!("bench: {} sensor certificates in {:.1}s", load.sensors, t.elapsed().as_secs_f64());
-    // Every sensor replays the same cycle under its own host name.
-    let mut per_sensor = Vec::with_capacity(load.sensors);
-    for s in &sensors {
-        per_sensor.push(Arc::new(templates(&s.id, &load, &catalog)?));
-    }
-    let cycle_events: u64 = per_sensor[0].iter().map(|t| t.rows).sum();
-    let frame_bytes = per_sensor[0].iter().map(|t| t.payload.len()).sum::<usize>() as f64 / CYCLE.len() as f64;
-
-    let peers = if load.peers { Some(run_peers(&per_sensor[0], &load, &catalog, &pack).await?) } else { None };
 
     let counters = Arc::new(Counters::default());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
