@@ -91,3 +91,17 @@ fn outage_loses_no_alert_and_measures_the_drain() {
     assert!(k["distinct_alerts"].as_u64() >= k["file_alerts"].as_u64(), "{r}");
     assert!(r["series"].as_array().unwrap().iter().any(|s| s["kafka_spooled"].as_u64() > Some(0)), "{r}");
 }
+
+#[test]
+fn an_outage_that_does_not_fit_the_run_is_refused_before_anything_starts() {
+    let out = Command::new(env!("CARGO_BIN_EXE_vedette-bench"))
+        .args(["outage", "--duration", "20s", "--outage", "15s", "--outage-at", "10s", "--no-peers"])
+        .output()
+        .expect("run vedette-bench");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--duration 20s is too short for an outage at 10s lasting 15s and 10 s to drain"),
+        "{stderr}"
+    );
+}

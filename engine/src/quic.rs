@@ -8,7 +8,7 @@
 //! they reconnect at once.
 //!
 //! The socket asks for large kernel buffers ([`SOCKET_BUFFER_BYTES`]): with the default
-//! (~208 KiB on Linux) a loaded engine with a thousand sensors dropped ~14 % of incoming
+//! (~208 KiB on Linux) a loaded engine with a thousand sensors dropped ~15 % of incoming
 //! datagrams (`RcvbufErrors` in `/proc/net/snmp`), and QUIC's loss recovery then stalled the
 //! affected connections and retransmitted (see docs/benchmarks.md).
 

@@ -91,11 +91,11 @@ impl AlertTail {
         let mut n = 0;
         for line in complete.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
             n += 1;
-            // Event → alert latency is a stateless rule's: a window's alert waits for its window
-            // to close by design (the bench's window rules are `bench.*`).
+            // Event → alert latency is a stateless rule's: a window's alert (it has a
+            // `window_start`) waits for its window to close by design.
             let ts = serde_json::from_slice::<serde_json::Value>(line)
                 .ok()
-                .filter(|v| v["rule_id"].as_str().is_some_and(|r| !r.starts_with("bench.")))
+                .filter(|v| v.get("window_start").is_none())
                 .and_then(|v| v.get("ts")?.as_str().map(str::to_string))
                 .and_then(|s| chrono::DateTime::parse_from_rfc3339(&s).ok())
                 .map(|t| t.timestamp_micros());
