@@ -10,6 +10,7 @@ use std::sync::Arc;
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use vedette_pipelines::alert::Alert;
+use vedette_pipelines::window::checkpoint::WindowWrite;
 
 use crate::dedup::DedupLedger;
 use crate::ledger::SeqLedger;
@@ -33,8 +34,8 @@ pub struct StateStore {
 pub struct Effects {
     /// Alerts for the sinks (after the alert-storm guard).
     pub alerts: Vec<Alert>,
-    /// Window checkpoints: state key and bytes.
-    pub windows: Vec<(String, Vec<u8>)>,
+    /// Window checkpoint writes (tree `windows`).
+    pub windows: Vec<WindowWrite>,
     /// Frames applied: sensor id and sequence number.
     pub frames: Vec<(Arc<str>, u64)>,
     /// Per alert (empty, or parallel to `alerts`): sink names it must not be spooled to (an
@@ -79,7 +80,7 @@ pub async fn commit(
     ids: &[uuid::Uuid],
     records: &[Vec<u8>],
     targets: Option<&[Vec<bool>]>,
-    windows: &[(String, Vec<u8>)],
+    windows: &[WindowWrite],
     frames: &[(Arc<str>, u64)],
 ) -> Result<Committed, CommitError> {
     let to = |i: usize, s: usize| targets.is_none_or(|t| t.get(i).is_none_or(|m| m.get(s).copied().unwrap_or(true)));
@@ -104,8 +105,11 @@ pub async fn commit(
             for (sensor, bytes) in states {
                 t[0].insert(sensor.as_bytes(), bytes.as_slice())?;
             }
-            for (key, bytes) in windows {
-                t[1].insert(key.as_bytes(), bytes.as_slice())?;
+            for w in windows {
+                match w {
+                    WindowWrite::Put(key, bytes) => t[1].insert(key.as_slice(), bytes.as_slice())?,
+                    WindowWrite::Remove(key) => t[1].remove(key.as_slice())?,
+                };
             }
             let (fresh, recorded) = match &store.dedup {
                 Some(d) => {

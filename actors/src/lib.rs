@@ -17,5 +17,6 @@ pub mod sessions;
 pub mod sinks;
 pub mod supervisor;
 pub mod tls;
+pub mod windows;
 
 pub use error::{ActorError, Result};

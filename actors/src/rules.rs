@@ -77,7 +77,7 @@ impl RuleWorker {
     async fn deliver(
         &self,
         rules: &TableRules,
-        eval: vedette_pipelines::compile::Evaluation,
+        mut eval: vedette_pipelines::compile::Evaluation,
         frames: Vec<(Arc<str>, u64)>,
     ) -> Result<Committed, EvalError> {
         for (meta, took) in &eval.timings {
@@ -90,7 +90,7 @@ impl RuleWorker {
             warn!(table = %rules.table(), error = %e, "Rule failed on a batch; other rules continue.");
         }
         let windows =
-            TableRules::checkpoint_updates(&eval.window_updates).map_err(|e| EvalError::Retry(e.to_string()))?;
+            rules.checkpoint_updates(&mut eval.window_updates).map_err(|e| EvalError::Retry(e.to_string()))?;
         // Alerts of suppressing rules, with the end of their suppression period.
         let suppressing: Vec<(Alert, i64)> = {
             let periods: HashMap<&str, i64> =
@@ -194,7 +194,7 @@ impl Actor for RuleWorker {
                 *rules = current(&self.rules);
                 if let Some(store) = self.sinks.store() {
                     for key in rules.prune_windows() {
-                        let _ = store.windows.remove(key.as_bytes());
+                        crate::windows::remove(&store.windows, &key);
                     }
                 } else {
                     rules.prune_windows();

@@ -651,7 +651,7 @@ impl RuleManager {
     /// Builds every table's new set (fallible), then swaps them in (infallible), each worker
     /// between two batches.
     async fn install(&self) -> Result<()> {
-        let load = |key: &str| self.windows.get(key.as_bytes()).ok().flatten().map(|v| v.to_vec());
+        let load = |key: &str| vedette_actors::windows::load(&self.windows, key);
         let mut by_table: HashMap<&str, Vec<Arc<CompiledRule>>> = HashMap::new();
         for rule in self.active() {
             by_table.entry(rule.meta.table.as_str()).or_default().push(Arc::clone(rule));
@@ -670,7 +670,7 @@ impl RuleManager {
             if !swapped {
                 // No worker is running the old set (restarting, or not started yet).
                 for key in rules.prune_windows() {
-                    let _ = self.windows.remove(key.as_bytes());
+                    vedette_actors::windows::remove(&self.windows, &key);
                 }
             }
         }

@@ -30,6 +30,7 @@ use crate::filter::{Rows, RuleFilter, SharedFilter};
 use crate::reference::RefTables;
 use crate::rule::Pack;
 use crate::values::{cell_micros, cell_str, cell_to_json, cell_u64};
+use crate::window::checkpoint::{Stored, WindowWrite};
 use crate::window::{Clock, DEFAULT_LATENESS_US, WindowPlans, WindowSpec, WindowState, find_window};
 
 /// Hidden output column carrying a windowed result row's window start.
@@ -531,7 +532,7 @@ impl TableRules {
     /// (same id and fingerprint) carries over; a newly active windowed rule starts from
     /// `load(state_key)` if a checkpoint exists. State of rules no longer active is dropped by
     /// [`TableRules::prune_windows`] once the old set is no longer running.
-    pub fn with_rules(&self, rules: Vec<Arc<CompiledRule>>, load: impl Fn(&str) -> Option<Vec<u8>>) -> Result<Self> {
+    pub fn with_rules(&self, rules: Vec<Arc<CompiledRule>>, load: impl Fn(&str) -> Option<Stored>) -> Result<Self> {
         let next = Self { prefilter: build_prefilter(self.schema.as_deref(), &rules), rules, ..self.clone() };
         next.load_states(load, false)?;
         Ok(next)
@@ -633,26 +634,30 @@ impl TableRules {
             .collect()
     }
 
-    /// Checkpoint bytes of an evaluation's window updates, before they are committed (so the
-    /// checkpoint can be written in the same transaction as the batch's alerts).
-    pub fn checkpoint_updates(updates: &[(String, WindowState)]) -> Result<Vec<(String, Vec<u8>)>> {
-        updates
-            .iter()
-            .map(|(key, state)| {
-                let bytes = state.to_bytes().map_err(|source| RuleError::Eval { rule: key.clone(), source })?;
-                Ok((key.clone(), bytes))
-            })
-            .collect()
+    /// The writes that checkpoint an evaluation's window updates, before they are committed
+    /// (so they go into the same transaction as the batch's alerts): a delta per rule whose
+    /// states were only appended to, a new base otherwise (see [`crate::window::checkpoint`]).
+    /// Records in each update how many deltas follow its base.
+    pub fn checkpoint_updates(&self, updates: &mut [(String, WindowState)]) -> Result<Vec<WindowWrite>> {
+        let windows = self.windows.lock().expect("window lock is never poisoned");
+        let mut writes = Vec::new();
+        for (key, state) in updates.iter_mut() {
+            let w = state
+                .checkpoint_after(key, windows.get(key.as_str()))
+                .map_err(|source| RuleError::Eval { rule: key.clone(), source })?;
+            writes.extend(w);
+        }
+        Ok(writes)
     }
 
-    /// Restores window state from checkpoints; `load` returns the bytes stored under a key.
-    pub fn restore(&self, load: impl Fn(&str) -> Option<Vec<u8>>) -> Result<usize> {
+    /// Restores window state from checkpoints; `load` returns what is stored under a state key.
+    pub fn restore(&self, load: impl Fn(&str) -> Option<Stored>) -> Result<usize> {
         self.load_states(load, true)
     }
 
     /// Loads checkpointed state of this set's windowed rules (all of them, or only those with
     /// no state in memory); returns how many were loaded.
-    fn load_states(&self, load: impl Fn(&str) -> Option<Vec<u8>>, overwrite: bool) -> Result<usize> {
+    fn load_states(&self, load: impl Fn(&str) -> Option<Stored>, overwrite: bool) -> Result<usize> {
         let mut loaded = 0;
         let mut windows = self.windows.lock().expect("window lock is never poisoned");
         for rule in self.rules.iter().filter(|r| r.is_windowed()) {
@@ -660,9 +665,9 @@ impl TableRules {
             if !overwrite && windows.contains_key(&key) {
                 continue;
             }
-            if let Some(bytes) = load(&key) {
-                let state =
-                    WindowState::from_bytes(&bytes).map_err(|source| RuleError::Eval { rule: key.clone(), source })?;
+            if let Some(stored) = load(&key) {
+                let state = WindowState::from_stored(&stored)
+                    .map_err(|source| RuleError::Eval { rule: key.clone(), source })?;
                 windows.insert(key, state);
                 loaded += 1;
             }
@@ -679,6 +684,11 @@ impl TableRules {
             .filter_map(|r| windows.get(&r.state_key()).map(|w| (r.meta.id.clone(), w.skewed.clone())))
             .filter(|(_, s)| !s.is_empty())
             .collect()
+    }
+
+    /// The committed window state of the rule with state key `key`.
+    pub fn window_state(&self, key: &str) -> Option<WindowState> {
+        self.windows.lock().expect("window lock is never poisoned").get(key).cloned()
     }
 
     /// Late rows dropped so far, per active windowed rule id.

@@ -41,6 +41,8 @@ use datafusion::physical_plan::{ExecutionPlan, collect};
 
 use crate::compile::{Injected, InjectedPartition, task_with};
 
+pub mod checkpoint;
+
 /// Default allowed lateness when a rule sets none.
 pub const DEFAULT_LATENESS_US: i64 = 5_000_000;
 /// A sensor silent for this long (processing time) stops holding windows open.
@@ -549,19 +551,8 @@ pub struct WindowState {
     pub merged: usize,
     /// Per sensor: rows stamped further in the future than the skew bound.
     pub skewed: HashMap<String, u64>,
-}
-
-#[derive(serde::Serialize, serde::Deserialize)]
-struct Header {
-    sensors: HashMap<String, (i64, i64)>,
-    closed_upto: i64,
-    late_rows: u64,
-    #[serde(default)]
-    merged: usize,
-    #[serde(default)]
-    skewed: HashMap<String, u64>,
-    #[serde(default)]
-    closed: HashMap<String, i64>,
+    /// Deltas logged on disk after the last full checkpoint ([`checkpoint`]); in memory only.
+    pub logged: u64,
 }
 
 impl WindowState {
@@ -579,55 +570,6 @@ impl WindowState {
     /// Memory held by accumulator states, bytes.
     pub fn state_bytes(&self) -> usize {
         self.states.iter().map(RecordBatch::get_array_memory_size).sum()
-    }
-
-    /// Checkpoint bytes: `u32 BE header length | JSON header | Arrow IPC stream of the states`.
-    pub fn to_bytes(&self) -> datafusion::error::Result<Vec<u8>> {
-        let header = serde_json::to_vec(&Header {
-            sensors: self.sensors.clone(),
-            closed_upto: self.closed_upto,
-            late_rows: self.late_rows,
-            merged: self.merged,
-            skewed: self.skewed.clone(),
-            closed: self.closed.clone(),
-        })
-        .map_err(|e| DataFusionError::Internal(e.to_string()))?;
-        let mut out = (header.len() as u32).to_be_bytes().to_vec();
-        out.extend_from_slice(&header);
-        if let Some(first) = self.states.first() {
-            let mut w = arrow::ipc::writer::StreamWriter::try_new(&mut out, &first.schema())?;
-            for b in &self.states {
-                w.write(b)?;
-            }
-            w.finish()?;
-        }
-        Ok(out)
-    }
-
-    /// Reads a checkpoint written by [`WindowState::to_bytes`].
-    pub fn from_bytes(bytes: &[u8]) -> datafusion::error::Result<Self> {
-        let bad = |r: &str| DataFusionError::Internal(format!("corrupt window checkpoint: {r}"));
-        let len = bytes.get(..4).ok_or_else(|| bad("too short"))?;
-        let len = u32::from_be_bytes(len.try_into().expect("4 bytes")) as usize;
-        let header = bytes.get(4..4 + len).ok_or_else(|| bad("truncated header"))?;
-        let h: Header = serde_json::from_slice(header).map_err(|e| bad(&e.to_string()))?;
-        let rest = &bytes[4 + len..];
-        let states = if rest.is_empty() {
-            Vec::new()
-        } else {
-            arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(rest), None)?
-                .collect::<Result<Vec<_>, _>>()?
-        };
-        let merged = h.merged.min(states.len());
-        Ok(Self {
-            states,
-            sensors: h.sensors,
-            closed_upto: h.closed_upto,
-            late_rows: h.late_rows,
-            merged,
-            skewed: h.skewed,
-            closed: h.closed,
-        })
     }
 }
 

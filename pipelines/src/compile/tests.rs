@@ -114,6 +114,10 @@ async fn windowed(sql: &str) -> (Compiler, TableRules) {
     (c, rules)
 }
 
+fn stored(base: &[u8]) -> crate::window::checkpoint::Stored {
+    crate::window::checkpoint::Stored { base: base.to_vec(), log: Vec::new() }
+}
+
 async fn feed(rules: &TableRules, seq: u64, rows: &str) -> Vec<Alert> {
     let eval = rules.evaluate(&batch("auth_events", seq, rows), Utc::now()).await;
     assert!(eval.errors.is_empty(), "{:?}", eval.errors);
@@ -141,7 +145,7 @@ async fn session_window_spans_first_event_to_last_event_plus_gap() {
     let keys: Vec<String> = rules.rules().iter().map(|r| r.state_key()).collect();
     let saved = rules.checkpoint(&keys).unwrap();
     let (_c2, restored) = windowed(sql).await;
-    restored.restore(|k| saved.iter().find(|(key, _)| key == k).map(|(_, b)| b.clone())).unwrap();
+    restored.restore(|k| saved.iter().find(|(key, _)| key == k).map(|(_, b)| stored(b))).unwrap();
     assert!(feed(&restored, 4, &auth(210, "alice", "failure")).await.is_empty());
     let rest = restored.tick(Utc::now(), true).await;
     assert_eq!(rest.alerts.len(), 1, "{:#?}", rest.alerts);
@@ -227,7 +231,7 @@ async fn window_state_checkpoint_restores_into_a_fresh_worker() {
     let fresh = TableRules::new(&c, "auth_events", c.compile_pack(&p).await.unwrap()["auth_events"].clone())
         .with_clock_skew(None, None);
     let store: std::collections::HashMap<_, _> = saved.into_iter().collect();
-    assert_eq!(fresh.restore(|k| store.get(k).cloned()).unwrap(), 1);
+    assert_eq!(fresh.restore(|k| store.get(k).map(|b| stored(b))).unwrap(), 1);
     let a = feed(&fresh, 2, &(auth(70, "alice", "failure") + &auth(130, "x", "success"))).await;
     assert_eq!(a.len(), 1);
     assert_eq!(a[0].row["failures"], 3);
@@ -313,4 +317,116 @@ async fn a_dedup_key_gives_repeats_of_a_detection_one_id_and_must_name_result_co
     };
     assert_eq!(alerts[0].alert_id, expect(0));
     assert_eq!(alerts[1].alert_id, expect(60_000_000));
+}
+
+/// The engine's tree of window checkpoints, in memory.
+#[derive(Default)]
+struct CheckpointStore(std::collections::BTreeMap<Vec<u8>, Vec<u8>>);
+
+impl CheckpointStore {
+    /// Applies writes; returns (bases, deltas) written.
+    fn apply(&mut self, writes: Vec<crate::window::checkpoint::WindowWrite>) -> (usize, usize) {
+        use crate::window::checkpoint::WindowWrite;
+        let (mut bases, mut deltas) = (0, 0);
+        for w in writes {
+            match w {
+                WindowWrite::Put(k, v) => {
+                    if k.contains(&0) {
+                        deltas += 1
+                    } else {
+                        bases += 1
+                    }
+                    self.0.insert(k, v);
+                }
+                WindowWrite::Remove(k) => {
+                    assert!(self.0.remove(&k).is_some(), "removing a delta that is not stored");
+                }
+            }
+        }
+        (bases, deltas)
+    }
+
+    fn load(&self, key: &str) -> Option<crate::window::checkpoint::Stored> {
+        let prefix = crate::window::checkpoint::log_prefix(key);
+        let base = self.0.get(key.as_bytes())?.clone();
+        let log = self
+            .0
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .map(|(_, v)| v.clone())
+            .collect();
+        Some(crate::window::checkpoint::Stored { base, log })
+    }
+
+    fn logged(&self, key: &str) -> usize {
+        let prefix = crate::window::checkpoint::log_prefix(key);
+        self.0.range(prefix.clone()..).take_while(|(k, _)| k.starts_with(&prefix)).count()
+    }
+}
+
+#[tokio::test]
+async fn window_checkpoint_log_restores_exactly_the_state_in_memory() {
+    let sqls = [
+        ("tumble", BRUTE.to_string()),
+        (
+            "hop",
+            "SELECT host, user, count(*) AS failures FROM auth_events WHERE outcome = 'failure' \
+             GROUP BY hop(ts, INTERVAL '20 seconds', INTERVAL '1 minute'), host, user HAVING count(*) >= 3"
+                .to_string(),
+        ),
+        (
+            "session",
+            "SELECT user, count(*) AS failures FROM auth_events WHERE outcome = 'failure' \
+             GROUP BY session(ts, INTERVAL '30 seconds'), user HAVING count(*) >= 2"
+                .to_string(),
+        ),
+    ];
+    let c = compiler();
+    let defs: Vec<RuleDef> = sqls
+        .iter()
+        .map(|(id, sql)| RuleDef { lateness: Some(std::time::Duration::from_secs(5)), ..rule(id, sql) })
+        .collect();
+    let p = pack(defs);
+    let compiled = c.compile_pack(&p).await.unwrap()["auth_events"].clone();
+    let rules = TableRules::new(&c, "auth_events", compiled.clone()).with_clock_skew(None, None);
+    let keys: Vec<String> = rules.rules().iter().map(|r| r.state_key()).collect();
+    let mut store = CheckpointStore::default();
+    let (mut bases, mut deltas, mut alerts) = (0, 0, 0);
+    for step in 0..80i64 {
+        // Four users fail now and then; time moves 4 s per batch, so windows and sessions close.
+        let rows: String = (0..4)
+            .map(|u| {
+                auth(
+                    100 + step * 4 + u,
+                    &format!("u{}", (step + u) % 5),
+                    if (step + u) % 3 == 0 { "success" } else { "failure" },
+                )
+            })
+            .collect();
+        let mut eval = rules.evaluate(&batch("auth_events", step as u64 + 1, &rows), Utc::now()).await;
+        assert!(eval.errors.is_empty(), "{:?}", eval.errors);
+        let (b, d) = store.apply(rules.checkpoint_updates(&mut eval.window_updates).unwrap());
+        (bases, deltas, alerts) = (bases + b, deltas + d, alerts + eval.alerts.len());
+        rules.commit(eval.window_updates);
+        for key in &keys {
+            assert_eq!(rules.window_state(key).unwrap().logged as usize, store.logged(key), "step {step}: {key}");
+        }
+        if step % 7 == 3 || step == 79 {
+            // A restart here: every rule's state is read back from the base and its log.
+            let fresh = TableRules::new(&c, "auth_events", compiled.clone()).with_clock_skew(None, None);
+            assert_eq!(fresh.restore(|k| store.load(k)).unwrap(), keys.len());
+            for key in &keys {
+                let (a, b) = (rules.window_state(key).unwrap(), fresh.window_state(key).unwrap());
+                assert_eq!(a.states, b.states, "step {step}: {key}");
+                assert_eq!(
+                    (&a.sensors, a.closed_upto, &a.closed, a.late_rows, a.merged, &a.skewed, a.logged),
+                    (&b.sensors, b.closed_upto, &b.closed, b.late_rows, b.merged, &b.skewed, b.logged),
+                    "step {step}: {key}"
+                );
+            }
+        }
+    }
+    assert!(alerts > 10, "windows closed and fired: {alerts}");
+    assert!(deltas > 3 * bases, "most batches only log a delta: {deltas} deltas, {bases} bases");
+    assert!(bases >= keys.len() + 6, "merges and closes write a new base: {bases}");
 }
