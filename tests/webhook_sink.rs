@@ -80,5 +80,32 @@ async fn alerts_wait_out_a_webhook_outage_and_arrive_once_in_order() {
     let (status, body) = (answer.status, answer.body);
     assert_eq!(status, 200, "{body}");
     assert_eq!(r.alerts.lock().unwrap().last().unwrap()["rule_id"], "vedette.test");
+
+    // On a file sink the sample is appended beside the running sink; its next write and a
+    // restart keep the line (the sink records the file's real length), and nothing is lost.
+    let answer = t.api("POST", "/api/v1/sinks/file/test").await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let lines = vedette_tests::read_alerts(&file);
+    assert_eq!((lines.len(), lines[50]["rule_id"].as_str()), (51, Some("vedette.test")));
+    let rows: Vec<Value> = (0..5).map(|i| shadow_cat(110 + i)).collect();
+    let mut s = c.data_stream().await;
+    s.write_all(&ndjson_frame(11, "process_events", &rows)).await.unwrap();
+    s.finish().unwrap();
+    c.until(|m| matches!(m, Control::Ack(a) if a.seq == 11)).await;
+    assert!(eventually(Duration::from_secs(10), || vedette_tests::read_alerts(&file).len() == 56).await);
+    drop(c);
+    let t = t.restart().await;
+    // The restarted sink checks the file against its position record on its first write.
+    let mut c = RawClient::connect(&t.sensor("s", "default"), 0).await.unwrap();
+    let rows: Vec<Value> = (0..5).map(|i| shadow_cat(120 + i)).collect();
+    let mut s = c.data_stream().await;
+    s.write_all(&ndjson_frame(12, "process_events", &rows)).await.unwrap();
+    s.finish().unwrap();
+    c.until(|m| matches!(m, Control::Ack(a) if a.seq == 12)).await;
+    assert!(t.engine.wait_delivered(Duration::from_secs(20)).await);
+    let text = std::fs::read_to_string(&file).unwrap();
+    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).expect("whole lines only")).collect();
+    assert_eq!(lines.len(), 61, "nothing cut or lost after a restart");
+    assert_eq!(lines[50]["rule_id"], "vedette.test");
     t.engine.shutdown().await;
 }

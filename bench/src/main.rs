@@ -640,6 +640,7 @@ async fn windows_bench(kind: WindowKindArg, events: usize, users: usize, batch_r
     use std::sync::Arc as A;
     use vedette_pipelines::compile::{Compiler, TableRules};
     use vedette_pipelines::rule::Pack;
+    use vedette_pipelines::window::checkpoint::WindowWrite;
     use vedette_schemas::tables::Catalog;
 
     let compiler = Compiler::new(A::new(Catalog::builtin()))?;
@@ -662,12 +663,16 @@ async fn windows_bench(kind: WindowKindArg, events: usize, users: usize, batch_r
     let now = chrono::Utc::now();
     let started = Instant::now();
     let mut alerts = 0;
-    let (mut peak_keys, mut peak_bytes) = (0usize, 0usize);
+    let (mut peak_keys, mut peak_bytes, mut written) = (0usize, 0usize, 0usize);
     for b in &batches {
-        let eval = table.evaluate(b, now).await;
+        let mut eval = table.evaluate(b, now).await;
         anyhow::ensure!(eval.errors.is_empty(), "{:?}", eval.errors);
         alerts += eval.alerts.len();
         let bytes: usize = eval.window_updates.iter().map(|(_, s)| s.state_bytes()).sum();
+        // The checkpoint writes the engine puts into each batch's transaction.
+        let writes = table.checkpoint_updates(&mut eval.window_updates)?;
+        written +=
+            writes.iter().map(|w| if let WindowWrite::Put(k, v) = w { k.len() + v.len() } else { 0 }).sum::<usize>();
         table.commit(eval.window_updates);
         let keys: usize = table.open_windows().iter().map(|(_, n)| n).sum();
         if keys > peak_keys {
@@ -686,6 +691,11 @@ async fn windows_bench(kind: WindowKindArg, events: usize, users: usize, batch_r
         "windows: peak open window keys (all rules) {peak_keys}, accumulator state {:.1} MiB = {:.0} bytes per open key",
         peak_bytes as f64 / (1 << 20) as f64,
         peak_bytes as f64 / peak_keys.max(1) as f64
+    );
+    println!(
+        "windows: checkpoints written {:.1} MiB ({:.0} KiB per batch)",
+        written as f64 / (1 << 20) as f64,
+        written as f64 / 1024.0 / batches.len().max(1) as f64
     );
     Ok(())
 }
@@ -783,7 +793,7 @@ async fn spool_bench(n: usize, per_append: usize) -> anyhow::Result<()> {
 
     // Drain through the real delivery loop into a file sink (JSON lines, fsync per batch).
     let metrics = vedette_actors::metrics::Metrics::new();
-    let sink = connector(&config, dir.path())?;
+    let sink = connector(&config, dir.path(), handle.spool.instance())?;
     let (stop, rx) = tokio::sync::watch::channel(false);
     let started = Instant::now();
     let task = tokio::spawn(Delivery::new(Arc::clone(&handle), metrics, sink).run(rx));
@@ -823,8 +833,10 @@ async fn kafka_bench(rate: u64, outage_s: u64) -> anyhow::Result<()> {
     let handle = open_sink(&db, config.clone())?;
     let metrics = vedette_actors::metrics::Metrics::new();
     let (stop, rx) = tokio::sync::watch::channel(false);
-    let task =
-        tokio::spawn(Delivery::new(Arc::clone(&handle), metrics.clone(), connector(&config, dir.path())?).run(rx));
+    let task = tokio::spawn(
+        Delivery::new(Arc::clone(&handle), metrics.clone(), connector(&config, dir.path(), handle.spool.instance())?)
+            .run(rx),
+    );
 
     // Steady producer: `rate` alerts/s in 10 ms chunks.
     let produced = Arc::new(AtomicU64::new(0));

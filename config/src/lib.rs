@@ -8,7 +8,7 @@ pub mod bytes;
 pub mod duration;
 pub mod sinks;
 
-pub use sinks::{Connector, Format, OverflowPolicy, Route, SinkCommon, SinkConfig};
+pub use sinks::{Connector, FileSinkConfig, Format, OverflowPolicy, Route, SinkCommon, SinkConfig};
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -181,7 +181,7 @@ impl EngineHandle {
                 }))
             } else {
                 // Fail at start, naming the sink, if its connector cannot be built.
-                vedette_actors::sinks::connector(&sink, &data_dir)?;
+                vedette_actors::sinks::connector(&sink, &data_dir, 0)?;
                 None
             };
             let handle = open_sink(&db, sink)?;

@@ -53,13 +53,18 @@ pub fn open_sink(db: &sled::Db, config: SinkConfig) -> Result<Arc<SinkHandle>> {
     }))
 }
 
-/// Builds the connector of a sink; relative file paths are inside `data_dir`.
-pub fn connector(config: &SinkConfig, data_dir: &Path) -> Result<Box<dyn Connector>> {
+/// The file a file sink writes (relative paths are inside `data_dir`).
+pub fn file_path(f: &vedette_config::FileSinkConfig, data_dir: &Path) -> std::path::PathBuf {
+    if f.path.is_absolute() { f.path.clone() } else { data_dir.join(&f.path) }
+}
+
+/// Builds the connector of a sink delivering from the spool with instance id `spool`
+/// ([`Spool::instance`]); relative file paths are inside `data_dir`.
+pub fn connector(config: &SinkConfig, data_dir: &Path, spool: u64) -> Result<Box<dyn Connector>> {
     match &config.connector {
         ConnectorConfig::Stdout {} => Ok(Box::new(stdout::Stdout::new())),
         ConnectorConfig::File(f) => {
-            let path = if f.path.is_absolute() { f.path.clone() } else { data_dir.join(&f.path) };
-            Ok(Box::new(file::FileSink::new(path, f.rotate_bytes, f.keep)))
+            Ok(Box::new(file::FileSink::new(file_path(f, data_dir), f.rotate_bytes, f.keep, spool)))
         }
         ConnectorConfig::Webhook(w) => Ok(Box::new(webhook::Webhook::new(config.name(), w, config.format())?)),
         ConnectorConfig::SplunkHec(h) => Ok(Box::new(splunk_hec::SplunkHec::new(config.name(), h, config.format())?)),
@@ -340,7 +345,7 @@ impl Actor for SinkActor {
     ) -> std::result::Result<SinkState, ActorProcessingErr> {
         let connector = match &self.make {
             Some(make) => make()?,
-            None => connector(&self.handle.config, &self.data_dir)?,
+            None => connector(&self.handle.config, &self.data_dir, self.handle.spool.instance())?,
         };
         let (stop, stop_rx) = watch::channel(false);
         let delivery = Delivery::new(Arc::clone(&self.handle), self.metrics.clone(), connector);

@@ -44,6 +44,9 @@ const KEY_BLOCK: u64 = 1 << 20;
 /// A sink's spool.
 pub struct Spool {
     name: String,
+    /// Random id given to the spool when it was created (its keys count from 1 again only in
+    /// a new instance).
+    instance: u64,
     tree: sled::Tree,
     meta: sled::Tree,
     max_bytes: u64,
@@ -71,6 +74,16 @@ impl Spool {
             records += 1;
         }
         let meta = db.open_tree("spool_meta").map_err(storage("spool_meta"))?;
+        let instance_key = format!("instance:{name}");
+        let instance = match meta.get(instance_key.as_bytes()).map_err(storage("spool_meta"))? {
+            Some(v) => seq_of(&v),
+            None => {
+                // Durable with the flush of the first records spooled under it.
+                let id = uuid::Uuid::new_v4().as_u64_pair().0;
+                meta.insert(instance_key.as_bytes(), &id.to_be_bytes()).map_err(storage("spool_meta"))?;
+                id
+            }
+        };
         let reserved_to = meta.get(name.as_bytes()).map_err(storage("spool_meta"))?.map_or(1, |v| seq_of(&v));
         let next_seq = match tree.last().map_err(storage(&tree_name))? {
             Some((k, _)) => seq_of(&k) + 1,
@@ -79,6 +92,7 @@ impl Spool {
         .max(reserved_to);
         Ok(Self {
             name: name.to_string(),
+            instance,
             tree,
             meta,
             max_bytes,
@@ -92,6 +106,12 @@ impl Spool {
     /// Sink name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The spool's instance id: a destination that remembers spool keys (the file sink's
+    /// position record) must remember it too, since a new spool counts its keys from 1 again.
+    pub fn instance(&self) -> u64 {
+        self.instance
     }
 
     /// `(records, bytes)` spooled now.

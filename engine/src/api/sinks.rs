@@ -134,8 +134,6 @@ pub async fn dlq_purge(State(s): State<ApiState>, caller: CallerExt, Path(name):
 pub async fn test(State(s): State<ApiState>, Path(name): Path<String>) -> ApiResult<Response> {
     use vedette_actors::sinks::delivery::{Outcome, Outgoing};
     let h = sink(&s, &name)?;
-    let mut connector = vedette_actors::sinks::connector(&h.config, &s.data_dir)
-        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
     let mut alert = vedette_pipelines::formats::sample_alert();
     alert.rule_id = "vedette.test".into();
     alert.rule_name = "vedette test alert".into();
@@ -143,8 +141,20 @@ pub async fn test(State(s): State<ApiState>, Path(name): Path<String>) -> ApiRes
     alert.detected_at = chrono::Utc::now();
     alert.alert_id = uuid::Uuid::new_v4();
     let body = vedette_pipelines::formats::encode(h.config.format(), &alert);
-    let batch = [Outgoing { seq: 0, alert, body }];
-    let outcome = connector.send(&batch).await.pop().unwrap_or(Outcome::Retry("no answer".into()));
+    let outcome = if let vedette_config::Connector::File(f) = &h.config.connector {
+        // Appended beside the running sink, never through a second instance of it (which would
+        // repair the file against the running sink's position record).
+        let path = vedette_actors::sinks::file_path(f, &s.data_dir);
+        match vedette_actors::sinks::file::append_line(&path, &body).await {
+            Ok(()) => Outcome::Delivered,
+            Err(e) => Outcome::Retry(format!("writing {}: {e}", path.display())),
+        }
+    } else {
+        let mut connector = vedette_actors::sinks::connector(&h.config, &s.data_dir, h.spool.instance())
+            .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
+        let batch = [Outgoing { seq: 0, alert, body }];
+        connector.send(&batch).await.pop().unwrap_or(Outcome::Retry("no answer".into()))
+    };
     let (ok, detail) = match outcome {
         Outcome::Delivered => (true, "delivered".to_string()),
         Outcome::Retry(e) => (false, format!("failed (would be retried): {e}")),

@@ -5,4 +5,4 @@ mod service;
 #[cfg(test)]
 mod tests;
 
-pub use service::FileSink;
+pub use service::{FileSink, append_line};

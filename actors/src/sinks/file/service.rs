@@ -1,11 +1,13 @@
 //! Appending, syncing and rotating the file, and remembering how far it got.
 //!
-//! After each synced write the sink records, in `PATH.vedette-pos`, the file's length and the
-//! highest spool key it wrote (one 24-byte record with a checksum, rewritten in place and
-//! synced). On start it truncates anything past the recorded length (a write whose position was
-//! not recorded: its alerts are still spooled and are written again) and skips spooled records
-//! at or below the recorded key (written, but the engine stopped before removing them from the
-//! spool). So a kill -9 at any point leaves every alert in the file exactly once.
+//! After each synced write the sink records, in `PATH.vedette-pos`, the file's length, the
+//! highest spool key it wrote and the spool's instance id (one 32-byte record with a checksum,
+//! rewritten in place and synced). On start it truncates anything past the recorded length (a
+//! write whose position was not recorded: its alerts are still spooled and are written again)
+//! and skips spooled records at or below the recorded key (written, but the engine stopped
+//! before removing them from the spool). So a kill -9 at any point leaves every alert in the
+//! file exactly once. A position recorded for another spool (the data dir was reset, or another
+//! engine wrote the file) is not used: nothing is cut or skipped, new alerts are appended.
 
 use std::path::{Path, PathBuf};
 
@@ -21,14 +23,19 @@ struct Position {
     len: u64,
     /// Highest spool key written.
     last_seq: u64,
+    /// Instance id of the spool whose keys `last_seq` counts (`None`: a record from before
+    /// instance ids, taken as this spool's).
+    instance: Option<u64>,
 }
 
 impl Position {
-    fn encode(self) -> [u8; 24] {
-        let mut b = [0u8; 24];
+    fn encode(self) -> [u8; 32] {
+        let instance = self.instance.unwrap_or(0);
+        let mut b = [0u8; 32];
         b[..8].copy_from_slice(&self.len.to_be_bytes());
         b[8..16].copy_from_slice(&self.last_seq.to_be_bytes());
-        b[16..].copy_from_slice(&check(self.len, self.last_seq).to_be_bytes());
+        b[16..24].copy_from_slice(&instance.to_be_bytes());
+        b[24..].copy_from_slice(&check(&[self.len, self.last_seq, instance]).to_be_bytes());
         b
     }
 
@@ -36,15 +43,26 @@ impl Position {
     /// skipped: at worst an alert is written twice).
     fn decode(b: &[u8]) -> Option<Self> {
         let word = |i: usize| b.get(i..i + 8).and_then(|s| <[u8; 8]>::try_from(s).ok()).map(u64::from_be_bytes);
-        let (len, last_seq, sum) = (word(0)?, word(8)?, word(16)?);
-        (b.len() == 24 && sum == check(len, last_seq)).then_some(Self { len, last_seq })
+        let (len, last_seq) = (word(0)?, word(8)?);
+        match b.len() {
+            24 => (word(16)? == check(&[len, last_seq])).then_some(Self { len, last_seq, instance: None }),
+            32 => {
+                let instance = word(16)?;
+                (word(24)? == check(&[len, last_seq, instance])).then_some(Self {
+                    len,
+                    last_seq,
+                    instance: Some(instance),
+                })
+            }
+            _ => None,
+        }
     }
 }
 
-/// FNV-1a over the two words.
-fn check(a: u64, b: u64) -> u64 {
+/// FNV-1a over the words.
+fn check(words: &[u64]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in a.to_be_bytes().into_iter().chain(b.to_be_bytes()) {
+    for byte in words.iter().flat_map(|w| w.to_be_bytes()) {
         h ^= u64::from(byte);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
@@ -59,6 +77,8 @@ pub struct FileSink {
     file: Option<(tokio::fs::File, u64)>,
     /// The position file, once opened (and the file repaired against it).
     pos: Option<(tokio::fs::File, Position)>,
+    /// Instance id of the spool this sink delivers from ([`crate::sinks::spool::Spool::instance`]).
+    instance: u64,
 }
 
 /// `PATH.vedette-pos`.
@@ -69,9 +89,10 @@ pub fn position_path(path: &Path) -> PathBuf {
 }
 
 impl FileSink {
-    /// A sink writing `path` (created with its directory on first write).
-    pub fn new(path: PathBuf, rotate_bytes: Option<u64>, keep: u32) -> Self {
-        Self { path, rotate_bytes, keep, file: None, pos: None }
+    /// A sink writing `path` (created with its directory on first write), delivering from the
+    /// spool with instance id `instance`.
+    pub fn new(path: PathBuf, rotate_bytes: Option<u64>, keep: u32, instance: u64) -> Self {
+        Self { path, rotate_bytes, keep, file: None, pos: None, instance }
     }
 
     /// Opens the position file and cuts the output back to the recorded length.
@@ -91,7 +112,15 @@ impl FileSink {
             .await?;
         let mut buf = Vec::new();
         tokio::io::AsyncReadExt::read_to_end(&mut f, &mut buf).await?;
-        let pos = Position::decode(&buf).unwrap_or(Position { len: u64::MAX, last_seq: 0 });
+        let unknown = Position { len: u64::MAX, last_seq: 0, instance: Some(self.instance) };
+        let pos = match Position::decode(&buf) {
+            Some(p) if p.instance.is_none_or(|i| i == self.instance) => p,
+            Some(_) => {
+                tracing::warn!(path = %self.path.display(), "File sink: the position file was written for another spool (was the data dir reset?); appending after what the file holds, nothing is cut or skipped.");
+                unknown
+            }
+            None => unknown,
+        };
         match tokio::fs::metadata(&self.path).await {
             // Longer than recorded: the tail's alerts are still spooled. (Shorter: rotated
             // or moved away by someone else; nothing to cut.)
@@ -154,14 +183,30 @@ impl FileSink {
         {
             self.rotate().await?;
             // The new file starts empty: record that before writing into it.
-            self.record(Position { len: 0, last_seq }).await?;
+            self.record(Position { len: 0, last_seq, instance: Some(self.instance) }).await?;
         }
         let (f, size) = self.open().await?;
         f.write_all(buf).await?;
         f.sync_data().await?;
-        *size += buf.len() as u64;
+        // The file's real length: a line another writer appended meanwhile (`vedette sinks
+        // test`) is then never taken for a torn write and cut on the next start.
+        *size = f.metadata().await?.len();
         Ok(())
     }
+}
+
+/// Appends one line to the file at `path` (as `vedette sinks test` does), beside a running
+/// sink: one `O_APPEND` write, synced. The running sink records the file's real length after
+/// its next write, so the line is kept.
+pub async fn append_line(path: &Path, body: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        tokio::fs::create_dir_all(dir).await?;
+    }
+    let mut line = body.to_vec();
+    line.push(b'\n');
+    let mut f = tokio::fs::OpenOptions::new().create(true).append(true).open(path).await?;
+    f.write_all(&line).await?;
+    f.sync_data().await
 }
 
 /// `PATH.n`.
@@ -181,7 +226,7 @@ impl Connector for FileSink {
                 if let Some(last) = fresh.iter().map(|o| o.seq).max() {
                     self.write(&lines(&fresh)).await?;
                     let len = self.file.as_ref().map_or(0, |f| f.1);
-                    self.record(Position { len, last_seq: last }).await?;
+                    self.record(Position { len, last_seq: last, instance: Some(self.instance) }).await?;
                 }
                 Ok::<_, std::io::Error>(())
             };
