@@ -114,8 +114,6 @@ struct Planned {
     lateness_us: i64,
     /// The WHERE clause over shared atoms (stateless rules; see [`crate::filter`]).
     filter: Option<RuleFilter>,
-    /// The plan holds operators with per-execution state: run a reset copy each time.
-    reset_each_run: bool,
     /// With a `filter`: the plan without its WHERE clause, run on exactly the rows the shared
     /// filter found TRUE (DataFusion does not evaluate the predicate a second time).
     unfiltered: Option<Arc<dyn ExecutionPlan>>,
@@ -315,8 +313,7 @@ impl Compiler {
             None => None,
         };
         let lateness_us = rule.lateness.map_or(DEFAULT_LATENESS_US, |d| d.as_micros() as i64);
-        let reset_each_run = has_stateful_operators(&plan) || unfiltered.as_ref().is_some_and(has_stateful_operators);
-        Ok(Planned { table, plan, window, lateness_us, filter, reset_each_run, unfiltered })
+        Ok(Planned { table, plan, window, lateness_us, filter, unfiltered })
     }
 
     /// A stateless rule's WHERE clause as a shared filter tree, when it has one the filter
@@ -805,21 +802,17 @@ impl TableRules {
     }
 }
 
-/// Whether a physical plan has operators outside the set known to keep no state between
-/// executions (sorts with a limit, joins, repartitions … hold some).
-fn has_stateful_operators(plan: &Arc<dyn ExecutionPlan>) -> bool {
-    const STATELESS: &[&str] = &[
-        "ProjectionExec",
-        "FilterExec",
-        "StreamingTableExec",
-        "CoalesceBatchesExec",
-        "CooperativeExec",
-        "GlobalLimitExec",
-        "LocalLimitExec",
-        "EmptyExec",
-        "PlaceholderRowExec",
-    ];
-    !STATELESS.contains(&plan.name()) || plan.children().into_iter().any(has_stateful_operators)
+/// Runs a reset copy of a compiled plan. Operators keep per-execution state in their plan
+/// node — limits, joins, and in **every** operator the metrics each execution registers in the
+/// node's metrics set — so running the long-lived plan itself again and again would grow
+/// memory with every batch (it did: ~1 KiB per rule execution). A reset copy shares the
+/// expressions and properties and costs a few microseconds.
+pub(crate) async fn run_plan(
+    plan: &Arc<dyn ExecutionPlan>,
+    task: Arc<TaskContext>,
+) -> datafusion::error::Result<Vec<RecordBatch>> {
+    let plan = datafusion::physical_plan::execution_plan::reset_plan_states(Arc::clone(plan))?;
+    collect(plan, task).await
 }
 
 /// The shared filter of a rule list (rule index = position), if any rule has one.
@@ -873,15 +866,7 @@ async fn run_jobs(
                     (true, Some(unfiltered)) => unfiltered,
                     _ => &rule.plans.plan,
                 };
-                let plan = if rule.plans.reset_each_run {
-                    datafusion::physical_plan::execution_plan::reset_plan_states(Arc::clone(plan))
-                } else {
-                    Ok(Arc::clone(plan))
-                };
-                let run = match plan {
-                    Ok(plan) => collect(plan, task).await,
-                    Err(e) => Err(e),
-                };
+                let run = run_plan(plan, task).await;
                 match run {
                     Ok(batches) => {
                         for b in &batches {

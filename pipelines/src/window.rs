@@ -35,11 +35,11 @@ use datafusion::execution::TaskContext;
 use datafusion::logical_expr::{
     ColumnarValue, Expr, LogicalPlan, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::streaming::StreamingTableExec;
-use datafusion::physical_plan::{ExecutionPlan, collect};
 
-use crate::compile::{Injected, InjectedPartition, task_with};
+use crate::compile::{Injected, InjectedPartition, run_plan, task_with};
 
 pub mod checkpoint;
 
@@ -439,6 +439,14 @@ pub struct WindowPlans {
     upper: Arc<dyn ExecutionPlan>,
 }
 
+#[cfg(test)]
+impl WindowPlans {
+    /// The stages' plans (partial, reduce, final, upper).
+    pub(crate) fn stages(&self) -> [&Arc<dyn ExecutionPlan>; 4] {
+        [&self.partial, &self.reduce, &self.final_, &self.upper]
+    }
+}
+
 fn injected_exec(key: &str, schema: SchemaRef) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
     let part = InjectedPartition { key: key.into(), schema: schema.clone() };
     Ok(Arc::new(StreamingTableExec::try_new(schema, vec![Arc::new(part)], None, Vec::new(), false, None)?))
@@ -614,13 +622,13 @@ impl WindowPlans {
             note_sensors(&batch, now_us, ahead_us, &mut next);
             if batch.num_rows() > 0 {
                 let task = task_with(base, Injected([(table.to_string(), vec![batch])].into_iter().collect()));
-                let mut states = collect(Arc::clone(&self.partial), task).await?;
+                let mut states = run_plan(&self.partial, task).await?;
                 if let Some(last) = self.session_last {
                     // One partial row per (event time, key): merge the batch's own rows into
                     // sessions first, so pending state grows with the keys, not the events.
                     let merged = sessionize(states, self.spec.group_index, self.group_count, last, self.spec.size_us)?;
                     let task = task_with(base, Injected([(STATE.to_string(), merged)].into_iter().collect()));
-                    states = collect(Arc::clone(&self.reduce), task).await?;
+                    states = run_plan(&self.reduce, task).await?;
                 }
                 // With hopping windows a kept row may still belong to some closed windows:
                 // those contributions are dropped so a closed window is never emitted twice.
@@ -643,7 +651,7 @@ impl WindowPlans {
         } else if next.states.len() > MERGE_EVERY || must_close {
             let states = std::mem::take(&mut next.states);
             let task = task_with(base, Injected([(STATE.to_string(), states)].into_iter().collect()));
-            next.states = collect(Arc::clone(&self.reduce), task).await?;
+            next.states = run_plan(&self.reduce, task).await?;
         }
         if must_close && self.session_last.is_none() {
             let mut open = Vec::new();
@@ -668,9 +676,9 @@ impl WindowPlans {
         closed_states.retain(|b| b.num_rows() > 0);
         if !closed_states.is_empty() {
             let task = task_with(base, Injected([(CLOSED.to_string(), closed_states)].into_iter().collect()));
-            let agg_out = collect(Arc::clone(&self.final_), task).await?;
+            let agg_out = run_plan(&self.final_, task).await?;
             let task = task_with(base, Injected([(AGG_OUT.to_string(), agg_out)].into_iter().collect()));
-            closed.batches = collect(Arc::clone(&self.upper), task).await?;
+            closed.batches = run_plan(&self.upper, task).await?;
         }
         Ok((closed, next))
     }
@@ -747,7 +755,7 @@ impl WindowPlans {
         let work = sessionize(work, self.spec.group_index, self.group_count, last, self.spec.size_us)?;
         let task = task_with(base, Injected([(STATE.to_string(), work)].into_iter().collect()));
         let mut closed = Vec::new();
-        for b in collect(Arc::clone(&self.reduce), task).await? {
+        for b in run_plan(&self.reduce, task).await? {
             let mask = closing.mask(&b);
             closed.push(filter_record_batch(&b, &mask)?);
             let open = filter_record_batch(&b, &arrow::compute::not(&mask)?)?;

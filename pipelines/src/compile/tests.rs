@@ -430,3 +430,46 @@ async fn window_checkpoint_log_restores_exactly_the_state_in_memory() {
     assert!(deltas > 3 * bases, "most batches only log a delta: {deltas} deltas, {bases} bases");
     assert!(bases >= keys.len() + 6, "merges and closes write a new base: {bases}");
 }
+
+/// Metrics registered in a plan's nodes (each execution of a node registers its own).
+fn registered_metrics(plan: &Arc<dyn ExecutionPlan>) -> usize {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    let mut n = 0;
+    plan.apply(|p| {
+        n += p.metrics().map_or(0, |m| m.iter().count());
+        Ok(TreeNodeRecursion::Continue)
+    })
+    .unwrap();
+    n
+}
+
+#[tokio::test]
+async fn running_rules_again_and_again_leaves_nothing_behind_in_their_plans() {
+    let (_c, rules) = windowed(BRUTE).await;
+    let c = compiler();
+    let p = pack(vec![rule("cat", "SELECT pid FROM process_events WHERE lower(cmdline) LIKE '%shadow%'")]);
+    let stateless = TableRules::new(&c, "process_events", c.compile_pack(&p).await.unwrap()["process_events"].clone());
+    let plans = |t: &TableRules| -> Vec<Arc<dyn ExecutionPlan>> {
+        t.rules()
+            .iter()
+            .flat_map(|r| {
+                let mut v = vec![Arc::clone(&r.plans.plan)];
+                v.extend(r.plans.unfiltered.iter().cloned());
+                v.extend(r.plans.window.iter().flat_map(|w| w.stages().map(Arc::clone)));
+                v
+            })
+            .collect()
+    };
+    let count = |t: &TableRules| plans(t).iter().map(registered_metrics).sum::<usize>();
+    let before = (count(&rules), count(&stateless));
+    let mut fired = 0;
+    for seq in 1..=30u64 {
+        let t = 60 * seq as i64;
+        let rows = auth(t, "a", "failure") + &auth(t + 1, "a", "failure") + &auth(t + 2, "a", "failure");
+        fired += feed(&rules, seq, &rows).await.len();
+        let row = format!("{{\"ts\":1,\"pid\":{seq},\"cmdline\":\"cat /etc/shadow\"}}\n");
+        fired += stateless.evaluate(&batch("process_events", seq, &row), Utc::now()).await.alerts.len();
+    }
+    assert!(fired >= 50, "the rules ran and fired: {fired}");
+    assert_eq!((count(&rules), count(&stateless)), before, "metrics piled up in the long-lived plans");
+}
