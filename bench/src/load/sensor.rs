@@ -118,6 +118,15 @@ pub(super) async fn run_sensor(
             if *stop.borrow() {
                 break;
             }
+            if let Some(why) = conn.close_reason() {
+                // Lost while waiting for acknowledgements: report it now, with the real time.
+                anyhow::bail!(
+                    "{}: connection lost after {:.0} s waiting for the ack of frame {}: {why}",
+                    me.id,
+                    connected.elapsed().as_secs_f64(),
+                    acked.load(Ordering::Acquire) + 1
+                );
+            }
             let _ = tokio::time::timeout(Duration::from_millis(50), notify.notified()).await;
         }
         seq += 1;
