@@ -85,7 +85,7 @@ pub async fn validate_pack(pack_path: &Path, config: Option<&vedette_config::Con
 }
 
 /// A problem in the events file of `rules test`.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct EventError {
     /// 1-based line in the events file.
     pub line: usize,
@@ -97,9 +97,7 @@ pub struct EventError {
 pub const TABLE_KEY: &str = "_table";
 
 /// Runs `pack` over the events of a JSONL file with the engine's evaluation code (batches of
-/// `batch_rows`). Events belong to `table`, or — when the pack reads one table — to that
-/// table; otherwise each line names its table with `"_table"`. Returns one stable JSON object
-/// per alert (tables in name order, then production order), or every malformed event.
+/// `batch_rows`): [`run_test`] with the tool compiler of `config`.
 pub async fn test_pack(
     pack_path: &Path,
     events_path: &Path,
@@ -108,14 +106,30 @@ pub async fn test_pack(
     config: Option<&vedette_config::Config>,
 ) -> Result<std::result::Result<Vec<Value>, Vec<EventError>>> {
     let pack = read_pack(pack_path)?;
-    let (catalog, compiler) = tool_compiler(config)?;
-    let mut by_table = compiler.compile_pack(&pack).await?;
+    let (_, compiler) = tool_compiler(config)?;
+    let text = read_text(events_path)?;
+    run_test(&pack, &text, table, batch_rows, &compiler).await
+}
+
+/// Runs `pack` over JSONL events `text` with the engine's evaluation code (batches of
+/// `batch_rows`); `vedette rules test` and the API's dry run (`POST /api/v1/rules/test`) both
+/// come here. Events belong to `table`, or — when the pack reads one table — to that table;
+/// otherwise each line names its table with `"_table"`. Returns one stable JSON object per
+/// alert (tables in name order, then production order), or every malformed event.
+pub async fn run_test(
+    pack: &vedette_pipelines::rule::Pack,
+    text: &str,
+    table: Option<&str>,
+    batch_rows: usize,
+    compiler: &Compiler,
+) -> Result<std::result::Result<Vec<Value>, Vec<EventError>>> {
+    let catalog = Arc::clone(compiler.catalog());
+    let mut by_table = compiler.compile_pack(pack).await?;
     let fixed = match table {
         Some(t) => Some(catalog.get(t)?.name().to_string()),
         None if by_table.len() == 1 => by_table.keys().next().cloned(),
         None => None,
     };
-    let text = read_text(events_path)?;
     let mut errors = Vec::new();
     // Per table: (file line, event text), in file order.
     let mut per_table: std::collections::BTreeMap<String, Vec<(usize, String)>> = Default::default();
@@ -137,7 +151,7 @@ pub async fn test_pack(
     for (table, lines) in per_table {
         // The events' own times, not the clock's: no clock-skew bound.
         let rules =
-            TableRules::new(&compiler, &table, by_table.remove(&table).unwrap_or_default()).with_clock_skew(None, None);
+            TableRules::new(compiler, &table, by_table.remove(&table).unwrap_or_default()).with_clock_skew(None, None);
         let table_def = Arc::clone(catalog.get(&table)?);
         for (chunk_no, chunk) in lines.chunks(batch_rows.max(1)).enumerate() {
             let payload: String = chunk.iter().map(|(_, l)| format!("{l}\n")).collect();

@@ -292,6 +292,9 @@ pub struct TableSlot {
 pub struct RuleStatus {
     /// Rule id.
     pub id: String,
+    /// Title.
+    #[serde(default)]
+    pub name: String,
     /// Pack.
     pub pack: String,
     /// Rule version.
@@ -308,6 +311,15 @@ pub struct RuleStatus {
     pub windowed: bool,
     /// Rows that arrived after their window closed.
     pub late_rows: u64,
+    /// Batches the rule was evaluated on since the engine started.
+    #[serde(default)]
+    pub evaluations: u64,
+    /// Alerts it produced since the engine started.
+    #[serde(default)]
+    pub alerts: u64,
+    /// Evaluation errors since the engine started.
+    #[serde(default)]
+    pub errors: u64,
     /// Open window keys held in memory.
     pub open_windows: usize,
     /// Per sensor: rows stamped further ahead of the engine's clock than
@@ -378,6 +390,13 @@ pub struct RuleManager {
 }
 
 impl RuleManager {
+    /// A compiler for trying rules out (validation, dry runs): the running engine's tables and
+    /// reference tables (their current rows), but its own plan cache, so nothing it plans
+    /// touches the running rules.
+    pub fn sandbox_compiler(&self) -> Result<Compiler> {
+        Ok(Compiler::with_references(Arc::clone(self.compiler.catalog()), Arc::clone(self.compiler.references()))?)
+    }
+
     /// Loads the rule set at start: the packs directory if it applies cleanly; otherwise the
     /// set applied last time (the error is logged and reported), or, on a first start, the
     /// error. Builds one rule set per catalog table (workers are attached later).
@@ -693,6 +712,10 @@ impl RuleManager {
             .iter()
             .map(|r| RuleStatus {
                 id: r.meta.id.clone(),
+                name: r.meta.name.clone(),
+                evaluations: self.metrics.rule_eval.with_label_values(&[r.meta.id.as_str()]).get_sample_count(),
+                alerts: self.metrics.alerts.with_label_values(&[r.meta.id.as_str(), r.meta.severity.as_str()]).get(),
+                errors: self.metrics.rule_errors.with_label_values(&[r.meta.id.as_str()]).get(),
                 pack: r.meta.pack.clone(),
                 version: r.meta.version,
                 table: r.meta.table.clone(),

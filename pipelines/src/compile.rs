@@ -206,6 +206,11 @@ impl Compiler {
         })
     }
 
+    /// The telemetry tables.
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.catalog
+    }
+
     /// The reference tables' registry (replace rows there to reload a table).
     pub fn references(&self) -> &Arc<RefTables> {
         &self.refs

@@ -76,5 +76,55 @@ pub enum RuleError {
     },
 }
 
+/// Where a rule error points: in the rule's SQL text, or in the pack's YAML text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ErrorIn {
+    /// Line and column count from the first character of the rule's `sql`.
+    Sql,
+    /// Line and column count from the start of the pack file.
+    Pack,
+}
+
+impl RuleError {
+    /// The rule the error is about, if any.
+    pub fn rule(&self) -> Option<&str> {
+        match self {
+            Self::InvalidRule { rule, .. }
+            | Self::Sql { rule, .. }
+            | Self::SourceTable { rule, .. }
+            | Self::Plan { rule, .. }
+            | Self::Eval { rule, .. } => Some(rule),
+            _ => None,
+        }
+    }
+
+    /// Where the error points (1-based line and column), when its message says: `(line L,
+    /// column C)` (vedette's checks, DataFusion's planner), `Line: L, Column: C` (the SQL
+    /// parser) in the SQL; `at line L column C` (the YAML parser) in the pack.
+    pub fn position(&self) -> Option<(ErrorIn, u64, u64)> {
+        let text = self.to_string();
+        let pairs: [(&str, &str, ErrorIn); 3] = [
+            ("(line ", ", column ", ErrorIn::Sql),
+            ("Line: ", ", Column: ", ErrorIn::Sql),
+            ("at line ", " column ", ErrorIn::Pack),
+        ];
+        let found = pairs.iter().find_map(|(a, b, kind)| {
+            let i = text.rfind(a)?;
+            let rest = &text[i + a.len()..];
+            let (line, rest) = split_number(rest)?;
+            let (column, _) = split_number(rest.strip_prefix(b)?)?;
+            Some((*kind, line, column))
+        })?;
+        let kind = if matches!(self, Self::PackSyntax { .. }) { ErrorIn::Pack } else { found.0 };
+        (found.1 > 0).then_some((kind, found.1, found.2))
+    }
+}
+
+fn split_number(s: &str) -> Option<(u64, &str)> {
+    let end = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    Some((s[..end].parse().ok()?, &s[end..]))
+}
+
 /// Result alias for this crate.
 pub type Result<T, E = RuleError> = std::result::Result<T, E>;

@@ -10,7 +10,9 @@ use vedette_config::Format;
 use vedette_pipelines::alert::Alert;
 
 use super::error::{ApiError, ApiResult};
-use super::schema::{AlertFilterParams, AlertItem, AlertPage, AuthErrors, ErrorBody, ExportParams, PageParams};
+use super::schema::{
+    AlertFilterParams, AlertItem, AlertPage, AuthErrors, ErrorBody, ExportFormat, ExportParams, PageParams,
+};
 use super::{ApiState, CallerExt};
 use crate::auth::Caller;
 use crate::history::query::{
@@ -54,23 +56,30 @@ pub async fn query(
     let from = params.get("cursor").map(|c| decode_cursor(c, &filter)).transpose()?.unwrap_or(u64::MAX);
     let history = std::sync::Arc::clone(&s.history);
     let f = filter.clone();
-    let mut items = tokio::task::spawn_blocking(move || history.scan(&f, Dir::Desc, from, limit + 1))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(ApiError::internal)?;
+    let (mut items, mut triage) = tokio::task::spawn_blocking(move || {
+        let items = history.scan(&f, Dir::Desc, from, limit + 1)?;
+        let triage = items.iter().map(|i| history.triage().get(&i.id)).collect::<crate::error::Result<Vec<_>>>()?;
+        Ok::<_, crate::error::EngineError>((items, triage))
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(ApiError::internal)?;
     let next = (items.len() > limit).then(|| {
         items.truncate(limit);
+        triage.truncate(limit);
         encode_cursor(items.last().map_or(0, |i| i.position), &filter)
     });
     // The stored JSON goes out as is (no parse and re-serialize per alert).
     let mut body = Vec::with_capacity(items.iter().map(|i| i.json.len() + 32).sum::<usize>() + 64);
     body.extend_from_slice(b"{\"items\":[");
-    for (n, i) in items.iter().enumerate() {
+    for (n, (i, t)) in items.iter().zip(&triage).enumerate() {
         if n > 0 {
             body.push(b',');
         }
         body.extend_from_slice(format!("{{\"position\":{},\"alert\":", i.position).as_bytes());
         body.extend_from_slice(&i.json);
+        body.extend_from_slice(b",\"triage\":");
+        body.extend_from_slice(&serde_json::to_vec(t).expect("triage records serialize"));
         body.push(b'}');
     }
     body.extend_from_slice(b"],\"next_cursor\":");
@@ -95,10 +104,44 @@ pub async fn one(State(s): State<ApiState>, caller: CallerExt, Path(id): Path<St
     if !caller.0.sees((!tenant.is_empty()).then_some(tenant.as_str())) {
         return Err(missing());
     }
+    let triage = s.history.triage().get(&uuid).map_err(ApiError::internal)?;
     let mut body = format!("{{\"position\":{},\"alert\":", stored.position).into_bytes();
     body.extend_from_slice(&stored.json);
+    body.extend_from_slice(b",\"triage\":");
+    body.extend_from_slice(&serde_json::to_vec(&triage).expect("triage records serialize"));
     body.push(b'}');
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// `GET /api/v1/alerts/{id}/export?format=…`: one alert in a sink format.
+#[utoipa::path(get, path = "/api/v1/alerts/{id}/export", tag = "alerts", operation_id = "export_alert",
+    params(("id" = uuid::Uuid, Path, description = "Alert id"),
+        ("format" = Option<ExportFormat>, Query, description = "`json` (default), `cef`, `stix` or `ocsf`")),
+    responses((status = 200, description = "The alert in the format, one line",
+            content((String = "application/json"), (String = "text/plain"))),
+        (status = 400, description = "Not a UUID, or a bad format (named in `param`)", body = ErrorBody),
+        (status = 404, description = "Not in the history (or another tenant's)", body = ErrorBody), AuthErrors), security(("bearer" = [])))]
+pub async fn export_one(
+    State(s): State<ApiState>,
+    caller: CallerExt,
+    Path(id): Path<String>,
+    Query(params): Query<BTreeMap<String, String>>,
+) -> ApiResult<Response> {
+    check_known(&params, &["format"])?;
+    let format = export_format(&params)?;
+    let uuid =
+        uuid::Uuid::parse_str(&id).map_err(|_| ParamError::new("id", format!("`{id}` is not an alert id (a UUID)")))?;
+    let missing = || ApiError::not_found(format!("no alert with id `{id}` in the history"));
+    let stored = s.history.get(&uuid).map_err(ApiError::internal)?.ok_or_else(missing)?;
+    let tenant = stored.tenant();
+    if !caller.0.sees((!tenant.is_empty()).then_some(tenant.as_str())) {
+        return Err(missing());
+    }
+    let content_type = match format {
+        Format::Cef => "text/plain; charset=utf-8",
+        _ => "application/json",
+    };
+    Ok(([(header::CONTENT_TYPE, content_type)], encode_page(format, std::slice::from_ref(&stored))).into_response())
 }
 
 /// Parses `format` for export.
@@ -178,4 +221,133 @@ pub(crate) fn tokio_stream<T: Send + 'static>(
     mut rx: tokio::sync::mpsc::Receiver<T>,
 ) -> impl futures::Stream<Item = T> + Send + 'static {
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// Most buckets of a histogram.
+pub const MAX_BUCKETS: i64 = 1440;
+/// Most alerts a histogram reads; beyond, it says `truncated`.
+pub const HISTOGRAM_READ_CAP: usize = 500_000;
+
+/// Alerts per time bucket by severity.
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Histogram {
+    /// Bucket width, seconds.
+    pub bucket_seconds: i64,
+    /// Start of the first bucket.
+    pub since: chrono::DateTime<chrono::Utc>,
+    /// End of the last bucket (exclusive).
+    pub until: chrono::DateTime<chrono::Utc>,
+    /// Oldest first, every bucket (empty ones too).
+    pub buckets: Vec<Bucket>,
+    /// Whether more alerts matched than one histogram reads (500,000); counts are then low.
+    pub truncated: bool,
+}
+
+/// One bucket.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Bucket {
+    /// Bucket start.
+    pub start: chrono::DateTime<chrono::Utc>,
+    /// Info alerts.
+    pub info: u64,
+    /// Low.
+    pub low: u64,
+    /// Medium.
+    pub medium: u64,
+    /// High.
+    pub high: u64,
+    /// Critical.
+    pub critical: u64,
+}
+
+/// Bucket width and range of a histogram.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct HistogramParams {
+    /// Bucket width in seconds, 1–86400 (default 60). At most 1,440 buckets per request.
+    #[param(minimum = 1, maximum = 86400)]
+    pub bucket: Option<u32>,
+}
+
+/// `GET /api/v1/alerts/histogram`: matching alerts per bucket and severity; `since` defaults
+/// to an hour before `until`, `until` to now (rounded up to a bucket).
+#[utoipa::path(get, path = "/api/v1/alerts/histogram", tag = "alerts", operation_id = "alert_histogram",
+    params(AlertFilterParams, HistogramParams),
+    responses((status = 200, description = "Counts per bucket, oldest first", body = Histogram),
+        (status = 400, description = "Bad or unknown parameter (named in `param`)", body = ErrorBody), AuthErrors), security(("bearer" = [])))]
+pub async fn histogram(
+    State(s): State<ApiState>,
+    caller: CallerExt,
+    Query(params): Query<BTreeMap<String, String>>,
+) -> ApiResult<Response> {
+    check_known(&params, &allowed(&["bucket"]))?;
+    let mut filter = scoped_filter(&caller.0, &params)?;
+    let width: i64 = match params.get("bucket") {
+        None => 60,
+        Some(v) => match v.parse::<i64>() {
+            Ok(n) if (1..=86_400).contains(&n) => n,
+            _ => {
+                return Err(ParamError::new(
+                    "bucket",
+                    format!("`{v}` is not a whole number of seconds from 1 to 86400"),
+                )
+                .into());
+            }
+        },
+    };
+    let step = width * 1_000_000;
+    let now = chrono::Utc::now().timestamp_micros();
+    let until = filter.until.unwrap_or(now).div_euclid(step) * step + if filter.until.is_some() { 0 } else { step };
+    let since = filter.since.unwrap_or(until - 3600 * 1_000_000).div_euclid(step) * step;
+    let n = (until - since).div_euclid(step).max(1);
+    if n > MAX_BUCKETS {
+        return Err(ParamError::new(
+            "bucket",
+            format!("{n} buckets from `since` to `until`; at most {MAX_BUCKETS} (widen `bucket`)"),
+        )
+        .into());
+    }
+    filter.since = Some(since);
+    filter.until = Some(until);
+    let history = std::sync::Arc::clone(&s.history);
+    let (counts, truncated) = tokio::task::spawn_blocking(move || {
+        #[derive(serde::Deserialize)]
+        struct Sev {
+            severity: vedette_pipelines::rule::Severity,
+        }
+        let mut counts = vec![[0u64; 5]; n as usize];
+        let (mut from, mut read) = (u64::MAX, 0usize);
+        while read < HISTOGRAM_READ_CAP {
+            let page = history.scan(&filter, Dir::Desc, from, 2000)?;
+            let Some(last) = page.last() else { return Ok((counts, false)) };
+            from = last.position;
+            read += page.len();
+            for item in &page {
+                let b = ((item.detected_at - since).div_euclid(step)) as usize;
+                if let (Some(slot), Ok(sev)) = (counts.get_mut(b), serde_json::from_slice::<Sev>(&item.json)) {
+                    slot[sev.severity as usize] += 1;
+                }
+            }
+        }
+        Ok::<_, crate::error::EngineError>((counts, true))
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(ApiError::internal)?;
+    let at = |micros: i64| chrono::DateTime::from_timestamp_micros(micros).unwrap_or_default();
+    let buckets = counts
+        .iter()
+        .enumerate()
+        .map(|(i, c)| Bucket {
+            start: at(since + i as i64 * step),
+            info: c[0],
+            low: c[1],
+            medium: c[2],
+            high: c[3],
+            critical: c[4],
+        })
+        .collect();
+    Ok(axum::Json(Histogram { bucket_seconds: width, since: at(since), until: at(until), buckets, truncated })
+        .into_response())
 }

@@ -6,23 +6,27 @@
 //! * [`error`]: JSON errors.
 //! * [`ops`]: health and metrics. [`rules`]: rules and reference tables. [`sinks`]: sinks and
 //!   dead letters. [`tokens`]: tokens, `whoami`, audit log. [`alerts`]: history query, one
-//!   alert, export. [`stream`]: the live alert stream (SSE).
-//! * [`listener`]: HTTPS (rustls) accept loop.
+//!   alert, export, histogram. [`triage`]: alert triage states. [`stream`]: the live alert
+//!   stream (SSE). [`rule_check`]: validating and dry-running packs.
+//! * [`listener`]: HTTPS (rustls) accept loop. [`console`]: the web console's files at `/ui/`.
 
 pub mod access;
 pub mod alerts;
 pub mod commands;
+pub mod console;
 pub mod enrollment;
 pub mod error;
 pub mod events;
 pub mod listener;
 pub mod ops;
+pub mod rule_check;
 pub mod rules;
 pub mod schema;
 pub mod sensors;
 pub mod sinks;
 pub mod stream;
 pub mod tokens;
+pub mod triage;
 
 use std::sync::Arc;
 
@@ -90,6 +94,8 @@ pub const ROUTES: &[RouteSpec] = &[
     r("GET", "/api/v1/whoami", Tenant(Viewer), false),
     r("GET", "/api/v1/rules", Tenant(Viewer), false),
     r("POST", "/api/v1/rules/apply", Fleet(Analyst), true),
+    r("POST", "/api/v1/rules/validate", Tenant(Analyst), false),
+    r("POST", "/api/v1/rules/test", Tenant(Analyst), false),
     r("POST", "/api/v1/rules/{id}/enable", Fleet(Analyst), true),
     r("POST", "/api/v1/rules/{id}/disable", Fleet(Analyst), true),
     r("GET", "/api/v1/reference", Tenant(Viewer), false),
@@ -103,7 +109,12 @@ pub const ROUTES: &[RouteSpec] = &[
     r("GET", "/api/v1/alerts", Tenant(Viewer), false),
     r("GET", "/api/v1/alerts/export", Tenant(Viewer), false),
     r("GET", "/api/v1/alerts/stream", Tenant(Viewer), false),
+    r("GET", "/api/v1/alerts/histogram", Tenant(Viewer), false),
+    r("GET", "/api/v1/alerts/triage", Tenant(Viewer), false),
+    r("POST", "/api/v1/alerts/triage", Tenant(Analyst), true),
     r("GET", "/api/v1/alerts/{id}", Tenant(Viewer), false),
+    r("PUT", "/api/v1/alerts/{id}/triage", Tenant(Analyst), true),
+    r("GET", "/api/v1/alerts/{id}/export", Tenant(Viewer), false),
     r("GET", "/api/v1/sensors", Tenant(Viewer), false),
     r("GET", "/api/v1/sensors/{id}", Tenant(Viewer), false),
     r("POST", "/api/v1/sensors/{id}/revoke", Tenant(Admin), true),
@@ -229,6 +240,8 @@ pub fn router_and_doc(parts: ApiParts) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(tokens::whoami))
         .routes(routes!(rules::list))
         .routes(routes!(rules::apply))
+        .routes(routes!(rule_check::validate))
+        .routes(routes!(rule_check::dry_run))
         .routes(routes!(rules::enable))
         .routes(routes!(rules::disable))
         .routes(routes!(rules::reference_list))
@@ -241,7 +254,11 @@ pub fn router_and_doc(parts: ApiParts) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(alerts::query))
         .routes(routes!(alerts::export))
         .routes(routes!(stream::stream))
+        .routes(routes!(alerts::histogram))
+        .routes(routes!(triage::counts, triage::set_many))
         .routes(routes!(alerts::one))
+        .routes(routes!(triage::set_one))
+        .routes(routes!(alerts::export_one))
         .routes(routes!(sensors::list))
         .routes(routes!(sensors::one, sensors::deregister))
         .routes(routes!(sensors::revoke))
@@ -260,6 +277,7 @@ pub fn router_and_doc(parts: ApiParts) -> (Router, utoipa::openapi::OpenApi) {
     let router = router
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), access::layer))
         .fallback(error::not_found)
+        .merge(console::router())
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
         .with_state(state);

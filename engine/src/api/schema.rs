@@ -82,6 +82,9 @@ pub struct AlertItem {
     pub position: u64,
     /// The alert.
     pub alert: Alert,
+    /// Its triage record; null while it is `new` and never triaged.
+    #[serde(default)]
+    pub triage: Option<crate::history::triage::Triage>,
 }
 
 /// A page of alerts, newest first.
@@ -172,6 +175,9 @@ pub struct AlertFilterParams {
     pub since: Option<chrono::DateTime<chrono::Utc>>,
     /// Raised before this RFC 3339 time.
     pub until: Option<chrono::DateTime<chrono::Utc>>,
+    /// Triage state.
+    #[param(inline)]
+    pub triage: Option<crate::history::triage::TriageState>,
 }
 
 /// Paging of `GET /api/v1/alerts`.

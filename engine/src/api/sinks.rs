@@ -36,6 +36,12 @@ pub struct SinkView {
     pub dead_letters: usize,
     /// Last delivery error, while failing.
     pub last_error: Option<String>,
+    /// Alerts delivered since the engine started (a client derives the rate from two reads).
+    #[serde(default)]
+    pub delivered: u64,
+    /// Delivery failures (attempts that will be retried) since the engine started.
+    #[serde(default)]
+    pub errors: u64,
 }
 
 /// `GET /api/v1/sinks`.
@@ -59,6 +65,8 @@ pub async fn list(State(s): State<ApiState>) -> impl IntoResponse {
                 spool_max_bytes: h.config.common.spool.max_bytes,
                 dead_letters: h.dead_letters.len(),
                 last_error: status.last_error,
+                delivered: s.metrics.sink_delivered.with_label_values(&[h.name.as_str()]).get(),
+                errors: s.metrics.sink_errors.with_label_values(&[h.name.as_str()]).get(),
             }
         })
         .collect();

@@ -1,4 +1,4 @@
-//! `vedette alerts query|get|export` and `vedette tail`: the alert history and live stream of
+//! `vedette alerts query|get|export|ack|resolve|reopen` and `vedette tail`: the alert history and live stream of
 //! a running engine.
 
 use std::io::Write;
@@ -34,6 +34,9 @@ pub struct AlertFilter {
     /// Raised before this RFC 3339 time.
     #[arg(long)]
     pub until: Option<String>,
+    /// Triage state: new, acknowledged, resolved.
+    #[arg(long)]
+    pub triage: Option<String>,
 }
 
 impl AlertFilter {
@@ -46,6 +49,7 @@ impl AlertFilter {
             ("tenant", &self.tenant),
             ("since", &self.since),
             ("until", &self.until),
+            ("triage", &self.triage),
         ]
         .into_iter()
         .filter_map(|(k, v)| v.clone().map(|v| (k, v)))
@@ -117,6 +121,59 @@ pub enum AlertsCommand {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Acknowledge alerts: someone is on them (needs an analyst token).
+    Ack {
+        /// Alert ids.
+        #[arg(required = true)]
+        ids: Vec<String>,
+        /// Why, or what is being done.
+        #[arg(long)]
+        note: Option<String>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Resolve alerts (needs an analyst token).
+    Resolve {
+        /// Alert ids.
+        #[arg(required = true)]
+        ids: Vec<String>,
+        /// What was done.
+        #[arg(long)]
+        note: Option<String>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Reopen alerts: back to `new` (needs an analyst token).
+    Reopen {
+        /// Alert ids.
+        #[arg(required = true)]
+        ids: Vec<String>,
+        /// Why.
+        #[arg(long)]
+        note: Option<String>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
+/// Sets the triage state of `ids`; fails naming the ids the engine does not know.
+async fn triage(state: &str, ids: Vec<String>, note: Option<String>, api: ApiArgs) -> anyhow::Result<()> {
+    for id in &ids {
+        uuid::Uuid::parse_str(id).map_err(|_| anyhow::anyhow!("`{id}` is not an alert id (a UUID)"))?;
+    }
+    let body = serde_json::json!({"state": state, "note": note, "ids": ids});
+    let r = super::client::api_json(&api, reqwest::Method::POST, "/api/v1/alerts/triage", &body).await?;
+    let (matched, changed) = (r["matched"].as_u64().unwrap_or(0), r["changed"].as_u64().unwrap_or(0));
+    let word = if state == "new" { "reopened" } else { state };
+    println!(
+        "{word} {changed} alert(s){}",
+        if matched > changed { format!(" ({} already were)", matched - changed) } else { String::new() }
+    );
+    let unknown: Vec<&str> = r["unknown"].as_array().into_iter().flatten().filter_map(|v| v.as_str()).collect();
+    if !unknown.is_empty() {
+        anyhow::bail!("not in the history (or another tenant's): {}", unknown.join(", "));
+    }
+    Ok(())
 }
 
 /// Runs an `alerts` command.
@@ -133,7 +190,10 @@ pub async fn run(command: AlertsCommand) -> anyhow::Result<()> {
                 if json {
                     println!("{}", item["alert"]);
                 } else if let Ok(a) = serde_json::from_value::<Alert>(item["alert"].clone()) {
-                    println!("{}", a.render_line());
+                    match item["triage"]["state"].as_str() {
+                        Some(state) if state != "new" => println!("{} [{state}]", a.render_line()),
+                        _ => println!("{}", a.render_line()),
+                    }
                 }
             }
             cursor = page["next_cursor"].as_str().map(str::to_string);
@@ -144,6 +204,9 @@ pub async fn run(command: AlertsCommand) -> anyhow::Result<()> {
             }
             return Ok(());
         },
+        AlertsCommand::Ack { ids, note, api } => triage("acknowledged", ids, note, api).await,
+        AlertsCommand::Resolve { ids, note, api } => triage("resolved", ids, note, api).await,
+        AlertsCommand::Reopen { ids, note, api } => triage("new", ids, note, api).await,
         AlertsCommand::Get { id, api } => {
             let a = api_call(&api, reqwest::Method::GET, &format!("/api/v1/alerts/{}", encode(&id)), None).await?;
             println!("{}", serde_json::to_string_pretty(&a["alert"])?);

@@ -8,6 +8,8 @@ use chrono::{DateTime, Utc};
 use sha2::Digest;
 use vedette_pipelines::rule::Severity;
 
+use super::triage::TriageState;
+
 /// A bad query parameter: names the parameter and says what is expected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("query parameter `{param}`: {message}")]
@@ -42,10 +44,12 @@ pub struct Filter {
     pub since: Option<i64>,
     /// `detected_at` before this (µs since the epoch).
     pub until: Option<i64>,
+    /// Triage state.
+    pub triage: Option<TriageState>,
 }
 
 /// Parameters every alert route accepts (beyond its own).
-pub const FILTER_PARAMS: &[&str] = &["rule", "severity", "sensor", "host", "tenant", "since", "until"];
+pub const FILTER_PARAMS: &[&str] = &["rule", "severity", "sensor", "host", "tenant", "since", "until", "triage"];
 
 /// Parses an RFC 3339 time parameter.
 pub fn parse_time(param: &str, v: &str) -> Result<i64, ParamError> {
@@ -103,6 +107,14 @@ impl Filter {
             },
             since,
             until,
+            triage: params
+                .get("triage")
+                .map(|v| {
+                    TriageState::parse(v).ok_or_else(|| {
+                        ParamError::new("triage", format!("`{v}` is not one of: new, acknowledged, resolved"))
+                    })
+                })
+                .transpose()?,
         })
     }
 
@@ -119,8 +131,8 @@ impl Filter {
     /// A stable digest of the filter: a cursor is only valid with the filters it was made for.
     fn fingerprint(&self) -> [u8; 8] {
         let text = format!(
-            "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
-            self.rule, self.min_severity, self.sensor, self.host, self.tenant, self.since, self.until
+            "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
+            self.rule, self.min_severity, self.sensor, self.host, self.tenant, self.since, self.until, self.triage
         );
         let d = sha2::Sha256::digest(text.as_bytes());
         d[..8].try_into().expect("8 bytes")

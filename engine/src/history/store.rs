@@ -25,6 +25,7 @@ use vedette_pipelines::rule::Severity;
 
 use super::query::Filter;
 use super::segment::{self, BLOCK, Segment};
+use super::triage::TriageStore;
 use crate::error::{EngineError, Result};
 
 /// Alerts per segment before it is sealed (16 in unit tests, so tests cross segments).
@@ -87,6 +88,8 @@ fn keys_of(json: &[u8]) -> Option<Vec<Vec<u8>>> {
 pub struct Stored {
     /// Position in the history (also the live stream's event id).
     pub position: u64,
+    /// The alert's id.
+    pub id: Uuid,
     /// When the engine raised it (µs).
     pub detected_at: i64,
     /// The alert as JSON.
@@ -151,6 +154,7 @@ pub struct History {
     inner: RwLock<Inner>,
     head: watch::Sender<u64>,
     retention: Retention,
+    triage: TriageStore,
 }
 
 fn storage(what: &str) -> impl Fn(sled::Error) -> EngineError + '_ {
@@ -200,7 +204,8 @@ impl History {
         }
         let inner = Inner { segments, count, bytes, unflushed: false };
         let (head, _) = watch::channel(inner.next() - 1);
-        Ok(Self { dir, db, ids, inner: RwLock::new(inner), head, retention })
+        let triage = TriageStore::open(&db)?;
+        Ok(Self { dir, db, ids, inner: RwLock::new(inner), head, retention, triage })
     }
 
     fn read_inner(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
@@ -302,6 +307,33 @@ impl History {
         self.read_inner().segments.iter().map(Segment::disk_bytes).sum()
     }
 
+    /// The triage records of the stored alerts.
+    pub fn triage(&self) -> &TriageStore {
+        &self.triage
+    }
+
+    /// How many durable alerts of `tenant` (`None`: of every tenant) the history holds.
+    pub fn count(&self, tenant: Option<&str>) -> Result<u64> {
+        let head = self.head();
+        let inner = self.read_inner();
+        let Some(t) = tenant else {
+            let first = inner.segments.first().map_or(1, |s| s.first);
+            return Ok((head + 1).saturating_sub(first));
+        };
+        let k = key(TAG_TENANT, t.as_bytes());
+        let mut n = 0u64;
+        for seg in &inner.segments {
+            let end = (seg.first + u64::from(seg.count)).min(head + 1);
+            if end <= seg.first {
+                continue;
+            }
+            let limit = (end - seg.first) as u32;
+            let postings = seg.postings(&k).map_err(file_err("reading an index"))?;
+            n += postings.partition_point(|&p| p < limit) as u64;
+        }
+        Ok(n)
+    }
+
     /// One alert by id.
     pub fn get(&self, id: &Uuid) -> Result<Option<Stored>> {
         let Some(p) = self.ids.get(id.as_bytes()).map_err(storage("ids"))?.and_then(|v| pos_of(&v)) else {
@@ -310,7 +342,12 @@ impl History {
         let inner = self.read_inner();
         let Some(seg) = inner.segment_of(p) else { return Ok(None) };
         let rec = seg.read((p - seg.first) as u32).map_err(file_err("reading a record"))?;
-        Ok((rec.id == *id.as_bytes()).then_some(Stored { position: p, detected_at: rec.detected_at, json: rec.json }))
+        Ok((rec.id == *id.as_bytes()).then_some(Stored {
+            position: p,
+            id: *id,
+            detected_at: rec.detected_at,
+            json: rec.json,
+        }))
     }
 
     /// Up to `limit` alerts matching `filter`, walking from `from` (exclusive) in `dir`:
@@ -347,9 +384,12 @@ impl History {
                     return Ok(());
                 }
                 let rec = seg.read(n).map_err(file_err("reading a record"))?;
-                if filter.time_matches(rec.detected_at) {
+                if filter.time_matches(rec.detected_at)
+                    && filter.triage.is_none_or(|t| self.triage.state(&rec.id).is_ok_and(|s| s == t))
+                {
                     out.push(Stored {
                         position: seg.first + u64::from(n),
+                        id: Uuid::from_bytes(rec.id),
                         detected_at: rec.detected_at,
                         json: rec.json,
                     });
@@ -426,6 +466,7 @@ impl History {
                 let pos = (seg.first + u64::from(n)).to_be_bytes();
                 if self.ids.get(rec.id).map_err(storage("ids"))?.as_deref() == Some(&pos[..]) {
                     self.ids.remove(rec.id).map_err(storage("ids"))?;
+                    self.triage.remove(&rec.id)?;
                 }
             }
             removed += seg.count as usize;
