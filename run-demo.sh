@@ -19,6 +19,8 @@ done
 sensor_pid=$!
 echo "vedette is running: alerts above/below, JSON in ./vedette-data/alerts.jsonl," >&2
 echo "metrics at http://127.0.0.1:7780/metrics. API token in ./vedette-data/admin.token:" >&2
+echo "  web console: http://127.0.0.1:7780/ui/ — log in with this token (admin; keep it secret):" >&2
+echo "    $(cat vedette-data/admin.token 2>/dev/null || echo '(not written yet: see ./vedette-data/admin.token)')" >&2
 echo "  $bin tail          # live alerts from the API (another terminal)" >&2
 echo "  $bin alerts query  # the alert history. Ctrl-C to stop." >&2
 wait "$serve_pid"

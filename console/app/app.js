@@ -123,6 +123,8 @@ function Shell({ me, onLogout, problem }) {
         const first = document.querySelector("main .filters input, main .filters select");
         if (first) {
           e.preventDefault();
+          const box = first.closest("details");
+          if (box) box.open = true;
           first.focus();
         }
       }

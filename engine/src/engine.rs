@@ -68,6 +68,9 @@ pub struct EngineHandle {
     sinks: Router,
 }
 
+/// How long a graceful shutdown lets API requests finish before it cuts open streams.
+const API_GRACE: Duration = Duration::from_secs(2);
+
 /// How long a graceful shutdown waits for sinks to deliver what is spooled (the rest stays
 /// spooled and is delivered after the next start).
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
@@ -348,6 +351,9 @@ impl EngineHandle {
             rule_sync,
         ];
         info!(%ingest_addr, %api_addr, data_dir = %data_dir.display(), "vedette is running.");
+        let scheme = if config.api.tls_cert.is_some() { "https" } else { "http" };
+        let token_file = data_dir.join("admin.token");
+        info!("Web console: {scheme}://{api_addr}/ui/ (log in with an API token, e.g. {}).", token_file.display());
         Ok(Self {
             ingest_addr,
             api_addr,
@@ -461,7 +467,14 @@ impl EngineHandle {
         self.supervisor.stop(None);
         let _ = self.supervisor_join.await;
         let _ = self.api_stop.send(());
-        let _ = self.api.await;
+        // Requests in flight finish; live streams (alerts, telemetry taps: a console or
+        // `vedette tail`) never do, so they are cut after a short grace period.
+        let mut api = self.api;
+        if tokio::time::timeout(API_GRACE, &mut api).await.is_err() {
+            info!("Closing the API's open streams.");
+            api.abort();
+            let _ = api.await;
+        }
         for p in &self.pruners {
             p.abort();
         }

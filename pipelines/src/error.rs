@@ -128,3 +128,31 @@ fn split_number(s: &str) -> Option<(u64, &str)> {
 
 /// Result alias for this crate.
 pub type Result<T, E = RuleError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod position_tests {
+    use super::*;
+
+    #[test]
+    fn positions_are_read_from_every_parser_and_planner_message() {
+        let sql = RuleError::Sql {
+            rule: "r".into(),
+            reason: "SQL error: ParserError(\"Expected: end of statement, found: AN at Line: 3, Column: 30\")".into(),
+        };
+        assert_eq!(sql.position(), Some((ErrorIn::Sql, 3, 30)));
+        assert_eq!(sql.rule(), Some("r"));
+        let checked =
+            RuleError::Sql { rule: "r".into(), reason: "table `procs` does not exist (line 1, column 17)".into() };
+        assert_eq!(checked.position(), Some((ErrorIn::Sql, 1, 17)));
+        let yaml = RuleError::PackSyntax {
+            pack: "p".into(),
+            reason: "rules[0]: missing field `sql` at line 4 column 5".into(),
+        };
+        assert_eq!(yaml.position(), Some((ErrorIn::Pack, 4, 5)));
+        assert_eq!(yaml.rule(), None);
+        let none = RuleError::InvalidRule { rule: "r".into(), reason: "duplicate id".into() };
+        assert_eq!(none.position(), None);
+        let zero = RuleError::Sql { rule: "r".into(), reason: "x (line 0, column 0)".into() };
+        assert_eq!(zero.position(), None, "0 means unknown");
+    }
+}

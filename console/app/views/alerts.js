@@ -25,7 +25,11 @@ function params(f) {
 
 function Filters({ value, onChange, rules }) {
   const set = (k) => (e) => onChange({ ...value, [k]: e.target.value });
-  return html`<form class="filters" aria-label="Alert filters" onSubmit=${(e) => e.preventDefault()}>
+  const active = Object.values(value).filter((v) => v).length;
+  // Open on wide screens; on a phone the filters fold away under their summary.
+  return html`<details class="filterbox" open=${matchMedia("(min-width: 700px)").matches || undefined}>
+    <summary>Filters${active ? ` (${active})` : ""}</summary>
+    <form class="filters" aria-label="Alert filters" onSubmit=${(e) => e.preventDefault()}>
     <label>Rule
       <select name="rule" value=${value.rule} onChange=${set("rule")}>
         <option value="">any</option>
@@ -48,7 +52,7 @@ function Filters({ value, onChange, rules }) {
     <label>Since <input name="since" type="datetime-local" value=${value.since} onChange=${set("since")} /></label>
     <label>Until <input name="until" type="datetime-local" value=${value.until} onChange=${set("until")} /></label>
     <button type="button" class="link" onClick=${() => onChange(EMPTY)}>Clear</button>
-  </form>`;
+  </form></details>`;
 }
 
 const EMPTY = { rule: "", severity: "", sensor: "", triage: "", since: "", until: "" };
@@ -82,8 +86,8 @@ function Chart({ filter, bump }) {
   const bw = buckets.length ? W / buckets.length : W;
   const sum = totals.reduce((a, b) => a + b, 0);
   return html`<figure class="chart" aria-label="Alerts per minute by severity, last hour">
-    <svg viewBox="0 0 ${W} ${H + 14}" preserveAspectRatio="none" role="img"
-      aria-label=${`${sum} alerts in the last hour`} width="100%" height=${H + 14}>
+    <svg viewBox="0 0 ${W} ${H + 1}" preserveAspectRatio="none" role="img"
+      aria-label=${`${sum} alerts in the last hour`} width="100%" height=${H + 1}>
       ${buckets.map((b, i) => {
         let y = H;
         return SEVERITIES.map((s) => {
@@ -97,9 +101,8 @@ function Chart({ filter, bump }) {
         });
       })}
       <line x1="0" y1=${H + 0.5} x2=${W} y2=${H + 0.5} class="axis" />
-      <text x="0" y=${H + 12} class="tick">-60 min</text>
-      <text x=${W} y=${H + 12} class="tick" text-anchor="end">now</text>
     </svg>
+    <div class="ticks" aria-hidden="true"><span>−60 min</span><span>now</span></div>
     <figcaption>${sum} alerts in the last hour · max ${max}/min
       <span class="legend">${SEVERITIES.map((s) => html`<span class="sev-${s}">${s}</span>`)}</span></figcaption>
   </figure>`;

@@ -152,7 +152,7 @@ export function SensorView({ me, id }) {
         ${admin
           ? html`<div class="row">
               <label>Observe level <select value=${level} onChange=${(e) => setLevel(e.target.value)}>
-                <option>minimal</option><option>standard</option><option>verbose</option></select></label>
+                ${["minimal", "standard", "verbose"].map((l) => html`<option value=${l} selected=${l === level}>${l}</option>`)}</select></label>
               <button onClick=${command}>Send</button>
               ${!s.revoked_at && html`<button class="danger" onClick=${revoke} id="revoke">Revoke…</button>`}
             </div>`

@@ -184,7 +184,7 @@ export function EditorView({ me }) {
       <label>Id <input id="rule-id" value=${id} onInput=${(e) => setId(e.target.value)} /></label>
       <label>Title <input value=${name} onInput=${(e) => setName(e.target.value)} size="30" /></label>
       <label>Severity <select value=${severity} onChange=${(e) => setSeverity(e.target.value)}>
-        ${SEVERITIES.map((s) => html`<option>${s}</option>`)}</select></label>
+        ${SEVERITIES.map((s) => html`<option value=${s} selected=${s === severity}>${s}</option>`)}</select></label>
     </div>
     <${SqlEditor} value=${sql} onChange=${setSql} marks=${marks} onRun=${() => run("test")} />
     <div class="row">
