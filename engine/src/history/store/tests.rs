@@ -149,6 +149,7 @@ fn gen_filter() -> impl Strategy<Value = Filter> {
             host: None,
             since: since.map(|s| (1_764_000_000 + s) * 1_000_000),
             until: since.zip(span).map(|(s, d)| (1_764_000_000 + s + d) * 1_000_000),
+            triage: None,
         })
 }
 
@@ -211,4 +212,44 @@ proptest! {
         }
         prop_assert_eq!(asc, expected);
     }
+}
+
+#[test]
+fn triage_filters_scans_counts_per_tenant_and_leaves_with_pruned_alerts() {
+    use crate::history::triage::{Triage, TriageState};
+    let dir = tempfile::tempdir().unwrap();
+    let h = History::open(
+        &dir.path().join("h"),
+        Retention { max_age: std::time::Duration::from_secs(3600), max_bytes: 1 << 40 },
+    )
+    .unwrap();
+    // 40 alerts (a segment seals at 16 in tests), the first 16 old enough to be pruned.
+    let old = chrono::Utc::now().timestamp() - 1_764_000_000 - 7200;
+    let recs: Vec<Vec<u8>> = (0..40)
+        .map(|n| {
+            let tenant = if n % 2 == 0 { "t1" } else { "t2" };
+            alert(n, "r", "high", Some(tenant), "s1", if n < 16 { old } else { old + 7200 })
+        })
+        .collect();
+    for chunk in recs.chunks(16) {
+        store(&h, &chunk.iter().map(Vec::as_slice).collect::<Vec<_>>());
+    }
+    assert_eq!((h.count(None).unwrap(), h.count(Some("t1")).unwrap(), h.count(Some("t9")).unwrap()), (40, 20, 0));
+    let set = |n: u128, state, tenant: &str| {
+        let r = Triage { state, by: "me".into(), at: chrono::Utc::now(), note: None, tenant: tenant.into() };
+        h.triage().set(&Uuid::from_u128(n + 1), &r).unwrap()
+    };
+    set(0, TriageState::Acknowledged, "t1"); // old: pruned below
+    set(30, TriageState::Resolved, "t1");
+    set(32, TriageState::Acknowledged, "t1");
+    let f = |t| Filter { triage: Some(t), ..Filter::default() };
+    assert_eq!(positions(&h.scan(&f(TriageState::Resolved), Dir::Desc, u64::MAX, 100).unwrap()), [31]);
+    assert_eq!(positions(&h.scan(&f(TriageState::Acknowledged), Dir::Asc, 0, 100).unwrap()), [1, 33]);
+    assert_eq!(h.scan(&f(TriageState::New), Dir::Desc, u64::MAX, 100).unwrap().len(), 37);
+    assert_eq!(h.triage().counts(Some("t1")).acknowledged, 2);
+    // Pruning takes whole sealed segments (the first, 16 alerts): its triage records go too.
+    assert_eq!(h.prune(chrono::Utc::now().timestamp_micros()).unwrap(), 16);
+    assert_eq!(h.count(Some("t1")).unwrap(), 12);
+    assert_eq!(h.triage().counts(Some("t1")).acknowledged, 1);
+    assert_eq!(h.triage().get(&Uuid::from_u128(1)).unwrap(), None);
 }
