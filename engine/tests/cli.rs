@@ -273,6 +273,25 @@ fn tokens_alert_queries_exports_and_tail_from_the_cli() {
     let (ok, out) = vedette_cmd(dir.path(), http, "alerts", &["query", "--severity", "urgent"]);
     assert!(!ok && out.contains("severity"), "a bad filter is named: {out}");
 
+    // Triage from the CLI: ack, resolve, reopen; the state shows in query and filters it.
+    let other = alerts[1]["alert_id"].as_str().unwrap();
+    let (ok, out) = vedette_cmd(dir.path(), http, "alerts", &["ack", id, other, "--note", "on it"]);
+    assert!(ok && out.contains("acknowledged 2 alert(s)"), "{out}");
+    let (ok, out) = vedette_cmd(dir.path(), http, "alerts", &["ack", id]);
+    assert!(ok && out.contains("acknowledged 0 alert(s) (1 already were)"), "{out}");
+    let (ok, out) = vedette_cmd(dir.path(), http, "alerts", &["resolve", other]);
+    assert!(ok && out.contains("resolved 1 alert(s)"), "{out}");
+    let (ok, out) = vedette_cmd(dir.path(), http, "alerts", &["query", "--triage", "resolved", "--json"]);
+    assert!(ok && out.lines().count() == 1 && out.contains(other), "{out}");
+    let (ok, out) = vedette_cmd(dir.path(), http, "alerts", &["query", "--triage", "acknowledged"]);
+    assert!(ok && out.trim_end().ends_with("[acknowledged]"), "{out}");
+    let (ok, out) = vedette_cmd(dir.path(), http, "alerts", &["reopen", other]);
+    assert!(ok && out.contains("reopened 1 alert(s)"), "{out}");
+    let (ok, out) = vedette_cmd(dir.path(), http, "alerts", &["ack", "not-an-id"]);
+    assert!(!ok && out.contains("`not-an-id` is not an alert id"), "{out}");
+    let (ok, out) = vedette_cmd(dir.path(), http, "alerts", &["ack", "00000000-0000-0000-0000-000000000000"]);
+    assert!(!ok && out.contains("not in the history"), "{out}");
+
     // A viewer token: reads, but may not change rules; once revoked, refused.
     let (ok, out) = vedette_cmd(dir.path(), http, "tokens", &["create", "--role", "viewer", "--name", "ops"]);
     assert!(ok, "{out}");
@@ -289,6 +308,8 @@ fn tokens_alert_queries_exports_and_tail_from_the_cli() {
     assert!(ok, "{out}");
     let (ok, out) = as_viewer(&["rules", "disable", "linux.shadow_in_cmdline"]);
     assert!(!ok && out.contains("needs role `analyst`"), "{out}");
+    let (ok, out) = as_viewer(&["alerts", "resolve", id]);
+    assert!(!ok && out.contains("needs role `analyst`"), "a viewer may not triage: {out}");
     let (ok, out) = vedette_cmd(dir.path(), http, "tokens", &["list"]);
     assert!(ok && out.contains("ops") && out.contains("local-admin"), "{out}");
     let viewer_id = &viewer[4..20];
