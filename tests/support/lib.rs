@@ -4,6 +4,7 @@
 pub mod child;
 pub mod receivers;
 pub mod relay;
+pub mod tcp_relay;
 
 use std::path::PathBuf;
 use std::sync::Arc;

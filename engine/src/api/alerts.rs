@@ -96,14 +96,7 @@ pub async fn query(
         (status = 400, description = "Not a UUID", body = ErrorBody),
         (status = 404, description = "Not in the history (or another tenant's)", body = ErrorBody), AuthErrors), security(("bearer" = [])))]
 pub async fn one(State(s): State<ApiState>, caller: CallerExt, Path(id): Path<String>) -> ApiResult<Response> {
-    let uuid =
-        uuid::Uuid::parse_str(&id).map_err(|_| ParamError::new("id", format!("`{id}` is not an alert id (a UUID)")))?;
-    let missing = || ApiError::not_found(format!("no alert with id `{id}` in the history"));
-    let stored = s.history.get(&uuid).map_err(ApiError::internal)?.ok_or_else(missing)?;
-    let tenant = stored.tenant();
-    if !caller.0.sees((!tenant.is_empty()).then_some(tenant.as_str())) {
-        return Err(missing());
-    }
+    let (uuid, stored) = visible(&s, &caller.0, &id)?;
     let triage = s.history.triage().get(&uuid).map_err(ApiError::internal)?;
     let mut body = format!("{{\"position\":{},\"alert\":", stored.position).into_bytes();
     body.extend_from_slice(&stored.json);
@@ -129,19 +122,26 @@ pub async fn export_one(
 ) -> ApiResult<Response> {
     check_known(&params, &["format"])?;
     let format = export_format(&params)?;
-    let uuid =
-        uuid::Uuid::parse_str(&id).map_err(|_| ParamError::new("id", format!("`{id}` is not an alert id (a UUID)")))?;
-    let missing = || ApiError::not_found(format!("no alert with id `{id}` in the history"));
-    let stored = s.history.get(&uuid).map_err(ApiError::internal)?.ok_or_else(missing)?;
-    let tenant = stored.tenant();
-    if !caller.0.sees((!tenant.is_empty()).then_some(tenant.as_str())) {
-        return Err(missing());
-    }
+    let (_, stored) = visible(&s, &caller.0, &id)?;
     let content_type = match format {
         Format::Cef => "text/plain; charset=utf-8",
         _ => "application/json",
     };
     Ok(([(header::CONTENT_TYPE, content_type)], encode_page(format, std::slice::from_ref(&stored))).into_response())
+}
+
+/// The stored alert `id` if the caller may see it: `400` for a malformed id, `404` for an
+/// unknown one or another tenant's (indistinguishable).
+fn visible(s: &ApiState, caller: &Caller, id: &str) -> ApiResult<(uuid::Uuid, Stored)> {
+    let uuid =
+        uuid::Uuid::parse_str(id).map_err(|_| ParamError::new("id", format!("`{id}` is not an alert id (a UUID)")))?;
+    let missing = || ApiError::not_found(format!("no alert with id `{id}` in the history"));
+    let stored = s.history.get(&uuid).map_err(ApiError::internal)?.ok_or_else(missing)?;
+    let tenant = stored.tenant();
+    if !caller.sees((!tenant.is_empty()).then_some(tenant.as_str())) {
+        return Err(missing());
+    }
+    Ok((uuid, stored))
 }
 
 /// Parses `format` for export.

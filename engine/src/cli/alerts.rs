@@ -122,42 +122,28 @@ pub enum AlertsCommand {
         api: ApiArgs,
     },
     /// Acknowledge alerts: someone is on them (needs an analyst token).
-    Ack {
-        /// Alert ids.
-        #[arg(required = true)]
-        ids: Vec<String>,
-        /// Why, or what is being done.
-        #[arg(long)]
-        note: Option<String>,
-        #[command(flatten)]
-        api: ApiArgs,
-    },
+    Ack(TriageArgs),
     /// Resolve alerts (needs an analyst token).
-    Resolve {
-        /// Alert ids.
-        #[arg(required = true)]
-        ids: Vec<String>,
-        /// What was done.
-        #[arg(long)]
-        note: Option<String>,
-        #[command(flatten)]
-        api: ApiArgs,
-    },
+    Resolve(TriageArgs),
     /// Reopen alerts: back to `new` (needs an analyst token).
-    Reopen {
-        /// Alert ids.
-        #[arg(required = true)]
-        ids: Vec<String>,
-        /// Why.
-        #[arg(long)]
-        note: Option<String>,
-        #[command(flatten)]
-        api: ApiArgs,
-    },
+    Reopen(TriageArgs),
+}
+
+/// The alerts of a triage command and its note.
+#[derive(clap::Args)]
+pub struct TriageArgs {
+    /// Alert ids.
+    #[arg(required = true)]
+    ids: Vec<String>,
+    /// Why, or what was done.
+    #[arg(long)]
+    note: Option<String>,
+    #[command(flatten)]
+    api: ApiArgs,
 }
 
 /// Sets the triage state of `ids`; fails naming the ids the engine does not know.
-async fn triage(state: &str, ids: Vec<String>, note: Option<String>, api: ApiArgs) -> anyhow::Result<()> {
+async fn triage(state: &str, TriageArgs { ids, note, api }: TriageArgs) -> anyhow::Result<()> {
     for id in &ids {
         uuid::Uuid::parse_str(id).map_err(|_| anyhow::anyhow!("`{id}` is not an alert id (a UUID)"))?;
     }
@@ -204,9 +190,9 @@ pub async fn run(command: AlertsCommand) -> anyhow::Result<()> {
             }
             return Ok(());
         },
-        AlertsCommand::Ack { ids, note, api } => triage("acknowledged", ids, note, api).await,
-        AlertsCommand::Resolve { ids, note, api } => triage("resolved", ids, note, api).await,
-        AlertsCommand::Reopen { ids, note, api } => triage("new", ids, note, api).await,
+        AlertsCommand::Ack(args) => triage("acknowledged", args).await,
+        AlertsCommand::Resolve(args) => triage("resolved", args).await,
+        AlertsCommand::Reopen(args) => triage("new", args).await,
         AlertsCommand::Get { id, api } => {
             let a = api_call(&api, reqwest::Method::GET, &format!("/api/v1/alerts/{}", encode(&id)), None).await?;
             println!("{}", serde_json::to_string_pretty(&a["alert"])?);

@@ -13,9 +13,20 @@ fn alert(n: u64, rule: &str, sev: &str, tenant: Option<&str>, sensor: &str, at_s
     .unwrap()
 }
 
+/// Opens the history in `dir`; a handle dropped a moment ago keeps sled's file lock until its
+/// background threads let go (the engine waits for it too, see `engine::open_db`).
 fn open(dir: &Path) -> History {
-    History::open(&dir.join("h"), Retention { max_age: std::time::Duration::from_secs(1 << 40), max_bytes: 1 << 40 })
-        .unwrap()
+    let retention = Retention { max_age: std::time::Duration::from_secs(1 << 40), max_bytes: 1 << 40 };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match History::open(&dir.join("h"), retention) {
+            Ok(h) => return h,
+            Err(e) if e.to_string().contains("could not acquire lock") && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
 }
 
 /// Appends and flushes, as the history sink does.
