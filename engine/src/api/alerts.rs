@@ -110,8 +110,8 @@ pub async fn one(State(s): State<ApiState>, caller: CallerExt, Path(id): Path<St
 #[utoipa::path(get, path = "/api/v1/alerts/{id}/export", tag = "alerts", operation_id = "export_alert",
     params(("id" = uuid::Uuid, Path, description = "Alert id"),
         ("format" = Option<ExportFormat>, Query, description = "`json` (default), `cef`, `stix` or `ocsf`")),
-    responses((status = 200, description = "The alert in the format, one line",
-            content((String = "application/json"), (String = "text/plain"))),
+    responses((status = 200, description = "The alert in the format: a JSON object (json, stix, ocsf) or one CEF line",
+            content((Object = "application/json"), (String = "text/plain"))),
         (status = 400, description = "Not a UUID, or a bad format (named in `param`)", body = ErrorBody),
         (status = 404, description = "Not in the history (or another tenant's)", body = ErrorBody), AuthErrors), security(("bearer" = [])))]
 pub async fn export_one(
