@@ -156,3 +156,32 @@ mod position_tests {
         assert_eq!(zero.position(), None, "0 means unknown");
     }
 }
+
+#[cfg(test)]
+mod no_panic {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// Packs now come from the API too (validate, dry run): any text parses or is refused
+        /// with an error, and reading a position from any message never panics.
+        #[test]
+        fn any_pack_text_parses_or_is_refused_and_positions_never_panic(
+            text in "(name: [a-z]{1,5}\nversion: [0-9]{1,3}\nrules:\n  - id: [a-z.]{1,5}\n    sql: .{0,40}\n)?.{0,200}",
+            reason in ".{0,120}(\\(line [0-9]{0,25}, column [0-9]{0,25}\\)|Line: [0-9]{0,25}, Column: [0-9]{0,3}|at line [0-9]{0,3} column)?.{0,10}",
+        ) {
+            if let Err(e) = crate::rule::Pack::from_yaml("p", &text) {
+                let _ = e.position();
+            }
+            for e in [
+                RuleError::Sql { rule: "r".into(), reason: reason.clone() },
+                RuleError::PackSyntax { pack: "p".into(), reason },
+            ] {
+                if let Some((_, line, _)) = e.position() {
+                    prop_assert!(line > 0);
+                }
+            }
+        }
+    }
+}
