@@ -7,6 +7,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use vedette_pipelines::RuleError;
+use vedette_pipelines::compile::Compiler;
 use vedette_pipelines::error::ErrorIn;
 use vedette_pipelines::rule::Pack;
 
@@ -101,16 +102,15 @@ fn parse(text: &str) -> Result<Pack, Vec<PackProblem>> {
     Pack::from_yaml("pack", text).map_err(|e| vec![PackProblem::from(&e)])
 }
 
-/// Every compile error of the pack's rules.
-async fn compile_errors(s: &ApiState, pack: &Pack) -> ApiResult<Vec<PackProblem>> {
-    let compiler = s.rules.lock().await.sandbox_compiler()?;
+/// Every compile error of the pack's rules (the plans stay cached in `compiler`).
+async fn compile_errors(compiler: &Compiler, pack: &Pack) -> Vec<PackProblem> {
     let mut errors = Vec::new();
     for rule in &pack.rules {
         if let Err(e) = compiler.compile(pack, rule).await {
             errors.push(PackProblem::from(&e));
         }
     }
-    Ok(errors)
+    errors
 }
 
 /// `POST /api/v1/rules/validate`: compiles a pack against the running engine's tables.
@@ -127,7 +127,11 @@ pub async fn validate(
 ) -> ApiResult<Response> {
     let req = json_body(body)?;
     let errors = match parse(&req.pack) {
-        Ok(pack) => compile_errors(&s, &pack).await?,
+        Ok(pack) => {
+            // Bound first: the rule manager's lock is not held while planning.
+            let compiler = s.rules.lock().await.sandbox_compiler()?;
+            compile_errors(&compiler, &pack).await
+        }
         Err(e) => e,
     };
     Ok(axum::Json(Validation { valid: errors.is_empty(), errors }).into_response())
@@ -153,11 +157,12 @@ pub async fn dry_run(
         Ok(p) => p,
         Err(e) => return Ok(axum::Json(fail(e)).into_response()),
     };
-    let errors = compile_errors(&s, &pack).await?;
+    // One sandbox compiler: the run reuses the plans the check built.
+    let compiler = s.rules.lock().await.sandbox_compiler()?;
+    let errors = compile_errors(&compiler, &pack).await;
     if !errors.is_empty() {
         return Ok(axum::Json(fail(errors)).into_response());
     }
-    let compiler = s.rules.lock().await.sandbox_compiler()?;
     let result = match crate::rules_cli::run_test(&pack, &req.events, req.table.as_deref(), BATCH_ROWS, &compiler).await
     {
         Ok(Ok(alerts)) => DryRunResult { ok: true, errors: Vec::new(), event_errors: Vec::new(), alerts },

@@ -90,7 +90,31 @@ fn who(c: &Caller) -> String {
     format!("{} ({})", c.name, c.token_id)
 }
 
-/// Sets `state` on each id the caller may see; returns (matched, changed, unknown).
+/// Sets `state` on each alert (id and tenant) the caller may see; the others are `unknown`.
+fn set_all(
+    history: &History,
+    caller: &Caller,
+    alerts: impl IntoIterator<Item = (Uuid, String)>,
+    state: TriageState,
+    note: &Option<String>,
+    out: &mut BulkResult,
+) -> ApiResult<()> {
+    let at = chrono::Utc::now();
+    for (id, tenant) in alerts {
+        if !caller.sees((!tenant.is_empty()).then_some(tenant.as_str())) {
+            out.unknown.push(id);
+            continue;
+        }
+        out.matched += 1;
+        let record = Triage { state, by: who(caller), at, note: note.clone(), tenant };
+        if history.triage().set(&id, &record).map_err(ApiError::internal)? {
+            out.changed += 1;
+        }
+    }
+    Ok(())
+}
+
+/// Sets `state` on each of `ids` the caller may see; ids not in the history are `unknown`.
 fn apply(
     history: &History,
     caller: &Caller,
@@ -98,24 +122,15 @@ fn apply(
     state: TriageState,
     note: Option<String>,
 ) -> ApiResult<BulkResult> {
-    let at = chrono::Utc::now();
     let mut out = BulkResult { matched: 0, changed: 0, unknown: Vec::new() };
+    let mut found = Vec::with_capacity(ids.len());
     for id in ids {
-        let Some(stored) = history.get(id).map_err(ApiError::internal)? else {
-            out.unknown.push(*id);
-            continue;
-        };
-        let tenant = stored.tenant();
-        if !caller.sees((!tenant.is_empty()).then_some(tenant.as_str())) {
-            out.unknown.push(*id);
-            continue;
-        }
-        out.matched += 1;
-        let record = Triage { state, by: who(caller), at, note: note.clone(), tenant };
-        if history.triage().set(id, &record).map_err(ApiError::internal)? {
-            out.changed += 1;
+        match history.get(id).map_err(ApiError::internal)? {
+            Some(stored) => found.push((*id, stored.tenant())),
+            None => out.unknown.push(*id),
         }
     }
+    set_all(history, caller, found, state, &note, &mut out)?;
     Ok(out)
 }
 
@@ -189,10 +204,9 @@ pub async fn set_many(
                     let page = history.scan(&filter, Dir::Desc, from, 1000).map_err(ApiError::internal)?;
                     let Some(last) = page.last() else { break };
                     from = last.position;
-                    let ids: Vec<Uuid> = page.iter().map(|p| p.id).collect();
-                    let r = apply(&history, &c, &ids, bulk.state, note.clone())?;
-                    total.matched += r.matched;
-                    total.changed += r.changed;
+                    // The scan read each alert already: no second lookup by id.
+                    let alerts = page.iter().map(|p| (p.id, p.tenant()));
+                    set_all(&history, &c, alerts, bulk.state, &note, &mut total)?;
                 }
                 Ok::<_, ApiError>(total)
             })
