@@ -346,10 +346,18 @@ fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
     Ok(Config::from_toml_with_env(&text, std::env::vars())?)
 }
 
+/// Whether log lines carry ANSI colours: only on a terminal, and not when `NO_COLOR` is set to
+/// anything but the empty string (<https://no-color.org>).
+fn log_colours(stderr_is_terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
 fn init_logging(config: &Config) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let colours = log_colours(std::io::stderr().is_terminal(), std::env::var_os("NO_COLOR"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colours);
     if config.log.format == "json" {
         builder.json().init();
     } else {
@@ -617,4 +625,17 @@ async fn rules_command(command: RulesCommand) -> anyhow::Result<()> {
         },
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_colours;
+
+    #[test]
+    fn colours_only_on_a_terminal_without_no_color() {
+        assert!(log_colours(true, None));
+        assert!(log_colours(true, Some("".into())), "an empty NO_COLOR does not count");
+        assert!(!log_colours(true, Some("1".into())));
+        assert!(!log_colours(false, None), "a file or a pipe gets plain text");
+    }
 }

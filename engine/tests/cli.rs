@@ -54,6 +54,7 @@ fn serve_with_no_config_runs_the_demo_and_shuts_down_gracefully_on_sigint() {
     let mut stderr = String::new();
     serve.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
     assert!(stderr.contains("Shutdown complete."), "{stderr}");
+    assert!(!stderr.contains('\u{1b}'), "no colour codes in logs that go to a pipe: {stderr}");
 }
 
 /// `vedette sensor --demo --no-proc` against the engine on `quic`, to completion.
