@@ -802,6 +802,20 @@ fn sinks(table: &mut toml::Table, problems: &mut Vec<Problem>, ok: &mut bool) ->
 /// error inside its variant, so each connector's own settings are deserialized on their own:
 /// `sinks[0].max_request_bytes: …` rather than `sinks[0]: …`.
 fn sink_connector(table: toml::Table, base: &str, problems: &mut Vec<Problem>) -> Option<Connector> {
+    let before = problems.len();
+    let connector = sink_connector_settings(table, base, problems);
+    // The connector's own keys are only part of what a sink accepts: name the shared ones too
+    // (a misspelt `format` must not be answered with a list that lacks `format`).
+    for p in &mut problems[before..] {
+        if p.message.starts_with("unknown field") && p.message.contains("expected one of") {
+            let shared: Vec<String> = sinks::COMMON_KEYS.iter().chain(&["type"]).map(|k| format!("`{k}`")).collect();
+            p.message = format!("{}, or a key every sink has: {}", p.message, shared.join(", "));
+        }
+    }
+    connector
+}
+
+fn sink_connector_settings(table: toml::Table, base: &str, problems: &mut Vec<Problem>) -> Option<Connector> {
     let kind = table.get("type").and_then(|v| v.as_str()).map(str::to_owned);
     let settings = |mut t: toml::Table| {
         t.remove("type");

@@ -230,6 +230,9 @@ fn sink_problems_name_the_sink_and_key() {
     let paths: Vec<_> = err.problems().iter().map(|p| p.path.as_str()).collect();
     assert_eq!(paths, ["sinks[0].colour", "sinks[1].spool.policy"], "{err}");
     assert!(err.to_string().contains("colour"), "{err}");
+    // The hint lists the connector's keys and the keys every sink has.
+    let hint = &err.problems()[0].message;
+    assert!(hint.contains("`url`") && hint.contains("`format`") && hint.contains("`spool`"), "{hint}");
 
     let text = r#"
         [[sinks]]
