@@ -223,10 +223,24 @@ impl Visitor for AllowList<'_> {
     }
 }
 
+/// The parser's own words (`Expected: …, found: AN at Line: 3, Column: 30`), without the
+/// debug formatting DataFusion wraps them in (`SQL error: ParserError("…")`).
+fn parser_message(e: datafusion::error::DataFusionError) -> String {
+    use datafusion::sql::sqlparser::parser::ParserError;
+    // The parser's error arrives wrapped (with a diagnostic): look at the innermost one.
+    match e.find_root() {
+        datafusion::error::DataFusionError::SQL(p, _) => match p.as_ref() {
+            ParserError::ParserError(m) | ParserError::TokenizerError(m) => m.clone(),
+            ParserError::RecursionLimitExceeded => "the query is nested too deeply".into(),
+        },
+        _ => e.to_string(),
+    }
+}
+
 /// Parses `sql` and checks it against the allow-list; returns the single statement.
 pub fn validate_sql(rule: &str, sql: &str, known_tables: &dyn Fn(&str) -> bool) -> Result<DfStatement> {
     let err = |reason: String| RuleError::Sql { rule: rule.into(), reason };
-    let mut statements = DFParser::parse_sql(sql).map_err(|e| err(e.to_string()))?;
+    let mut statements = DFParser::parse_sql(sql).map_err(|e| err(parser_message(e)))?;
     if statements.len() != 1 {
         return Err(err(format!("expected exactly one SQL statement, found {}", statements.len())));
     }
@@ -259,6 +273,14 @@ mod tests {
     fn check(sql: &str) -> std::result::Result<(), String> {
         let known = |t: &str| ["process_events", "ioc_hashes"].contains(&t);
         validate_sql("r", sql, &known).map(|_| ()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn syntax_errors_are_the_parsers_words_with_their_position() {
+        let e = check("SELECT exe\nFROM process_events\nWHERE cmdline LIKE '%x%' AN pid > 1").unwrap_err();
+        assert_eq!(e, "rule `r`: Expected: end of statement, found: AN at Line: 3, Column: 26");
+        let e = check("SELECT 'open FROM process_events").unwrap_err();
+        assert!(!e.contains("Error(") && e.contains("Line: 1"), "{e}");
     }
 
     #[test]
