@@ -148,6 +148,22 @@ async fn triage_states_counts_bulk_and_refusals() {
     let (s, _) = call(&t, &analyst, "GET", "/api/v1/alerts/triage?tenant=other", None).await;
     assert_eq!(s, 400, "a tenant-scoped token cannot count another tenant");
 
+    // One alert in a sink format; a bad format is named.
+    let r = http_call(
+        t.engine.api_addr,
+        "GET",
+        &format!("/api/v1/alerts/{}/export?format=cef", acme[0]),
+        Some(&viewer),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.starts_with("CEF:0|") && r.body.lines().count() == 1, "{}", r.body);
+    let (s, e) = call(&t, &viewer, "GET", &format!("/api/v1/alerts/{}/export?format=xml", acme[0]), None).await;
+    assert_eq!((s, e["param"].as_str()), (400, Some("format")));
+    let (s, _) = call(&t, &other_analyst, "GET", &format!("/api/v1/alerts/{}/export", acme[0]), None).await;
+    assert_eq!(s, 404, "another tenant's alert does not exist for them");
+
     // Reopen.
     let (_, rec) =
         call(&t, &analyst, "PUT", &format!("/api/v1/alerts/{}/triage", acme[1]), Some(json!({"state": "new"}))).await;
