@@ -230,13 +230,8 @@ pub async fn counts(
     Query(params): Query<BTreeMap<String, String>>,
 ) -> ApiResult<Response> {
     check_known(&params, &["tenant"])?;
-    let tenant = match (caller.0.fleet_wide(), params.get("tenant")) {
-        (true, t) => t.cloned(),
-        (false, Some(t)) if *t != caller.0.tenant => {
-            return Err(ParamError::new("tenant", "only a fleet-wide token (tenant `*`) can choose the tenant").into());
-        }
-        (false, _) => Some(caller.0.tenant.clone()),
-    };
+    // The alert routes' tenant rule: a tenant-scoped token counts its own tenant only.
+    let tenant = scoped_filter(&caller.0, &params)?.tenant;
     let history = Arc::clone(&s.history);
     let t = tenant.clone();
     let total = tokio::task::spawn_blocking(move || history.count(t.as_deref()))
