@@ -6,6 +6,7 @@
 
 pub mod bytes;
 pub mod duration;
+mod paths;
 pub mod sinks;
 
 pub use sinks::{Connector, FileSinkConfig, Format, OverflowPolicy, Route, SinkCommon, SinkConfig};
@@ -590,19 +591,35 @@ impl Config {
         K: AsRef<str>,
         V: AsRef<str>,
     {
-        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-            ConfigError::Invalid(vec![Problem { path: String::new(), message: e.to_string() }])
-        })?;
+        match Self::parse_all(text, env) {
+            (Some(c), problems) if problems.is_empty() => Ok(c),
+            (_, problems) => Err(ConfigError::Invalid(problems)),
+        }
+    }
+
+    /// Every problem of a config (with overrides), plus the config itself whenever it could be
+    /// built: a key that failed is at its default, so checks that need the whole config (the
+    /// files it names) can still run on the rest and report in the same pass.
+    pub fn parse_all<I, K, V>(text: &str, env: I) -> (Option<Self>, Vec<Problem>)
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        let mut table: toml::Table = match text.parse() {
+            Ok(t) => t,
+            Err(e) => {
+                let e: toml::de::Error = e;
+                return (None, vec![Problem { path: String::new(), message: e.to_string() }]);
+            }
+        };
         let mut problems = Vec::new();
         apply_env(&mut table, env, &mut problems);
         let config = deserialize_sections(table, &mut problems);
         if let Some(c) = &config {
             c.validate(&mut problems);
         }
-        match config {
-            Some(c) if problems.is_empty() => Ok(c),
-            _ => Err(ConfigError::Invalid(problems)),
-        }
+        (config, problems)
     }
 
     fn validate(&self, problems: &mut Vec<Problem>) {
@@ -897,8 +914,8 @@ fn deserialize_sections(mut table: toml::Table, problems: &mut Vec<Problem>) -> 
         fleet: section(&mut table, "fleet", problems, &mut ok),
         log: section(&mut table, "log", problems, &mut ok),
     };
+    // Reported, and the rest is still checked: an unknown section changes nothing else.
     for key in table.keys() {
-        ok = false;
         problems.push(Problem {
             path: key.clone(),
             message: "unknown key (expected one of: data_dir, ingest, api, pipeline, rules, tables, reference_tables, sinks, alerts, history, fleet, log)".into(),
@@ -907,19 +924,73 @@ fn deserialize_sections(mut table: toml::Table, problems: &mut Vec<Problem>) -> 
     ok.then_some(config)
 }
 
-fn de_value<T: DeserializeOwned>(value: toml::Value, base: &str, problems: &mut Vec<Problem>) -> Option<T> {
-    match serde_path_to_error::deserialize::<_, T>(value) {
-        Ok(v) => Some(v),
-        Err(e) => {
-            let inner = e.path().to_string();
-            let path = if inner == "." || inner.is_empty() { base.to_string() } else { format!("{base}.{inner}") };
-            let message = e.into_inner().to_string();
-            // toml appends "in `key`" lines; the path already says where.
-            let message =
-                message.lines().filter(|l| !l.starts_with("in `") && !l.trim().is_empty()).collect::<Vec<_>>();
-            problems.push(Problem { path, message: message.join(" ") });
-            None
+/// Deserializes `value`, reporting every bad key rather than the first: a key that fails is
+/// reported, taken out and the rest read again (the default stands in for it), so a typo in
+/// one key hides neither the next one nor the cross-key checks run on the result. `None` when
+/// a problem cannot be taken out (a missing required key, a value of the wrong shape).
+fn de_value<T: DeserializeOwned>(mut value: toml::Value, base: &str, problems: &mut Vec<Problem>) -> Option<T> {
+    let mut removed: Vec<Vec<String>> = Vec::new();
+    // Each round removes one key; a table has far fewer bad keys than this.
+    for _ in 0..256 {
+        match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+            Ok(v) => return Some(v),
+            Err(e) => {
+                let segments: Vec<String> = e
+                    .path()
+                    .iter()
+                    .map(|s| match s {
+                        serde_path_to_error::Segment::Map { key } => Some(key.clone()),
+                        serde_path_to_error::Segment::Seq { index } => Some(index.to_string()),
+                        _ => None,
+                    })
+                    .collect::<Option<_>>()
+                    .unwrap_or_default();
+                let inner = e.path().to_string();
+                let path = if inner == "." || inner.is_empty() { base.to_string() } else { format!("{base}.{inner}") };
+                let message = e.into_inner().to_string();
+                // A required key taken out a round ago: already reported as bad, not missing.
+                if let Some(field) = message.strip_prefix("missing field `").and_then(|m| m.split('`').next()) {
+                    let mut key = segments.clone();
+                    key.push(field.to_string());
+                    if removed.contains(&key) {
+                        return None;
+                    }
+                }
+                // toml appends "in `key`" lines; the path already says where.
+                let message =
+                    message.lines().filter(|l| !l.starts_with("in `") && !l.trim().is_empty()).collect::<Vec<_>>();
+                let problem = Problem { path, message: message.join(" ") };
+                let repeated = problems.last() == Some(&problem);
+                if !repeated {
+                    problems.push(problem);
+                }
+                if repeated || !remove_path(&mut value, &segments) {
+                    return None;
+                }
+                removed.push(segments);
+            }
         }
+    }
+    None
+}
+
+/// Removes the key or element at `path` (keys and array indexes) from `value`.
+fn remove_path(value: &mut toml::Value, path: &[String]) -> bool {
+    match (value, path) {
+        (_, []) => false,
+        (toml::Value::Table(t), [last]) => t.remove(last).is_some(),
+        (toml::Value::Array(a), [last]) => match last.parse::<usize>() {
+            Ok(i) if i < a.len() => {
+                a.remove(i);
+                true
+            }
+            _ => false,
+        },
+        (toml::Value::Table(t), [first, rest @ ..]) => t.get_mut(first).is_some_and(|v| remove_path(v, rest)),
+        (toml::Value::Array(a), [first, rest @ ..]) => {
+            first.parse::<usize>().ok().and_then(|i| a.get_mut(i)).is_some_and(|v| remove_path(v, rest))
+        }
+        _ => false,
     }
 }
 

@@ -44,6 +44,45 @@ fn every_problem_is_reported_with_its_key_path() {
 }
 
 #[test]
+fn one_pass_reports_every_bad_key_and_the_cross_key_checks_beside_them() {
+    // Two bad values in one section, an unknown key in another, a cross-key problem in a
+    // section that has a bad value too, and a bad element of a list: all in one answer.
+    let text = r#"
+        [ingest]
+        max_frame_bytes = "big"
+        heartbeat_interval = "10s"
+        idle_timeout = "5s"
+        listen = 7700
+        [api]
+        rate_limit_per_sec = 0
+        lisen = "127.0.0.1:1"
+        [rules]
+        trusted_keys = ["a.pub", 3]
+    "#;
+    let err = Config::from_toml_str(text).unwrap_err();
+    let paths: Vec<_> = err.problems().iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "ingest.listen",
+            "ingest.max_frame_bytes",
+            "api.lisen",
+            "rules.trusted_keys[1]",
+            "ingest.idle_timeout",
+            "api.rate_limit_per_sec"
+        ],
+        "{err}"
+    );
+}
+
+#[test]
+fn env_overrides_are_checked_like_the_file() {
+    let err = Config::from_toml_with_env("", [("VEDETTE__API__LISTEN", "notanaddr")]).unwrap_err();
+    assert_eq!(err.problems()[0].path, "api.listen", "{err}");
+    assert!(err.problems()[0].message.contains("invalid socket address"), "{err}");
+}
+
+#[test]
 fn semantic_problems_name_their_keys() {
     let text = r#"
         [pipeline]
@@ -228,7 +267,19 @@ fn sink_problems_name_the_sink_and_key() {
     "#;
     let err = Config::from_toml_str(text).unwrap_err();
     let paths: Vec<_> = err.problems().iter().map(|p| p.path.as_str()).collect();
-    assert_eq!(paths, ["sinks[0].colour", "sinks[1].spool.policy"], "{err}");
+    // Every bad key at once: the unknown and unparsable ones, then the checks of the values.
+    assert_eq!(
+        paths,
+        [
+            "sinks[0].colour",
+            "sinks[1].spool.policy",
+            "sinks[0].format",
+            "sinks[0].url",
+            "sinks[1].spool.max_bytes",
+            "sinks[1].key"
+        ],
+        "{err}"
+    );
     assert!(err.to_string().contains("colour"), "{err}");
     // The hint lists the connector's keys and the keys every sink has.
     let hint = &err.problems()[0].message;
@@ -298,4 +349,56 @@ fn routes_need_one_forward_sink_and_a_forward_sink_is_checked() {
         )
         .is_ok()
     );
+}
+
+#[test]
+fn relative_paths_are_inside_the_data_dir_and_absolute_ones_stay() {
+    let text = r#"
+        data_dir = "/srv/vedette"
+        [ingest]
+        ca_cert = "pki/ca.pem"
+        server_cert = "/etc/vedette/server.pem"
+        server_key = "pki/server.key"
+        [rules]
+        packs_dir = "packs"
+        trusted_keys = ["keys/team.pub"]
+        [[reference_tables]]
+        name = "iocs"
+        path = "iocs.csv"
+        columns = { sha256 = "string" }
+        [[sinks]]
+        name = "hook"
+        type = "webhook"
+        url = "https://siem.example/hook"
+        tls_ca = "siem-ca.pem"
+        [[sinks]]
+        name = "k"
+        type = "kafka"
+        brokers = "b:9092"
+        topic = "t"
+        tls = true
+        tls_ca = "kafka/ca.pem"
+        [[sinks]]
+        name = "f"
+        type = "file"
+        path = "out/alerts.jsonl"
+    "#;
+    let mut c = Config::from_toml_str(text).unwrap();
+    c.resolve_paths();
+    let p = |s: &str| Some(std::path::PathBuf::from(s));
+    assert_eq!(c.ingest.ca_cert, p("/srv/vedette/pki/ca.pem"));
+    assert_eq!(c.ingest.server_cert, p("/etc/vedette/server.pem"));
+    assert_eq!(c.ingest.server_key, p("/srv/vedette/pki/server.key"));
+    assert_eq!(c.rules.packs_dir, p("/srv/vedette/packs"));
+    assert_eq!(c.rules.trusted_keys, [std::path::PathBuf::from("/srv/vedette/keys/team.pub")]);
+    assert_eq!(c.reference_tables[0].path, std::path::PathBuf::from("/srv/vedette/iocs.csv"));
+    let Connector::Webhook(w) = &c.sinks[0].connector else { panic!() };
+    assert_eq!(w.tls_ca, p("/srv/vedette/siem-ca.pem"));
+    let Connector::Kafka(k) = &c.sinks[1].connector else { panic!() };
+    assert_eq!(k.tls_ca, p("/srv/vedette/kafka/ca.pem"));
+    let Connector::File(f) = &c.sinks[2].connector else { panic!() };
+    assert_eq!(f.path, std::path::PathBuf::from("/srv/vedette/out/alerts.jsonl"));
+    let once = format!("{c:?}");
+    c.resolve_paths();
+    assert_eq!(format!("{c:?}"), once, "resolving twice changes nothing");
 }

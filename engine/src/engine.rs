@@ -130,7 +130,16 @@ pub fn build_catalog(config: &Config) -> Result<Catalog> {
 
 impl EngineHandle {
     /// Starts an engine from a validated config.
-    pub async fn start(config: Config) -> Result<Self> {
+    pub async fn start(mut config: Config) -> Result<Self> {
+        // Nothing is written before the whole config is known to be usable.
+        config.resolve_paths();
+        let report = crate::preflight::check(&config).await;
+        for w in &report.warnings {
+            warn!(key = %w.path, "{}", w.message);
+        }
+        if !report.problems.is_empty() {
+            return Err(vedette_config::ConfigError::Invalid(report.problems).into());
+        }
         let data_dir = config.data_dir.clone();
         std::fs::create_dir_all(&data_dir)
             .map_err(EngineError::io(format!("creating data dir {}", data_dir.display())))?;

@@ -11,6 +11,7 @@ pub mod forward;
 pub mod history;
 pub mod issuer;
 pub mod pki;
+pub mod preflight;
 pub mod quic;
 pub mod reference;
 pub mod rules_cli;

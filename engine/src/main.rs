@@ -39,11 +39,15 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
-    /// Check a config file and report every problem with its key path.
+    /// Check a config the way `serve` would (environment overrides, the files it names, its
+    /// packs and reference tables) and report every problem with its key path; writes nothing.
     Validate {
-        /// TOML config file.
+        /// TOML config file (the embedded default when not given).
         #[arg(long)]
-        config: PathBuf,
+        config: Option<PathBuf>,
+        /// Overrides `data_dir`, as for `serve`.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
     },
     /// Run the reference sensor; `vedette sensor enroll` obtains its certificate with a token.
     #[command(args_conflicts_with_subcommands = true)]
@@ -212,7 +216,7 @@ enum RulesCommand {
         #[arg(long)]
         config: Option<PathBuf>,
     },
-    /// Sign a pack: writes PACK.sig beside it.
+    /// Sign a pack: writes NAME.yaml.sig beside NAME.yaml.
     Sign {
         /// Pack file (YAML).
         pack: PathBuf,
@@ -220,7 +224,7 @@ enum RulesCommand {
         #[arg(long)]
         key: PathBuf,
     },
-    /// Verify PACK.sig; exits 0 only for a valid signature by this key.
+    /// Verify NAME.yaml.sig beside NAME.yaml; exits 0 only for a valid signature by this key.
     Verify {
         /// Pack file (YAML).
         pack: PathBuf,
@@ -346,6 +350,37 @@ fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
     Ok(Config::from_toml_with_env(&text, std::env::vars())?)
 }
 
+/// A config as `serve` would take it, with every problem of its text, overrides and files.
+struct Checked {
+    config: Option<Config>,
+    problems: Vec<vedette_config::Problem>,
+    warnings: Vec<vedette_config::Problem>,
+}
+
+/// Reads and checks a config (`validate`, and `serve` before it starts); the name to print.
+async fn check_config(path: Option<&Path>, data_dir: Option<PathBuf>) -> anyhow::Result<(String, Checked)> {
+    let name = path.map_or("embedded default config".to_string(), |p| p.display().to_string());
+    let text = match path {
+        Some(p) => std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+        None => vedette_config::EMBEDDED_DEFAULT.to_string(),
+    };
+    let (config, mut problems) = Config::parse_all(&text, std::env::vars());
+    let mut warnings = Vec::new();
+    let config = match config {
+        Some(mut c) => {
+            if let Some(d) = data_dir {
+                c.data_dir = d;
+            }
+            let mut report = vedette_engine::preflight::check(&c).await;
+            problems.append(&mut report.problems);
+            warnings = report.warnings;
+            Some(c)
+        }
+        None => None,
+    };
+    Ok((name, Checked { config, problems, warnings }))
+}
+
 /// Whether log lines carry ANSI colours: only on a terminal, and not when `NO_COLOR` is set to
 /// anything but the empty string (<https://no-color.org>).
 fn log_colours(stderr_is_terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
@@ -379,10 +414,15 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config, data_dir } => {
-            let mut config = load_config(config.as_deref())?;
-            if let Some(d) = data_dir {
-                config.data_dir = d;
-            }
+            // The whole check `validate` does, before anything is written.
+            let (name, checked) = check_config(config.as_deref(), data_dir).await?;
+            let config = match checked.config {
+                Some(c) if checked.problems.is_empty() => c,
+                _ => {
+                    eprintln!("{name}: {}", vedette_config::ConfigError::Invalid(checked.problems));
+                    std::process::exit(1);
+                }
+            };
             init_logging(&config);
             let mut engine = EngineHandle::start(config).await?;
             let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
@@ -400,14 +440,16 @@ async fn main() -> anyhow::Result<()> {
                 }
             }
         }
-        Command::Validate { config } => {
-            let text = std::fs::read_to_string(&config).with_context(|| format!("reading {}", config.display()))?;
-            match Config::from_toml_str(&text) {
-                Ok(_) => println!("{}: valid", config.display()),
-                Err(e) => {
-                    eprintln!("{}: {e}", config.display());
-                    std::process::exit(1);
-                }
+        Command::Validate { config, data_dir } => {
+            let (name, checked) = check_config(config.as_deref(), data_dir).await?;
+            for w in &checked.warnings {
+                eprintln!("{name}: warning: {w}");
+            }
+            if checked.problems.is_empty() {
+                println!("{name}: valid");
+            } else {
+                eprintln!("{name}: {}", vedette_config::ConfigError::Invalid(checked.problems));
+                std::process::exit(1);
             }
         }
         Command::Sensor { action: Some(action), .. } => {
@@ -545,7 +587,7 @@ async fn rules_command(command: RulesCommand) -> anyhow::Result<()> {
                 println!("{}: valid", pack.display());
             } else {
                 for e in &errors {
-                    eprintln!("{}: {e}", pack.display());
+                    eprintln!("{}", e.render(&pack.display().to_string()));
                 }
                 eprintln!("{}: {} error(s)", pack.display(), errors.len());
                 std::process::exit(1);

@@ -4,7 +4,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
-use vedette_pipelines::RuleError;
 use vedette_pipelines::compile::{Compiler, TableRules};
 use vedette_pipelines::signature::{PublicKey, SecretKey};
 use vedette_schemas::decode::{Identity, decode_frame};
@@ -40,7 +39,7 @@ pub fn generate_keys(prefix: &Path) -> Result<String> {
     Ok(sk.public().key_id())
 }
 
-/// Signs a pack file; writes `PACK.sig` beside it and returns its path.
+/// Signs a pack file; writes `NAME.yaml.sig` beside `NAME.yaml` and returns its path.
 pub fn sign_pack(pack_path: &Path, key_path: &Path) -> Result<std::path::PathBuf> {
     let pack = read_pack(pack_path)?;
     let sk = SecretKey::from_text(&key_path.display().to_string(), &read_text(key_path)?)?;
@@ -71,17 +70,15 @@ fn tool_compiler(config: Option<&vedette_config::Config>) -> Result<(Arc<Catalog
     Ok((Arc::clone(&catalog), Compiler::with_references(catalog, refs)?))
 }
 
-/// Compiles every rule of a pack; returns every error (empty = valid).
-pub async fn validate_pack(pack_path: &Path, config: Option<&vedette_config::Config>) -> Result<Vec<RuleError>> {
-    let pack = read_pack(pack_path)?;
+/// Reads and compiles every rule of a pack; returns every problem — YAML and SQL together,
+/// each located in the file (empty = valid).
+pub async fn validate_pack(
+    pack_path: &Path,
+    config: Option<&vedette_config::Config>,
+) -> Result<Vec<vedette_pipelines::pack_check::Problem>> {
+    let text = read_text(pack_path)?;
     let (_, compiler) = tool_compiler(config)?;
-    let mut errors = Vec::new();
-    for rule in &pack.rules {
-        if let Err(e) = compiler.compile(&pack, rule).await {
-            errors.push(e);
-        }
-    }
-    Ok(errors)
+    Ok(vedette_pipelines::pack_check::check(&compiler, &pack_path.display().to_string(), &text).await.1)
 }
 
 /// A problem in the events file of `rules test`.

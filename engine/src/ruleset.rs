@@ -210,7 +210,7 @@ fn read_pack_source(path: &Path) -> Result<(Pack, String)> {
     Ok((Pack::from_yaml(&path.display().to_string(), &text)?, text))
 }
 
-/// `PACK.sig` beside `PACK`.
+/// The signature file of a pack: its name plus `.sig` (`acme.yaml` → `acme.yaml.sig`).
 pub fn signature_path(pack: &Path) -> PathBuf {
     let mut s = pack.as_os_str().to_owned();
     s.push(".sig");

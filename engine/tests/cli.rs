@@ -29,6 +29,95 @@ fn validate_reports_every_problem_with_its_key_path_and_exits_non_zero() {
 }
 
 #[test]
+fn validate_finds_in_one_pass_what_serve_refuses_and_serve_writes_nothing_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = dir.path().join("vedette.toml");
+    // Bad values, a cross-key problem, and files that are missing or wrong, all at once.
+    std::fs::write(
+        &config,
+        format!(
+            r#"data_dir = "{}"
+[ingest]
+max_frame_bytes = "big"
+heartbeat_interval = "10s"
+idle_timeout = "5s"
+ca_cert = "pki/ca.pem"
+[rules]
+trusted_keys = ["keys/team.pub"]
+packs_dir = "packs"
+[[reference_tables]]
+name = "iocs"
+path = "iocs.csv"
+columns = {{ sha256 = "string" }}
+[[sinks]]
+name = "hook"
+type = "webhook"
+url = "https://127.0.0.1:9/hook"
+tls_ca = "siem-ca.pem"
+"#,
+            data.display()
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let out = Command::new(BIN).args(args).arg("--config").arg(&config).envs(env.iter().copied()).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (code, err) = run(&["validate"], &[("VEDETTE__API__LISTEN", "notanaddr")]);
+    assert_eq!(code, Some(1), "{err}");
+    for key in [
+        "api.listen",
+        "ingest.max_frame_bytes",
+        "ingest.idle_timeout",
+        "ingest.ca_cert",
+        "ingest.server_cert",
+        "rules.trusted_keys[0]",
+        "reference_tables[0].path",
+        "rules.packs_dir",
+        "sinks[0].tls_ca",
+    ] {
+        assert!(err.contains(&format!("  - {key}: ")), "{key} missing in:\n{err}");
+    }
+    // Relative paths are inside the data dir, and the message says which file was looked for.
+    assert!(err.contains(&data.join("keys/team.pub").display().to_string()), "{err}");
+    assert!(!data.exists(), "validate wrote to the data dir");
+
+    // serve refuses the same config before creating anything (no development CA, no state).
+    let (code, err) = run(&["serve"], &[]);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("ingest.ca_cert") && err.contains("rules.trusted_keys[0]"), "{err}");
+    assert!(!data.exists(), "serve wrote to the data dir before refusing its config");
+
+    // A pack that does not compile, on a fresh data dir: validate names the file and the rule,
+    // serve refuses it before writing.
+    std::fs::create_dir_all(dir.path().join("packs")).unwrap();
+    std::fs::write(
+        dir.path().join("packs/local.yaml"),
+        "name: local\nversion: 1\nrules:\n  - id: local.bad\n    name: Bad\n    severity: low\n    sql: SELECT * FROM process_events WHERE nosuchcolumn = 1\n",
+    )
+    .unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{}\"\n[rules]\nallow_unsigned = true\npacks_dir = \"{}\"\n",
+            data.display(),
+            dir.path().join("packs").display()
+        ),
+    )
+    .unwrap();
+    let (code, err) = run(&["validate"], &[]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("rules.packs_dir") && err.contains("local.yaml") && err.contains("local.bad"), "{err}");
+    assert!(err.contains("nosuchcolumn"), "{err}");
+    assert!(err.contains("warning: rules.allow_unsigned"), "{err}");
+    let (code, err) = run(&["serve"], &[]);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("local.bad"), "{err}");
+    assert!(!data.exists(), "serve wrote to the data dir before refusing its packs");
+}
+
+#[test]
 fn serve_with_no_config_runs_the_demo_and_shuts_down_gracefully_on_sigint() {
     let dir = tempfile::tempdir().unwrap();
     let (quic, http) = (free_udp_port(), free_tcp_port());

@@ -87,7 +87,18 @@ rules:
     std::fs::write(d.path().join("broken.yaml"), "name: x\nversion: one\nrules: []\n").unwrap();
     let o = vedette(&["rules", "validate", "broken.yaml"], d.path());
     assert!(!o.status.success());
-    assert!(text(&o).contains("version") && text(&o).contains("line 2"), "{}", text(&o));
+    assert!(text(&o).contains("version") && text(&o).contains("broken.yaml:2:10: "), "{}", text(&o));
+
+    // Block style, as packs are written: a YAML mistake and a SQL mistake in one answer, each
+    // at its line and column in the file, with no position counted inside the SQL.
+    let block = "name: two\nversion: 1\nrules:\n  - id: typo\n    name: t\n    severity: lo\n    sql: SELECT exe FROM process_events\n  - id: sql\n    name: s\n    severity: low\n    sql: |\n      SELECT exe\n      FROM process_events\n      WHERE pid = 1 AN uid = 0\n";
+    std::fs::write(d.path().join("two.yaml"), block).unwrap();
+    let o = vedette(&["rules", "validate", "two.yaml"], d.path());
+    let t = text(&o);
+    assert!(t.contains("two.yaml:6:5: rule `typo`: rules[0].severity: unknown variant `lo`"), "{t}");
+    assert!(t.contains("two.yaml:14:21: rule `sql`: ") && t.contains("found: AN"), "{t}");
+    assert!(!t.contains("Line:") && !t.contains("ParserError"), "{t}");
+    assert!(t.contains("2 error(s)"), "{t}");
 }
 
 #[test]

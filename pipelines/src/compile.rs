@@ -234,7 +234,7 @@ impl Compiler {
         let plans = match cached {
             Some(p) => p,
             None => {
-                let p = Arc::new(self.plan(rule).await?);
+                let p = Arc::new(self.plan(rule).await.map_err(|e| regex_error_in(e, &rule.sql))?);
                 self.plans_built.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 self.planned.lock().expect("plan cache lock is never poisoned").insert(fingerprint.clone(), p.clone());
                 p
@@ -1021,5 +1021,45 @@ fn plan_error(rule: String, source: datafusion::error::DataFusionError) -> RuleE
         .and_then(|d| d.span)
         .map(|s| format!(" (line {}, column {})", s.start.line, s.start.column))
         .unwrap_or_default();
-    RuleError::Plan { rule, at, source }
+    let message = without_internal_fields(&source.to_string());
+    RuleError::Plan { rule, at, message, source }
+}
+
+/// The optimizer compiles regex literals and reports a bad one without a position: name the
+/// pattern, say what is wrong with it, and point at it in the SQL.
+fn regex_error_in(e: RuleError, sql: &str) -> RuleError {
+    let RuleError::Plan { rule, at, message, source } = e else { return e };
+    let Some(rest) = message.find("regex parse error:").map(|i| &message[i + "regex parse error:".len()..]) else {
+        return RuleError::Plan { rule, at, message, source };
+    };
+    let mut lines = rest.lines().map(str::trim).filter(|l| !l.is_empty());
+    let pattern = lines.next().unwrap_or_default().to_string();
+    let what = rest.lines().find_map(|l| l.trim().strip_prefix("error: ")).unwrap_or("not a valid pattern");
+    let message = format!("invalid regular expression '{pattern}': {what}");
+    let at = if at.is_empty() {
+        sql.find(&format!("'{pattern}'"))
+            .map(|i| {
+                let before = &sql[..=i];
+                let line = before.matches('\n').count() + 1;
+                let column = before.rsplit('\n').next().unwrap_or(before).chars().count() + 1;
+                format!(" (line {line}, column {column})")
+            })
+            .unwrap_or_default()
+    } else {
+        at
+    };
+    RuleError::Plan { rule, at, message, source }
+}
+
+/// DataFusion lists every column of the scanned table as valid, the engine's bookkeeping
+/// columns (`__seq`, `__row`) too; rules must not use them, so they are not offered.
+fn without_internal_fields(message: &str) -> String {
+    const LEAD: &str = "Valid fields are ";
+    let Some(start) = message.find(LEAD).map(|i| i + LEAD.len()) else { return message.to_string() };
+    let end = message[start..].find(".\n").or_else(|| message[start..].rfind('.')).map_or(message.len(), |e| start + e);
+    let fields: Vec<&str> = message[start..end]
+        .split(", ")
+        .filter(|f| !f.rsplit('.').next().is_some_and(|name| name.starts_with("__")))
+        .collect();
+    format!("{}{}{}", &message[..start], fields.join(", "), &message[end..])
 }

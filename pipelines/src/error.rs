@@ -55,10 +55,13 @@ pub enum RuleError {
         known: String,
     },
     /// DataFusion refused the rule while planning (unknown column, type error …).
-    #[error("rule `{rule}`: {source}{at}")]
+    #[error("rule `{rule}`: {message}{at}")]
     Plan {
         /// Rule id.
         rule: String,
+        /// DataFusion's message, without the engine's internal columns (`__seq`, `__row`)
+        /// among the fields it offers.
+        message: String,
         /// ` (line L, column C)` when DataFusion knows where, else empty.
         at: String,
         /// DataFusion's error.

@@ -14,6 +14,8 @@ pub mod error;
 pub mod filter;
 pub mod formats;
 pub mod health;
+pub mod pack_check;
+pub mod pack_text;
 pub mod reference;
 pub mod rule;
 pub mod signature;

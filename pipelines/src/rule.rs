@@ -155,20 +155,28 @@ impl Pack {
     }
 
     fn check(&self) -> Result<()> {
+        match self.problems().into_iter().next() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Every problem of a parsed pack's rules (bad or repeated ids, empty SQL).
+    pub fn problems(&self) -> Vec<RuleError> {
         let mut seen = std::collections::BTreeSet::new();
+        let mut problems = Vec::new();
         for r in &self.rules {
             let bad = |reason: &str| RuleError::InvalidRule { rule: r.id.clone(), reason: reason.into() };
             if r.id.is_empty() || !r.id.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
-                return Err(bad("ids use letters, digits, `.`, `_` and `-`"));
-            }
-            if !seen.insert(r.id.as_str()) {
-                return Err(bad("id appears twice in the pack"));
+                problems.push(bad("ids use letters, digits, `.`, `_` and `-`"));
+            } else if !seen.insert(r.id.as_str()) {
+                problems.push(bad("id appears twice in the pack"));
             }
             if r.sql.trim().is_empty() {
-                return Err(bad("`sql` is empty"));
+                problems.push(bad("`sql` is empty"));
             }
         }
-        Ok(())
+        problems
     }
 }
 

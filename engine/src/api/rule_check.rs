@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use vedette_pipelines::RuleError;
 use vedette_pipelines::compile::Compiler;
 use vedette_pipelines::error::ErrorIn;
+use vedette_pipelines::pack_check;
 use vedette_pipelines::rule::Pack;
 
 use super::ApiState;
@@ -56,6 +57,21 @@ pub struct PackProblem {
     pub line: Option<u64>,
     /// 1-based column.
     pub column: Option<u64>,
+    /// 1-based line in the pack text, when known (also for errors inside a rule's SQL).
+    pub pack_line: Option<u64>,
+    /// 1-based column in the pack text, when known.
+    pub pack_column: Option<u64>,
+}
+
+impl From<&pack_check::Problem> for PackProblem {
+    fn from(p: &pack_check::Problem) -> Self {
+        Self {
+            rule: p.rule.clone(),
+            pack_line: p.at.map(|a| a.0),
+            pack_column: p.at.map(|a| a.1),
+            ..Self::from(&p.error)
+        }
+    }
 }
 
 impl From<&RuleError> for PackProblem {
@@ -70,6 +86,8 @@ impl From<&RuleError> for PackProblem {
             }),
             line: pos.map(|p| p.1),
             column: pos.map(|p| p.2),
+            pack_line: pos.filter(|p| p.0 == ErrorIn::Pack).map(|p| p.1),
+            pack_column: pos.filter(|p| p.0 == ErrorIn::Pack).map(|p| p.2),
         }
     }
 }
@@ -98,19 +116,11 @@ pub struct DryRunResult {
     pub alerts: Vec<serde_json::Value>,
 }
 
-fn parse(text: &str) -> Result<Pack, Vec<PackProblem>> {
-    Pack::from_yaml("pack", text).map_err(|e| vec![PackProblem::from(&e)])
-}
-
-/// Every compile error of the pack's rules (the plans stay cached in `compiler`).
-async fn compile_errors(compiler: &Compiler, pack: &Pack) -> Vec<PackProblem> {
-    let mut errors = Vec::new();
-    for rule in &pack.rules {
-        if let Err(e) = compiler.compile(pack, rule).await {
-            errors.push(PackProblem::from(&e));
-        }
-    }
-    errors
+/// The pack and every problem of it (YAML and SQL together; the plans stay cached in
+/// `compiler`).
+async fn check(compiler: &Compiler, text: &str) -> (Option<Pack>, Vec<PackProblem>) {
+    let (pack, problems) = pack_check::check(compiler, "pack", text).await;
+    (pack, problems.iter().map(PackProblem::from).collect())
 }
 
 /// `POST /api/v1/rules/validate`: compiles a pack against the running engine's tables.
@@ -126,14 +136,9 @@ pub async fn validate(
     body: Result<axum::Json<PackText>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Response> {
     let req = json_body(body)?;
-    let errors = match parse(&req.pack) {
-        Ok(pack) => {
-            // Bound first: the rule manager's lock is not held while planning.
-            let compiler = s.rules.lock().await.sandbox_compiler()?;
-            compile_errors(&compiler, &pack).await
-        }
-        Err(e) => e,
-    };
+    // Bound first: the rule manager's lock is not held while planning.
+    let compiler = s.rules.lock().await.sandbox_compiler()?;
+    let (_, errors) = check(&compiler, &req.pack).await;
     Ok(axum::Json(Validation { valid: errors.is_empty(), errors }).into_response())
 }
 
@@ -153,16 +158,12 @@ pub async fn dry_run(
     let req = json_body(body)?;
     let fail =
         |errors: Vec<PackProblem>| DryRunResult { ok: false, errors, event_errors: Vec::new(), alerts: Vec::new() };
-    let pack = match parse(&req.pack) {
-        Ok(p) => p,
-        Err(e) => return Ok(axum::Json(fail(e)).into_response()),
-    };
     // One sandbox compiler: the run reuses the plans the check built.
     let compiler = s.rules.lock().await.sandbox_compiler()?;
-    let errors = compile_errors(&compiler, &pack).await;
-    if !errors.is_empty() {
-        return Ok(axum::Json(fail(errors)).into_response());
-    }
+    let pack = match check(&compiler, &req.pack).await {
+        (Some(pack), errors) if errors.is_empty() => pack,
+        (_, errors) => return Ok(axum::Json(fail(errors)).into_response()),
+    };
     let result = match crate::rules_cli::run_test(&pack, &req.events, req.table.as_deref(), BATCH_ROWS, &compiler).await
     {
         Ok(Ok(alerts)) => DryRunResult { ok: true, errors: Vec::new(), event_errors: Vec::new(), alerts },
