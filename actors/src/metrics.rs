@@ -53,10 +53,10 @@ pub struct Metrics {
     pub forwarded: IntCounterVec,
     /// Alerts delivered, by sink.
     pub sink_delivered: IntCounterVec,
-    /// Delivery failures (attempts that will be retried), by sink.
-    pub sink_errors: IntCounterVec,
-    /// Alerts sent again after a failed attempt, by sink.
-    pub sink_retried: IntCounterVec,
+    /// Failed delivery attempts (one per batch or health check), by sink.
+    pub sink_failed_attempts: IntCounterVec,
+    /// Alerts of failed attempts kept for another attempt (one per alert per attempt), by sink.
+    pub sink_retried_alerts: IntCounterVec,
     /// Alerts the destination refused permanently (moved to the dead-letter queue), by sink.
     pub sink_dead_lettered: IntCounterVec,
     /// Alerts dropped by a full spool with `drop_oldest`, by sink.
@@ -146,7 +146,12 @@ impl Metrics {
             sink_spool_bytes,
             sink_breaker_state,
             sink_delivery_latency,
-            sink_retried: counter_vec(&r, "vedette_sink_retried_total", "Alerts sent again after a failure", &["sink"]),
+            sink_retried_alerts: counter_vec(
+                &r,
+                "vedette_sink_retried_alerts_total",
+                "Alerts of failed delivery attempts, kept in the spool for another attempt (one per alert per attempt)",
+                &["sink"],
+            ),
             sink_dead_lettered: counter_vec(
                 &r,
                 "vedette_sink_dead_lettered_total",
@@ -206,7 +211,12 @@ impl Metrics {
                 &["edge", "outcome"],
             ),
             sink_delivered: counter_vec(&r, "vedette_sink_delivered_total", "Alerts delivered", &["sink"]),
-            sink_errors: counter_vec(&r, "vedette_sink_errors_total", "Delivery failures", &["sink"]),
+            sink_failed_attempts: counter_vec(
+                &r,
+                "vedette_sink_failed_attempts_total",
+                "Delivery attempts that failed (one per batch or health check, whatever its size)",
+                &["sink"],
+            ),
             actor_restarts: counter_vec(&r, "vedette_actor_restarts_total", "Supervisor restarts", &["actor"]),
             api_requests: counter_vec(
                 &r,

@@ -605,14 +605,17 @@ fn readiness(
         out.extend(workers.iter().map(|(t, s)| (format!("rules:{t}"), s.get().is_some())));
         out.extend(batchers.iter().map(|(t, s)| (format!("batcher:{t}"), s.get().is_some())));
         out.sort();
-        // A sink whose destination is down keeps spooling: the engine stays ready, and the
-        // breaker state says what is happening.
+        // A sink whose destination is down keeps spooling: the engine stays ready (the sink is
+        // `degraded`, with the reason) until its spool is full (`down`).
         let sinks = handles
             .iter()
             .map(|h| {
                 let status = h.status.lock().expect("status lock is never poisoned").clone();
                 let (records, bytes) = h.spool.depth();
+                let (state, reason) = h.health();
                 let v = serde_json::json!({
+                    "state": state.as_str(),
+                    "reason": reason,
                     "breaker": status.breaker.as_str(),
                     "spooled": records,
                     "spool_bytes": bytes,

@@ -19,6 +19,7 @@ mod cli;
 
 use cli::alerts::{AlertFilter, AlertsCommand};
 use cli::client::{ApiArgs, api_call};
+use cli::table::{OutputArgs, Table};
 use cli::tokens::TokensCommand;
 
 #[derive(Parser)]
@@ -26,6 +27,10 @@ use cli::tokens::TokensCommand;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log line format on stderr (overrides `log.format`): `pretty` (coloured only on a
+    /// terminal with `NO_COLOR` unset) or `json` (one object per line).
+    #[arg(long, global = true, value_parser = ["pretty", "json"])]
+    log_format: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -62,6 +67,9 @@ enum Command {
         #[command(subcommand)]
         command: RulesCommand,
     },
+    /// A live view of a running engine, refreshed every interval: events/s per table, rule
+    /// evaluations and alerts per rule, late rows, sinks' delivery rate, backlog and breaker.
+    Top(cli::top::TopArgs),
     /// Sinks of a running engine: delivery state, spool, breaker.
     Sinks {
         #[command(subcommand)]
@@ -238,10 +246,13 @@ enum RulesCommand {
         #[command(flatten)]
         api: ApiArgs,
     },
-    /// List a running engine's rules: pack, version, table, enabled, late rows, open windows.
+    /// List a running engine's rules: pack, version, table, state, evaluations, alerts, errors,
+    /// late rows, open windows.
     List {
         #[command(flatten)]
         api: ApiArgs,
+        #[command(flatten)]
+        output: OutputArgs,
     },
     /// Enable a rule of a running engine (persisted across restarts).
     Enable {
@@ -261,10 +272,13 @@ enum RulesCommand {
 
 #[derive(Subcommand)]
 enum SinksCommand {
-    /// Every sink: type, format, breaker, spooled alerts and bytes, dead letters, last error.
+    /// Every sink: state, breaker, delivered, spooled alerts and bytes, oldest spooled alert's
+    /// age, dead letters, last success, next retry, and why it is failing.
     List {
         #[command(flatten)]
         api: ApiArgs,
+        #[command(flatten)]
+        output: OutputArgs,
     },
     /// Send one sample alert (rule `vedette.test`) straight to a sink's destination and show
     /// its answer; exit 1 if it was not delivered.
@@ -310,6 +324,8 @@ enum ReferenceCommand {
     List {
         #[command(flatten)]
         api: ApiArgs,
+        #[command(flatten)]
+        output: OutputArgs,
     },
     /// Reload a table from its file (rules see the new rows from the next batch on; nothing
     /// is re-evaluated). On error the previous rows stay in use.
@@ -381,19 +397,71 @@ async fn check_config(path: Option<&Path>, data_dir: Option<PathBuf>) -> anyhow:
     Ok((name, Checked { config, problems, warnings }))
 }
 
+/// `vedette sinks list` as a table: one row per sink, then why it is failing.
+fn print_sinks(sinks: &[vedette_engine::api::SinkView]) {
+    let ago = |t: &Option<String>| {
+        t.as_deref()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| {
+                let secs = (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_milliseconds() as f64 / 1000.0;
+                if secs >= 0.0 {
+                    format!("{} ago", cli::top::human_secs(secs))
+                } else {
+                    format!("in {}", cli::top::human_secs(-secs))
+                }
+            })
+            .unwrap_or_else(|| "-".into())
+    };
+    let mut t = Table::new(&[
+        "SINK",
+        "TYPE",
+        "FORMAT",
+        "STATE",
+        "BREAKER",
+        ">DELIVERED",
+        ">SPOOLED",
+        ">SPOOL_BYTES",
+        ">OLDEST",
+        ">DLQ",
+        "LAST_SUCCESS",
+        "NEXT_RETRY",
+    ]);
+    for s in sinks {
+        let oldest = s.oldest_spooled_age_secs.map_or_else(|| "-".into(), cli::top::human_secs);
+        t.row([
+            s.name.clone(),
+            s.kind.clone(),
+            s.format.clone(),
+            s.state.clone(),
+            s.breaker.clone(),
+            s.delivered.to_string(),
+            s.spooled.to_string(),
+            s.spool_bytes.to_string(),
+            oldest,
+            s.dead_letters.to_string(),
+            ago(&s.last_success),
+            ago(&s.next_attempt),
+        ]);
+        if let Some(r) = &s.reason {
+            t.note(format!("{}: {r}", s.state));
+        }
+    }
+    t.print();
+}
+
 /// Whether log lines carry ANSI colours: only on a terminal, and not when `NO_COLOR` is set to
 /// anything but the empty string (<https://no-color.org>).
 fn log_colours(stderr_is_terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
     stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
-fn init_logging(config: &Config) {
+fn init_logging(config: &Config, format: Option<&str>) {
     use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
     let colours = log_colours(std::io::stderr().is_terminal(), std::env::var_os("NO_COLOR"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colours);
-    if config.log.format == "json" {
+    if format.unwrap_or(&config.log.format) == "json" {
         builder.json().init();
     } else {
         builder.init();
@@ -423,7 +491,7 @@ async fn main() -> anyhow::Result<()> {
                     std::process::exit(1);
                 }
             };
-            init_logging(&config);
+            init_logging(&config, cli.log_format.as_deref());
             let mut engine = EngineHandle::start(config).await?;
             let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
                 .context("installing the SIGHUP handler")?;
@@ -453,11 +521,11 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Sensor { action: Some(action), .. } => {
-            init_logging(&Config::embedded_default());
+            init_logging(&Config::embedded_default(), cli.log_format.as_deref());
             return cli::sensor::enroll(action).await;
         }
         Command::Sensor { action: None, run } => {
-            init_logging(&Config::embedded_default());
+            init_logging(&Config::embedded_default(), cli.log_format.as_deref());
             return cli::sensor::run(run, shutdown_signal()).await;
         }
         Command::Keys { command: KeysCommand::Generate { out } } => {
@@ -468,23 +536,15 @@ async fn main() -> anyhow::Result<()> {
         Command::Tokens { command } => return cli::tokens::run(command).await,
         Command::Sensors { command } => return cli::sensors::run(command).await,
         Command::Alerts { command } => return cli::alerts::run(command).await,
+        Command::Top(args) => return cli::top::run(args).await,
         Command::Tail { filter, after, json, api } => return cli::alerts::tail(filter, after, json, api).await,
-        Command::Sinks { command: SinksCommand::List { api } } => {
-            let sinks: Vec<vedette_engine::api::SinkView> =
-                serde_json::from_value(api_call(&api, reqwest::Method::GET, "/api/v1/sinks", None).await?)?;
-            println!(
-                "{:<20} {:<14} {:<6} {:<10} {:>9} {:>12} {:>6}",
-                "SINK", "TYPE", "FORMAT", "BREAKER", "SPOOLED", "SPOOL_BYTES", "DLQ"
-            );
-            for s in sinks {
-                println!(
-                    "{:<20} {:<14} {:<6} {:<10} {:>9} {:>12} {:>6}",
-                    s.name, s.kind, s.format, s.breaker, s.spooled, s.spool_bytes, s.dead_letters
-                );
-                if let Some(e) = s.last_error {
-                    println!("  failing: {e}");
-                }
+        Command::Sinks { command: SinksCommand::List { api, output } } => {
+            let body = api_call(&api, reqwest::Method::GET, "/api/v1/sinks", None).await?;
+            if output.json(&body) {
+                return Ok(());
             }
+            let sinks: Vec<vedette_engine::api::SinkView> = serde_json::from_value(body)?;
+            print_sinks(&sinks);
         }
         Command::Sinks { command: SinksCommand::Test { sink, api } } => {
             let body = api_call(&api, reqwest::Method::POST, &format!("/api/v1/sinks/{sink}/test"), None).await?;
@@ -508,16 +568,20 @@ async fn main() -> anyhow::Result<()> {
             let body = api_call(&api, reqwest::Method::DELETE, &path, None).await?;
             println!("{} dead letter(s) of `{sink}` deleted", body["purged"]);
         }
-        Command::Reference { command: ReferenceCommand::List { api } } => {
-            let tables: Vec<RefStatus> =
-                serde_json::from_value(api_call(&api, reqwest::Method::GET, "/api/v1/reference", None).await?)?;
-            println!("{:<24} {:>9}  {:<26} FILE", "TABLE", "ROWS", "LOADED");
-            for t in tables {
-                println!("{:<24} {:>9}  {:<26} {}", t.name, t.rows, t.loaded_at.as_deref().unwrap_or("-"), t.path);
-                if let Some(e) = t.last_error {
-                    println!("  last reload refused (previous rows in use): {e}");
+        Command::Reference { command: ReferenceCommand::List { api, output } } => {
+            let body = api_call(&api, reqwest::Method::GET, "/api/v1/reference", None).await?;
+            if output.json(&body) {
+                return Ok(());
+            }
+            let tables: Vec<RefStatus> = serde_json::from_value(body)?;
+            let mut t = Table::new(&["TABLE", ">ROWS", "LOADED", "FILE"]);
+            for r in tables {
+                t.row([r.name, r.rows.to_string(), r.loaded_at.unwrap_or_else(|| "-".into()), r.path]);
+                if let Some(e) = r.last_error {
+                    t.note(format!("last reload refused (previous rows in use): {e}"));
                 }
             }
+            t.print();
         }
         Command::Reference { command: ReferenceCommand::Reload { name, api } } => {
             let path = format!("/api/v1/reference/{name}/reload");
@@ -595,7 +659,11 @@ async fn rules_command(command: RulesCommand) -> anyhow::Result<()> {
         }
         RulesCommand::Test { pack, events, table, batch_rows, config } => {
             let config = config.map(|c| load_config(Some(&c))).transpose()?;
-            match rules_cli::test_pack(&pack, &events, table.as_deref(), batch_rows, config.as_ref()).await? {
+            let run = rules_cli::test_pack(&pack, &events, table.as_deref(), batch_rows, config.as_ref()).await?;
+            for w in &run.warnings {
+                eprintln!("{}:{}: warning: {}", events.display(), w.line, w.reason);
+            }
+            match run.alerts {
                 Ok(alerts) => {
                     for a in alerts {
                         println!("{a}");
@@ -624,13 +692,25 @@ async fn rules_command(command: RulesCommand) -> anyhow::Result<()> {
                 report.planned
             );
         }
-        RulesCommand::List { api } => {
-            let status: RulesStatus =
-                serde_json::from_value(api_call(&api, reqwest::Method::GET, "/api/v1/rules", None).await?)?;
-            println!(
-                "{:<32} {:<20} {:>4} {:<16} {:<8} {:<9} {:>9} {:>12}",
-                "RULE", "PACK", "VER", "TABLE", "SEVERITY", "STATE", "LATE_ROWS", "OPEN_WINDOWS"
-            );
+        RulesCommand::List { api, output } => {
+            let body = api_call(&api, reqwest::Method::GET, "/api/v1/rules", None).await?;
+            if output.json(&body) {
+                return Ok(());
+            }
+            let status: RulesStatus = serde_json::from_value(body)?;
+            let mut t = Table::new(&[
+                "RULE",
+                "PACK",
+                ">VER",
+                "TABLE",
+                "SEVERITY",
+                "STATE",
+                ">EVALUATIONS",
+                ">ALERTS",
+                ">ERRORS",
+                ">LATE_ROWS",
+                ">OPEN_WINDOWS",
+            ]);
             for r in &status.rules {
                 let state = match (r.enabled, r.overridden) {
                     (true, false) => "enabled",
@@ -638,11 +718,21 @@ async fn rules_command(command: RulesCommand) -> anyhow::Result<()> {
                     (false, false) => "disabled",
                     (false, true) => "disabled*",
                 };
-                println!(
-                    "{:<32} {:<20} {:>4} {:<16} {:<8} {:<9} {:>9} {:>12}",
-                    r.id, r.pack, r.version, r.table, r.severity, state, r.late_rows, r.open_windows
-                );
+                t.row([
+                    r.id.clone(),
+                    r.pack.clone(),
+                    r.version.to_string(),
+                    r.table.clone(),
+                    r.severity.clone(),
+                    state.into(),
+                    r.evaluations.to_string(),
+                    r.alerts.to_string(),
+                    r.errors.to_string(),
+                    r.late_rows.to_string(),
+                    r.open_windows.to_string(),
+                ]);
             }
+            t.print();
             if status.rules.iter().any(|r| r.overridden) {
                 println!("* set at runtime with `vedette rules enable|disable`");
             }

@@ -8,7 +8,7 @@ use vedette_pipelines::compile::{Compiler, TableRules};
 use vedette_pipelines::signature::{PublicKey, SecretKey};
 use vedette_schemas::decode::{Identity, decode_frame};
 use vedette_schemas::frame::{DataFrame, Encoding};
-use vedette_schemas::tables::Catalog;
+use vedette_schemas::tables::{Catalog, RESERVED_PREFIX};
 
 use crate::error::{EngineError, Result};
 use crate::ruleset::{read_pack, signature_path};
@@ -93,19 +93,30 @@ pub struct EventError {
 /// Key naming an event's table in a multi-table events file.
 pub const TABLE_KEY: &str = "_table";
 
+/// What `vedette rules test` reports.
+#[derive(Debug)]
+pub struct TestRun {
+    /// The alerts, or every malformed event.
+    pub alerts: std::result::Result<Vec<Value>, Vec<EventError>>,
+    /// Columns of the events their table does not have ([`unknown_columns`]).
+    pub warnings: Vec<EventError>,
+}
+
 /// Runs `pack` over the events of a JSONL file with the engine's evaluation code (batches of
-/// `batch_rows`): [`run_test`] with the tool compiler of `config`.
+/// `batch_rows`): [`run_test`] with the tool compiler of `config`, plus [`unknown_columns`].
 pub async fn test_pack(
     pack_path: &Path,
     events_path: &Path,
     table: Option<&str>,
     batch_rows: usize,
     config: Option<&vedette_config::Config>,
-) -> Result<std::result::Result<Vec<Value>, Vec<EventError>>> {
+) -> Result<TestRun> {
     let pack = read_pack(pack_path)?;
     let (_, compiler) = tool_compiler(config)?;
     let text = read_text(events_path)?;
-    run_test(&pack, &text, table, batch_rows, &compiler).await
+    let alerts = run_test(&pack, &text, table, batch_rows, &compiler).await?;
+    let warnings = unknown_columns(&pack, &text, table, &compiler).await?;
+    Ok(TestRun { alerts, warnings })
 }
 
 /// Runs `pack` over JSONL events `text` with the engine's evaluation code (batches of
@@ -173,6 +184,70 @@ pub async fn run_test(
     }
     errors.sort_by_key(|e| e.line);
     Ok(if errors.is_empty() { Ok(out) } else { Err(errors) })
+}
+
+/// Columns of the events that their table does not have: the decoder ignores them, so a
+/// misspelt column would let a test pass while testing nothing. One warning per table and
+/// column, naming the first lines it appears on. Events are assigned to tables as
+/// [`run_test`] does; lines that are not JSON objects are left to its errors.
+pub async fn unknown_columns(
+    pack: &vedette_pipelines::rule::Pack,
+    text: &str,
+    table: Option<&str>,
+    compiler: &Compiler,
+) -> Result<Vec<EventError>> {
+    let catalog = Arc::clone(compiler.catalog());
+    let by_table = compiler.compile_pack(pack).await?;
+    let fixed = match table {
+        Some(t) => Some(t.to_string()),
+        None if by_table.len() == 1 => by_table.keys().next().cloned(),
+        None => None,
+    };
+    // (table, column) → (first lines, count)
+    let mut unknown: std::collections::BTreeMap<(String, String), (Vec<usize>, usize)> = Default::default();
+    for (i, line) in text.lines().enumerate() {
+        let Ok(Value::Object(mut event)) = serde_json::from_str::<Value>(line) else { continue };
+        let name = match (&fixed, event.remove(TABLE_KEY)) {
+            (Some(t), _) => t.clone(),
+            (None, Some(Value::String(t))) => t,
+            _ => continue,
+        };
+        let Ok(def) = catalog.get(&name) else { continue };
+        for key in event.keys() {
+            if !def.columns().iter().any(|c| &c.name == key) || key.starts_with(RESERVED_PREFIX) {
+                let e = unknown.entry((name.clone(), key.clone())).or_default();
+                if e.0.len() < 3 {
+                    e.0.push(i + 1);
+                }
+                e.1 += 1;
+            }
+        }
+    }
+    Ok(unknown
+        .into_iter()
+        .map(|((table, column), (lines, count))| {
+            let at: Vec<String> = lines.iter().map(usize::to_string).collect();
+            let more = if count > lines.len() { ", …" } else { "" };
+            EventError {
+                line: lines[0],
+                reason: format!(
+                    "`{column}` is not a column of `{table}`: ignored in {count} event(s) (lines {}{more}); \
+                     the table's columns: {}",
+                    at.join(", "),
+                    catalog
+                        .get(&table)
+                        .map(|d| d
+                            .columns()
+                            .iter()
+                            .filter(|c| !c.name.starts_with(RESERVED_PREFIX))
+                            .map(|c| c.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "))
+                        .unwrap_or_default()
+                ),
+            }
+        })
+        .collect())
 }
 
 /// Takes `"_table"` out of an event line: (table, the event without it).

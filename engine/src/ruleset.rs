@@ -329,7 +329,7 @@ pub struct RuleStatus {
 }
 
 /// What `GET /api/v1/rules` returns.
-#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct RulesStatus {
     /// Applied packs: name and version (`["name", 3]`), by name.
     #[schema(value_type = Vec<Vec<serde_json::Value>>)]

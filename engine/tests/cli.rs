@@ -249,9 +249,10 @@ fn reference_list_upload_and_reload_against_a_running_engine() {
 
 /// The `SPOOLED` column of `vedette sinks list` for `sink`.
 fn spooled(dir: &std::path::Path, http: u16, sink: &str) -> Option<u64> {
-    let (ok, out) = vedette_cmd(dir, http, "sinks", &["list"]);
+    let (ok, out) = vedette_cmd(dir, http, "sinks", &["list", "--output", "json"]);
     assert!(ok, "{out}");
-    out.lines().find(|l| l.starts_with(sink))?.split_whitespace().nth(4)?.parse().ok()
+    let sinks: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    sinks.iter().find(|s| s["name"] == sink)?["spooled"].as_u64()
 }
 
 #[test]
@@ -275,13 +276,31 @@ fn spooled_alerts_survive_kill_9_and_are_delivered_after_restart() {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let (_, out) = vedette_cmd(dir.path(), http, "sinks", &["list"]);
-        if out.contains("failing:") {
+        if out.contains("degraded: failing") {
             assert!(out.contains("siem/alerts.jsonl"), "the error names the file: {out}");
+            let row = out.lines().find(|l| l.starts_with("siem ")).unwrap();
+            assert!(row.contains(" degraded "), "{out}");
             break;
         }
         assert!(Instant::now() < deadline, "no delivery failure reported: {out}");
         std::thread::sleep(Duration::from_millis(50));
     }
+    // Readiness: still 200, `degraded`, with the reason; the history sink is fine.
+    vedette_actors::sinks::http::ensure_crypto_provider();
+    let (code, ready) = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let r = reqwest::get(format!("http://127.0.0.1:{http}/health/ready")).await.unwrap();
+        (r.status().as_u16(), r.json::<serde_json::Value>().await.unwrap())
+    });
+    assert_eq!(code, 200, "{ready}");
+    assert_eq!(ready["status"], "degraded", "{ready}");
+    assert_eq!(ready["sinks"]["siem"]["state"], "degraded", "{ready}");
+    assert!(ready["sinks"]["siem"]["reason"].as_str().unwrap().contains("10 alerts spooled"), "{ready}");
+    assert_eq!(ready["sinks"]["history"]["state"], "ok", "{ready}");
+    let (_, json) = vedette_cmd(dir.path(), http, "sinks", &["list", "-o", "json"]);
+    let sinks: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
+    let siem = sinks.iter().find(|s| s["name"] == "siem").unwrap();
+    assert!(siem["failed_attempts"].as_u64().unwrap() >= 1 && siem["failing_since"].is_string(), "{siem}");
+    assert!(siem["last_success"].is_null() && siem["oldest_spooled_age_secs"].as_f64().unwrap() >= 0.0, "{siem}");
     assert!(Command::new("kill").args(["-9", &serve1.id().to_string()]).status().unwrap().success());
     serve1.wait().unwrap();
 

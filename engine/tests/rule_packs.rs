@@ -128,6 +128,23 @@ fn rules_test_prints_one_stable_json_line_per_alert_and_reports_bad_events() {
     // Same input, same output (analysts diff it in CI).
     let again = vedette(&["rules", "test", "acme.yaml", "--events", "events.jsonl"], d.path());
     assert_eq!(again.stdout, o.stdout);
+    assert!(!text(&again).contains("warning"), "{}", text(&again));
+
+    // A misspelt column is ignored by the decoder: the test passes while testing nothing, so
+    // it is named, with the lines it is on and the table's real columns.
+    std::fs::write(
+        d.path().join("typo.jsonl"),
+        "{\"ts\": 1, \"user\": \"root\", \"command_line\": \"cat /etc/shadow\"}\n{\"ts\": 2, \"command_line\": \"id\"}\n",
+    )
+    .unwrap();
+    let o = vedette(&["rules", "test", "acme.yaml", "--events", "typo.jsonl"], d.path());
+    assert!(o.status.success(), "{}", text(&o));
+    let t = text(&o);
+    assert!(
+        t.contains("typo.jsonl:1: warning: `command_line` is not a column of `process_events`: ignored in 2 event(s) (lines 1, 2)"),
+        "{t}"
+    );
+    assert!(t.contains("cmdline") && !t.contains("__seq"), "{t}");
 
     std::fs::write(d.path().join("bad.jsonl"), "{\"ts\": 1, \"pid\": \"x\"}\n\nnot json\n").unwrap();
     let o = vedette(&["rules", "test", "acme.yaml", "--events", "bad.jsonl"], d.path());

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use tokio::sync::watch;
-use tracing::{debug, error, warn};
+use tracing::{error, info, warn};
 use vedette_config::{Format, SinkConfig};
 use vedette_pipelines::alert::Alert;
 
@@ -56,6 +56,14 @@ pub trait Connector: Send + 'static {
     fn idle(&mut self) -> BoxFuture<'_, ()> {
         Box::pin(async {})
     }
+
+    /// Whether [`Connector::health`] really asks the destination. Such a sink probes health
+    /// about once a second while it waits after a failure, and tries again as soon as the
+    /// destination answers (ending an open breaker early), so delivery resumes within seconds
+    /// of the destination's return whatever the backoff and breaker settings.
+    fn probes_health(&self) -> bool {
+        false
+    }
 }
 
 /// The batch's bodies, one per line (file and stdout framing).
@@ -80,6 +88,104 @@ pub struct SinkStatus {
     pub breaker: BreakerState,
     /// Last delivery error, if the last attempt failed.
     pub last_error: Option<String>,
+    /// Failed attempts in a row (0 once an attempt succeeds).
+    pub failed_attempts: u32,
+    /// When the current run of failed attempts began.
+    pub failing_since: Option<chrono::DateTime<chrono::Utc>>,
+    /// When an attempt last succeeded.
+    pub last_success: Option<chrono::DateTime<chrono::Utc>>,
+    /// When the next attempt is due, while waiting after a failure.
+    pub next_attempt: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl Default for SinkStatus {
+    fn default() -> Self {
+        Self {
+            breaker: BreakerState::Closed,
+            last_error: None,
+            failed_attempts: 0,
+            failing_since: None,
+            last_success: None,
+            next_attempt: None,
+        }
+    }
+}
+
+/// How a sink is doing, for `/health/ready`, `GET /api/v1/sinks` and `vedette sinks list`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SinkHealth {
+    /// Delivering.
+    Ok,
+    /// Failing (or its spool nearly full) but every alert is kept: delivered later.
+    Degraded,
+    /// Failing with a full spool: `block` holds ingest back, `drop_oldest` loses alerts.
+    Down,
+}
+
+impl SinkHealth {
+    /// Lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Degraded => "degraded",
+            Self::Down => "down",
+        }
+    }
+}
+
+/// A spool at least this full (percent of its bound) counts as full.
+const FULL_PERCENT: u64 = 95;
+
+/// The health of a sink from its status and spool depth, with the reason when not ok.
+pub fn assess(
+    status: &SinkStatus,
+    spooled: u64,
+    spool_bytes: u64,
+    max_bytes: u64,
+    policy: vedette_config::OverflowPolicy,
+) -> (SinkHealth, Option<String>) {
+    let percent = spool_bytes.saturating_mul(100) / max_bytes.max(1);
+    let full = spooled > 0 && percent >= FULL_PERCENT;
+    let spool = format!("{spooled} alerts spooled ({percent}% of the spool's bound)");
+    let failing = status.last_error.is_some() || status.breaker != BreakerState::Closed;
+    match (failing, full) {
+        (false, false) => (SinkHealth::Ok, None),
+        (false, true) => (SinkHealth::Degraded, Some(format!("spool nearly full: {spool}"))),
+        (true, _) => {
+            let error = status.last_error.as_deref().unwrap_or("breaker not closed");
+            let attempts = status.failed_attempts;
+            if full {
+                let effect = match policy {
+                    vedette_config::OverflowPolicy::Block => "new alerts wait for room (ingest is held back)",
+                    vedette_config::OverflowPolicy::DropOldest => "the oldest alerts are dropped to make room",
+                };
+                (
+                    SinkHealth::Down,
+                    Some(format!("failing ({attempts} attempts): {error}; spool full: {spool}; {effect}")),
+                )
+            } else {
+                (
+                    SinkHealth::Degraded,
+                    Some(format!("failing ({attempts} attempts): {error}; {spool}, delivered later")),
+                )
+            }
+        }
+    }
+}
+
+impl SinkHandle {
+    /// [`assess`] of this sink now.
+    pub fn health(&self) -> (SinkHealth, Option<String>) {
+        let status = self.status.lock().expect("status lock is never poisoned").clone();
+        let (records, bytes) = self.spool.depth();
+        let spool = &self.config.common.spool;
+        assess(&status, records, bytes, spool.max_bytes, spool.policy)
+    }
+}
+
+/// A wait as the log says it: `750ms`, `9.8s`.
+fn human(d: Duration) -> String {
+    if d < Duration::from_secs(1) { format!("{}ms", d.as_millis()) } else { format!("{:.1}s", d.as_secs_f64()) }
 }
 
 /// A running sink's shared parts.
@@ -108,6 +214,11 @@ impl Delivery {
     /// A loop delivering `handle`'s spool through `connector`.
     pub fn new(handle: Arc<SinkHandle>, metrics: Metrics, connector: Box<dyn Connector>) -> Self {
         let format = handle.config.format();
+        let label = [handle.name.as_str()];
+        handle.spool.publish_to(
+            metrics.sink_spool_records.with_label_values(&label),
+            metrics.sink_spool_bytes.with_label_values(&label),
+        );
         Self { handle, format, metrics, connector }
     }
 
@@ -120,13 +231,13 @@ impl Delivery {
         let mut breaker = Breaker::new(&common.breaker);
         let mut bucket = common.rate_limit.as_ref().map(|r| TokenBucket::new(r, Instant::now()));
         let mut attempt = 0u32;
+        let mut failing_since: Option<Instant> = None;
         let mut linger_from: Option<Instant> = None;
         let label = [name.as_str()];
         loop {
             if *stop.borrow() {
                 return;
             }
-            self.publish_depth();
             let records = match spool.read(0, common.batch.max_events, common.batch.max_bytes) {
                 Ok(r) => r,
                 Err(e) => {
@@ -196,25 +307,86 @@ impl Delivery {
                 }
             };
             if let Some(reason) = failed {
-                breaker.failure(Instant::now());
-                let state = breaker.state(Instant::now());
-                self.set_breaker(state);
-                self.set_error(Some(reason.clone()));
-                self.metrics.sink_errors.with_label_values(&label).inc();
-                let delay = backoff.delay(attempt);
-                warn!(sink = %name, attempt, breaker = state.as_str(), error = %reason, retry_in = ?delay, "Delivery failed; the alerts stay spooled and will be retried.");
-                attempt = attempt.saturating_add(1);
-                if sleep_or_stop(delay, &mut stop).await {
-                    return;
+                let now = Instant::now();
+                let was = breaker.state(now);
+                breaker.failure(now);
+                let state = breaker.state(now);
+                self.metrics.sink_failed_attempts.with_label_values(&label).inc();
+                if state == BreakerState::Open && was != BreakerState::Open {
+                    warn!(sink = %name, failed_attempts = attempt + 1, open_for = %human(breaker.open_for()),
+                        "Circuit breaker opened: no delivery attempts until the open period ends{}.",
+                        if self.connector.probes_health() { " or a health probe passes" } else { "" });
                 }
+                // The real time to the next attempt: the backoff, or the rest of the open
+                // period when the breaker is open.
+                let wait = backoff.delay(attempt).max(breaker.wait(now));
+                let since = *failing_since.get_or_insert(now);
+                self.update(|st| {
+                    st.breaker = state;
+                    st.last_error = Some(reason.clone());
+                    st.failed_attempts = attempt + 1;
+                    st.failing_since.get_or_insert_with(|| chrono::Utc::now() - since.elapsed());
+                    st.next_attempt = chrono::Duration::from_std(wait).ok().map(|w| chrono::Utc::now() + w);
+                });
+                warn!(sink = %name, attempt = attempt + 1, breaker = state.as_str(), error = %reason, retry_in = %human(wait),
+                    "Delivery failed; the alerts stay spooled and will be retried.");
+                attempt = attempt.saturating_add(1);
+                match self.wait_after_failure(wait, &mut breaker, &mut stop).await {
+                    Waited::Stopped => return,
+                    Waited::Probed => info!(sink = %name, "Health probe passed; trying again now."),
+                    Waited::Full => {}
+                }
+                self.update(|st| st.next_attempt = None);
             } else {
-                if attempt > 0 {
-                    debug!(sink = %name, attempt, "Delivery recovered.");
+                let was = breaker.state(Instant::now());
+                if let Some(since) = failing_since.take() {
+                    info!(sink = %name, failed_attempts = attempt, down_for = %human(since.elapsed()),
+                        "Delivery recovered: the destination accepts alerts again.");
+                }
+                if was != BreakerState::Closed {
+                    info!(sink = %name, "Circuit breaker closed.");
                 }
                 attempt = 0;
                 breaker.success();
                 self.set_breaker(BreakerState::Closed);
-                self.set_error(None);
+                self.update(|st| {
+                    st.last_error = None;
+                    st.failed_attempts = 0;
+                    st.failing_since = None;
+                    st.next_attempt = None;
+                    st.last_success = Some(chrono::Utc::now());
+                });
+            }
+        }
+    }
+
+    /// Waits `wait` after a failed attempt; a sink whose connector probes health asks it about
+    /// once a second and stops waiting (ending an open breaker) as soon as it answers.
+    async fn wait_after_failure(
+        &mut self,
+        wait: Duration,
+        breaker: &mut Breaker,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Waited {
+        if !self.connector.probes_health() {
+            return if sleep_or_stop(wait, stop).await { Waited::Stopped } else { Waited::Full };
+        }
+        let until = Instant::now() + wait;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Waited::Full;
+            }
+            if sleep_or_stop(left.min(HEALTH_PROBE_EVERY), stop).await {
+                return Waited::Stopped;
+            }
+            if Instant::now() >= until {
+                return Waited::Full;
+            }
+            if self.connector.health().await.is_ok() {
+                breaker.probe_passed(Instant::now());
+                self.set_breaker(breaker.state(Instant::now()));
+                return Waited::Probed;
             }
         }
     }
@@ -278,7 +450,7 @@ impl Delivery {
                     }
                 }
                 Outcome::Retry(reason) => {
-                    self.metrics.sink_retried.with_label_values(&label).inc();
+                    self.metrics.sink_retried_alerts.with_label_values(&label).inc();
                     retry.get_or_insert(reason);
                 }
             }
@@ -289,21 +461,31 @@ impl Delivery {
         retry
     }
 
-    fn publish_depth(&self) {
-        let (records, bytes) = self.handle.spool.depth();
-        let label = [self.handle.name.as_str()];
-        self.metrics.sink_spool_records.with_label_values(&label).set(records as i64);
-        self.metrics.sink_spool_bytes.with_label_values(&label).set(bytes as i64);
-    }
-
     fn set_breaker(&self, state: BreakerState) {
         self.metrics.sink_breaker_state.with_label_values(&[self.handle.name.as_str()]).set(state.gauge());
         self.handle.status.lock().expect("status lock is never poisoned").breaker = state;
     }
 
-    fn set_error(&self, e: Option<String>) {
-        self.handle.status.lock().expect("status lock is never poisoned").last_error = e;
+    fn update(&self, f: impl FnOnce(&mut SinkStatus)) {
+        let mut st = self.handle.status.lock().expect("status lock is never poisoned");
+        f(&mut st);
+        let gauge = st.breaker.gauge();
+        drop(st);
+        self.metrics.sink_breaker_state.with_label_values(&[self.handle.name.as_str()]).set(gauge);
     }
+}
+
+/// How often a sink whose connector probes health asks it while waiting after a failure.
+const HEALTH_PROBE_EVERY: Duration = Duration::from_secs(1);
+
+/// How a wait after a failure ended.
+enum Waited {
+    /// The whole wait passed.
+    Full,
+    /// A health probe passed first.
+    Probed,
+    /// The sink is stopping.
+    Stopped,
 }
 
 /// Sleeps for `d`; returns true if `stop` turned true meanwhile.
@@ -311,6 +493,36 @@ async fn sleep_or_stop(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
     tokio::select! {
         _ = tokio::time::sleep(d) => *stop.borrow(),
         r = stop.changed() => r.is_err() || *stop.borrow(),
+    }
+}
+
+#[cfg(test)]
+mod health_tests {
+    use vedette_config::OverflowPolicy::{Block, DropOldest};
+
+    use super::*;
+
+    #[test]
+    fn a_failing_sink_with_room_is_degraded_and_with_a_full_spool_down() {
+        let ok = SinkStatus::default();
+        assert_eq!(assess(&ok, 0, 0, 1000, Block), (SinkHealth::Ok, None));
+        let (h, why) = assess(&ok, 10, 960, 1000, Block);
+        assert_eq!(h, SinkHealth::Degraded);
+        assert!(why.unwrap().contains("nearly full"));
+        let failing = SinkStatus { last_error: Some("HTTP 503".into()), failed_attempts: 3, ..SinkStatus::default() };
+        let (h, why) = assess(&failing, 10, 100, 1000, Block);
+        assert_eq!(h, SinkHealth::Degraded);
+        let why = why.unwrap();
+        assert!(
+            why.contains("HTTP 503") && why.contains("3 attempts") && why.contains("10 alerts spooled (10%"),
+            "{why}"
+        );
+        let (h, why) = assess(&failing, 10, 990, 1000, DropOldest);
+        assert_eq!(h, SinkHealth::Down);
+        assert!(why.unwrap().contains("oldest alerts are dropped"));
+        let (h, why) = assess(&failing, 10, 1000, 1000, Block);
+        assert_eq!(h, SinkHealth::Down);
+        assert!(why.unwrap().contains("ingest is held back"));
     }
 }
 
@@ -418,7 +630,7 @@ mod tests {
         // Three failed attempts of the first batch, then every batch once, in spool order.
         assert_eq!(sent[..4], [ids(0..4), ids(0..4), ids(0..4), ids(0..4)]);
         assert_eq!(sent[4..], [ids(4..8), ids(8..10)]);
-        assert_eq!(metrics.sink_retried.with_label_values(&["t"]).get(), 12);
+        assert_eq!(metrics.sink_retried_alerts.with_label_values(&["t"]).get(), 12);
         assert_eq!(metrics.sink_delivered.with_label_values(&["t"]).get(), 10);
         assert_eq!(handle.status.lock().unwrap().breaker, BreakerState::Closed);
         assert!(handle.status.lock().unwrap().last_error.is_none());
@@ -470,7 +682,7 @@ mod tests {
         assert_eq!(sent, [ids(0..2), ids(0..2), ids(0..2)]);
         assert_eq!(checks, 4);
         assert!(started.elapsed() >= Duration::from_millis(120), "{:?}", started.elapsed());
-        assert_eq!(metrics.sink_errors.with_label_values(&["t"]).get(), 5);
+        assert_eq!(metrics.sink_failed_attempts.with_label_values(&["t"]).get(), 5);
         assert_eq!(handle.spool.depth().0, 0);
     }
 

@@ -37,7 +37,6 @@ use crate::commit::{CommitError, Committed, Effects, StateStore, commit};
 use crate::error::Result;
 use crate::metrics::Metrics;
 use delivery::{Connector, Delivery, SinkHandle, SinkStatus};
-use policy::BreakerState;
 use spool::{DeadLetters, Spool};
 
 /// Opens a sink's spool and dead-letter queue.
@@ -47,7 +46,7 @@ pub fn open_sink(db: &sled::Db, config: SinkConfig) -> Result<Arc<SinkHandle>> {
     Ok(Arc::new(SinkHandle {
         dead_letters: Arc::new(DeadLetters::open(db, &name)?),
         spool: Arc::new(spool),
-        status: Arc::new(Mutex::new(SinkStatus { breaker: BreakerState::Closed, last_error: None })),
+        status: Arc::new(Mutex::new(SinkStatus::default())),
         config,
         name,
     }))

@@ -100,6 +100,19 @@ impl Breaker {
         self.open_until.map_or(Duration::ZERO, |t| t.saturating_duration_since(now))
     }
 
+    /// The destination's health probe passed while open: the trial may go at `now` instead
+    /// of at the end of the open period.
+    pub fn probe_passed(&mut self, now: Instant) {
+        if let Some(t) = self.open_until.as_mut() {
+            *t = (*t).min(now);
+        }
+    }
+
+    /// The open period.
+    pub fn open_for(&self) -> Duration {
+        self.open_for
+    }
+
     /// A call succeeded.
     pub fn success(&mut self) {
         self.failures = 0;
@@ -188,6 +201,17 @@ mod tests {
         let t2 = t1 + Duration::from_secs(10);
         b.success();
         assert_eq!(b.state(t2), BreakerState::Closed);
+        // A passing health probe ends the open period early, and only while open.
+        b.probe_passed(t2);
+        assert_eq!(b.state(t2), BreakerState::Closed);
+        for _ in 0..3 {
+            b.failure(t2);
+        }
+        let t3 = t2 + Duration::from_secs(2);
+        assert_eq!(b.state(t3), BreakerState::Open);
+        b.probe_passed(t3);
+        assert_eq!(b.state(t3), BreakerState::HalfOpen);
+        assert_eq!(b.wait(t3), Duration::ZERO);
     }
 
     #[test]

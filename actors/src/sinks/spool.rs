@@ -56,6 +56,8 @@ pub struct Spool {
     room: Notify,
     /// Signalled when records are appended (work for the delivery loop).
     data: Notify,
+    /// `vedette_sink_spool_records` / `_bytes` of this sink, set on every change.
+    gauges: std::sync::OnceLock<(prometheus::IntGauge, prometheus::IntGauge)>,
 }
 
 fn storage(path: &str) -> impl Fn(sled::Error) -> ActorError + '_ {
@@ -100,7 +102,28 @@ impl Spool {
             counters: Mutex::new(Counters { next_seq, reserved_to, bytes, records }),
             room: Notify::new(),
             data: Notify::new(),
+            gauges: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Keeps `records` and `bytes` equal to the spool's depth from now on (every append and
+    /// removal sets them, so they follow the spool while an attempt is in flight too).
+    pub fn publish_to(&self, records: prometheus::IntGauge, bytes: prometheus::IntGauge) {
+        let c = self.counters.lock().expect("spool lock is never poisoned");
+        let _ = self.gauges.set((records, bytes));
+        self.publish(&c);
+    }
+
+    fn publish(&self, c: &Counters) {
+        if let Some((records, bytes)) = self.gauges.get() {
+            records.set(i64::try_from(c.records).unwrap_or(i64::MAX));
+            bytes.set(i64::try_from(c.bytes).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// The oldest spooled record, if any.
+    pub fn oldest(&self) -> Option<Vec<u8>> {
+        self.tree.first().ok().flatten().map(|(_, v)| v.to_vec())
     }
 
     /// Sink name.
@@ -213,6 +236,7 @@ impl Spool {
         let mut c = self.counters.lock().expect("spool lock is never poisoned");
         c.records += records;
         c.bytes += bytes;
+        self.publish(&c);
         drop(c);
         self.data.notify_one();
     }
@@ -227,6 +251,7 @@ impl Spool {
         self.tree.insert(key, bytes).map_err(storage(&self.name))?;
         c.bytes += bytes.len() as u64;
         c.records += 1;
+        self.publish(c);
         Ok(())
     }
 
@@ -238,6 +263,7 @@ impl Spool {
             c.records -= 1;
             dropped += 1;
         }
+        self.publish(c);
         Ok(dropped)
     }
 
@@ -266,6 +292,7 @@ impl Spool {
                 c.records -= 1;
             }
         }
+        self.publish(&c);
         drop(c);
         self.room.notify_waiters();
         Ok(())

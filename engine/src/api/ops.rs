@@ -15,17 +15,26 @@ pub async fn live() -> impl IntoResponse {
     axum::Json(json!({"status": "live"}))
 }
 
-/// `GET /health/ready`: every component up (503 otherwise), and each sink's delivery state.
+/// `GET /health/ready`: `ready`; `degraded` (200) when a sink fails but keeps every alert in
+/// its spool; `not_ready` (503) when a component is down or a failing sink's spool is full.
 #[utoipa::path(get, path = "/health/ready", tag = "health",
     description = "Open to loopback clients by default (`api.open_status`); otherwise a viewer token.",
-    responses((status = 200, description = "Ready", body = Ready), (status = 503, description = "A component is down", body = Ready),
+    responses((status = 200, description = "Ready", body = Ready), (status = 503, description = "A component is down, or a failing sink's spool is full", body = Ready),
         (status = 401, description = "Token needed", body = ErrorBody)),
     security((), ("bearer" = [])))]
 pub async fn ready(State(s): State<ApiState>) -> impl IntoResponse {
     let (components, sinks) = (s.readiness)();
-    let all = components.iter().all(|(_, ok)| *ok);
+    let sink_state = |want: &str| sinks.values().any(|v| v["state"] == want);
+    let all = components.iter().all(|(_, ok)| *ok) && !sink_state("down");
+    let status = if !all {
+        "not_ready"
+    } else if sink_state("degraded") {
+        "degraded"
+    } else {
+        "ready"
+    };
     let body = json!({
-        "status": if all { "ready" } else { "not_ready" },
+        "status": status,
         "components": components.iter().map(|(n, ok)| (n.clone(), json!(if *ok { "up" } else { "down" }))).collect::<serde_json::Map<_, _>>(),
         "sinks": sinks,
     });

@@ -110,6 +110,9 @@ pub struct DryRunResult {
     pub errors: Vec<PackProblem>,
     /// Events that could not be read (then no alerts are reported).
     pub event_errors: Vec<EventError>,
+    /// Columns of the events their table does not have: ignored, so the rules never saw them
+    /// (a misspelt column makes a test pass while testing nothing).
+    pub warnings: Vec<EventError>,
     /// The alerts the pack produced: rule, time, sensor, window and the result row — as
     /// `vedette rules test` prints them.
     #[schema(value_type = Vec<Object>)]
@@ -156,18 +159,29 @@ pub async fn dry_run(
     body: Result<axum::Json<DryRun>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Response> {
     let req = json_body(body)?;
-    let fail =
-        |errors: Vec<PackProblem>| DryRunResult { ok: false, errors, event_errors: Vec::new(), alerts: Vec::new() };
+    let fail = |errors: Vec<PackProblem>| DryRunResult {
+        ok: false,
+        errors,
+        event_errors: Vec::new(),
+        warnings: Vec::new(),
+        alerts: Vec::new(),
+    };
     // One sandbox compiler: the run reuses the plans the check built.
     let compiler = s.rules.lock().await.sandbox_compiler()?;
     let pack = match check(&compiler, &req.pack).await {
         (Some(pack), errors) if errors.is_empty() => pack,
         (_, errors) => return Ok(axum::Json(fail(errors)).into_response()),
     };
+    let warnings = match crate::rules_cli::unknown_columns(&pack, &req.events, req.table.as_deref(), &compiler).await {
+        Ok(w) => w,
+        Err(e) => return Err(e.into()),
+    };
     let result = match crate::rules_cli::run_test(&pack, &req.events, req.table.as_deref(), BATCH_ROWS, &compiler).await
     {
-        Ok(Ok(alerts)) => DryRunResult { ok: true, errors: Vec::new(), event_errors: Vec::new(), alerts },
-        Ok(Err(event_errors)) => DryRunResult { ok: false, errors: Vec::new(), event_errors, alerts: Vec::new() },
+        Ok(Ok(alerts)) => DryRunResult { ok: true, errors: Vec::new(), event_errors: Vec::new(), warnings, alerts },
+        Ok(Err(event_errors)) => {
+            DryRunResult { ok: false, errors: Vec::new(), event_errors, warnings, alerts: Vec::new() }
+        }
         Err(EngineError::Rules(e)) if matches!(e, RuleError::Eval { .. }) => fail(vec![PackProblem::from(&e)]),
         Err(e @ EngineError::Schema(_)) => return Err(ApiError::bad_request(e.to_string())),
         Err(e) => return Err(e.into()),

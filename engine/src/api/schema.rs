@@ -43,12 +43,13 @@ pub struct Live {
 /// `GET /health/ready`.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Ready {
-    /// `ready` or `not_ready`.
+    /// `ready`, `degraded` (a sink fails but keeps its alerts; 200) or `not_ready` (503).
     pub status: String,
     /// Component name → `up` or `down`.
     #[schema(value_type = Object)]
     pub components: serde_json::Map<String, serde_json::Value>,
-    /// Sink name → breaker, spooled, spool_bytes, dead_letters, last_error.
+    /// Sink name → state (`ok`, `degraded`, `down`), reason, breaker, spooled, spool_bytes,
+    /// dead_letters, last_error.
     #[schema(value_type = Object)]
     pub sinks: serde_json::Map<String, serde_json::Value>,
 }

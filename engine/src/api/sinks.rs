@@ -39,37 +39,80 @@ pub struct SinkView {
     /// Alerts delivered since the engine started (a client derives the rate from two reads).
     #[serde(default)]
     pub delivered: u64,
-    /// Delivery failures (attempts that will be retried) since the engine started.
+    /// Failed delivery attempts since the engine started (one per batch or health check).
     #[serde(default)]
     pub errors: u64,
+    /// `ok`, `degraded` (failing or spool nearly full, every alert kept) or `down` (failing
+    /// with a full spool).
+    #[serde(default)]
+    pub state: String,
+    /// Why the state is not `ok`.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// Failed attempts in a row (0 while delivering).
+    #[serde(default)]
+    pub failed_attempts: u32,
+    /// When the current run of failures began (RFC 3339).
+    #[serde(default)]
+    pub failing_since: Option<String>,
+    /// When an attempt last succeeded (RFC 3339); absent: none since the engine started.
+    #[serde(default)]
+    pub last_success: Option<String>,
+    /// When the next attempt is due, while waiting after a failure (RFC 3339).
+    #[serde(default)]
+    pub next_attempt: Option<String>,
+    /// Age in seconds of the oldest spooled alert (since its detection).
+    #[serde(default)]
+    pub oldest_spooled_age_secs: Option<f64>,
+}
+
+/// Seconds since the oldest spooled alert of `h` was detected.
+fn oldest_age(h: &SinkHandle) -> Option<f64> {
+    #[derive(serde::Deserialize)]
+    struct Detected {
+        detected_at: chrono::DateTime<chrono::Utc>,
+    }
+    let bytes = h.spool.oldest()?;
+    let d: Detected = serde_json::from_slice(&bytes).ok()?;
+    Some(((chrono::Utc::now() - d.detected_at).num_milliseconds().max(0) as f64) / 1000.0)
+}
+
+fn rfc3339(t: Option<chrono::DateTime<chrono::Utc>>) -> Option<String> {
+    t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+}
+
+/// The view of one sink.
+pub fn view(h: &SinkHandle, metrics: &vedette_actors::metrics::Metrics) -> SinkView {
+    let status = h.status.lock().expect("status lock is never poisoned").clone();
+    let (spooled, spool_bytes) = h.spool.depth();
+    let (state, reason) = h.health();
+    SinkView {
+        name: h.name.clone(),
+        kind: h.config.connector.kind().into(),
+        format: format!("{:?}", h.config.format()).to_lowercase(),
+        breaker: status.breaker.as_str().into(),
+        spooled,
+        spool_bytes,
+        spool_max_bytes: h.config.common.spool.max_bytes,
+        dead_letters: h.dead_letters.len(),
+        last_error: status.last_error,
+        delivered: metrics.sink_delivered.with_label_values(&[h.name.as_str()]).get(),
+        errors: metrics.sink_failed_attempts.with_label_values(&[h.name.as_str()]).get(),
+        state: state.as_str().into(),
+        reason,
+        failed_attempts: status.failed_attempts,
+        failing_since: rfc3339(status.failing_since),
+        last_success: rfc3339(status.last_success),
+        next_attempt: rfc3339(status.next_attempt),
+        oldest_spooled_age_secs: if spooled > 0 { oldest_age(h) } else { None },
+    }
 }
 
 /// `GET /api/v1/sinks`.
 #[utoipa::path(get, path = "/api/v1/sinks", tag = "sinks", operation_id = "list_sinks",
     responses((status = 200, description = "Every sink's delivery state", body = Vec<SinkView>), AuthErrors), security(("bearer" = [])))]
 pub async fn list(State(s): State<ApiState>) -> impl IntoResponse {
-    let views: Vec<SinkView> = s
-        .sinks
-        .sinks()
-        .iter()
-        .map(|h| {
-            let status = h.status.lock().expect("status lock is never poisoned").clone();
-            let (spooled, spool_bytes) = h.spool.depth();
-            SinkView {
-                name: h.name.clone(),
-                kind: h.config.connector.kind().into(),
-                format: format!("{:?}", h.config.format()).to_lowercase(),
-                breaker: status.breaker.as_str().into(),
-                spooled,
-                spool_bytes,
-                spool_max_bytes: h.config.common.spool.max_bytes,
-                dead_letters: h.dead_letters.len(),
-                last_error: status.last_error,
-                delivered: s.metrics.sink_delivered.with_label_values(&[h.name.as_str()]).get(),
-                errors: s.metrics.sink_errors.with_label_values(&[h.name.as_str()]).get(),
-            }
-        })
-        .collect();
+    let views: Vec<SinkView> = s.sinks.sinks().iter().map(|h| view(h, &s.metrics)).collect();
     axum::Json(views)
 }
 

@@ -4,4 +4,6 @@ pub mod alerts;
 pub mod client;
 pub mod sensor;
 pub mod sensors;
+pub mod table;
 pub mod tokens;
+pub mod top;

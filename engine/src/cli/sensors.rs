@@ -8,6 +8,7 @@ use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
 use super::client::{ApiArgs, api_call, api_json};
+use super::table::{OutputArgs, Table};
 
 /// Which sensors a command targets: one id, or every sensor a label selector matches.
 #[derive(Args)]
@@ -35,9 +36,11 @@ pub enum SensorsCommand {
         /// Label selector, e.g. env=prod,role=db.
         #[arg(long)]
         label: Option<String>,
-        /// Print each sensor as one JSON line.
+        /// Print each sensor as one JSON line (as `--output json`).
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        output: OutputArgs,
         #[command(flatten)]
         api: ApiArgs,
     },
@@ -105,6 +108,8 @@ pub enum SensorsCommand {
         id: String,
         #[command(flatten)]
         api: ApiArgs,
+        #[command(flatten)]
+        output: OutputArgs,
     },
 }
 
@@ -141,14 +146,11 @@ async fn queue_command(api: &ApiArgs, target: Target, mut body: Value) -> anyhow
 /// Runs a `sensors` command.
 pub async fn run(command: SensorsCommand) -> anyhow::Result<()> {
     match command {
-        SensorsCommand::List { tenant, status, label, json, api } => {
+        SensorsCommand::List { tenant, status, label, json, output, api } => {
+            // A fleet is listed page by page: as JSON, one sensor per line.
+            let json = json || output.output == super::table::Output::Json;
             let mut cursor: Option<String> = None;
-            if !json {
-                println!(
-                    "{:<24} {:<16} {:<8} {:<24} {:<22} HOST",
-                    "SENSOR", "TENANT", "STATUS", "VERSION", "LAST_SEEN"
-                );
-            }
+            let mut table = Table::new(&["SENSOR", "TENANT", "STATUS", "VERSION", "LAST_SEEN", "HOST"]);
             loop {
                 let mut pairs: Vec<(&str, String)> = vec![("limit", "1000".into())];
                 for (k, v) in [("tenant", &tenant), ("status", &status), ("label", &label), ("cursor", &cursor)] {
@@ -165,20 +167,22 @@ pub async fn run(command: SensorsCommand) -> anyhow::Result<()> {
                     }
                     let f = |k: &str| s[k].as_str().unwrap_or("-").to_string();
                     let seen = f("last_seen");
-                    println!(
-                        "{:<24} {:<16} {:<8} {:<24} {:<22} {}",
+                    table.row([
                         f("sensor_id"),
                         f("tenant"),
                         f("status"),
                         f("sensor_version"),
-                        seen.get(..19).unwrap_or(&seen),
-                        f("host")
-                    );
+                        seen.get(..19).unwrap_or(&seen).to_string(),
+                        f("host"),
+                    ]);
                 }
                 cursor = page["next_cursor"].as_str().map(str::to_string);
                 if cursor.is_none() {
-                    return Ok(());
+                    break;
                 }
+            }
+            if !json {
+                table.print();
             }
         }
         SensorsCommand::Show { id, api } => {
@@ -220,21 +224,24 @@ pub async fn run(command: SensorsCommand) -> anyhow::Result<()> {
             let now = api_json(&api, reqwest::Method::PUT, &path, &json!({"labels": labels})).await?;
             println!("{id}: {now}");
         }
-        SensorsCommand::Commands { id, api } => {
+        SensorsCommand::Commands { id, api, output } => {
             let path = format!("/api/v1/sensors/{}/commands", super::alerts::encode(&id));
             let list = api_call(&api, reqwest::Method::GET, &path, None).await?;
-            println!("{:<18} {:<18} {:<11} {:<22} MESSAGE", "ID", "COMMAND", "STATE", "CREATED");
+            if output.json(&list) {
+                return Ok(());
+            }
+            let mut table = Table::new(&["ID", "COMMAND", "STATE", "CREATED", "MESSAGE"]);
             for c in list.as_array().into_iter().flatten() {
                 let created = c["created_at"].as_str().unwrap_or_default();
-                println!(
-                    "{:<18} {:<18} {:<11} {:<22} {}",
+                table.row([
                     c["id"].as_str().unwrap_or_default(),
                     c["action"]["command"].as_str().unwrap_or_default(),
                     c["state"].as_str().unwrap_or_default(),
                     created.get(..19).unwrap_or(created),
-                    c["message"].as_str().unwrap_or_default()
-                );
+                    c["message"].as_str().unwrap_or_default(),
+                ]);
             }
+            table.print();
         }
     }
     Ok(())

@@ -4,6 +4,7 @@ use clap::Subcommand;
 use serde_json::json;
 
 use super::client::{ApiArgs, api_call};
+use super::table::{OutputArgs, Table};
 
 /// API tokens of a running engine.
 #[derive(Subcommand)]
@@ -47,6 +48,8 @@ pub enum TokensCommand {
     ListEnrollment {
         #[command(flatten)]
         api: ApiArgs,
+        #[command(flatten)]
+        output: OutputArgs,
     },
     /// Revoke an enrollment token by id.
     RevokeEnrollment {
@@ -59,6 +62,8 @@ pub enum TokensCommand {
     List {
         #[command(flatten)]
         api: ApiArgs,
+        #[command(flatten)]
+        output: OutputArgs,
     },
     /// Revoke a token by id; it is refused from its next request on.
     Revoke {
@@ -99,9 +104,12 @@ pub async fn run(command: TokensCommand) -> anyhow::Result<()> {
                 t["expires_at"].as_str().unwrap_or_default()
             );
         }
-        TokensCommand::ListEnrollment { api } => {
+        TokensCommand::ListEnrollment { api, output } => {
             let list = api_call(&api, reqwest::Method::GET, "/api/v1/enrollment-tokens", None).await?;
-            println!("{:<18} {:<16} {:>9} {:<22} {:<8} LABELS", "ID", "TENANT", "USED", "EXPIRES", "REVOKED");
+            if output.json(&list) {
+                return Ok(());
+            }
+            let mut table = Table::new(&["ID", "TENANT", ">USED", "EXPIRES", "REVOKED", "LABELS"]);
             for t in list.as_array().into_iter().flatten() {
                 let exp = t["expires_at"].as_str().unwrap_or_default();
                 let labels: Vec<String> = t["labels"]
@@ -110,38 +118,34 @@ pub async fn run(command: TokensCommand) -> anyhow::Result<()> {
                     .flatten()
                     .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
                     .collect();
-                println!(
-                    "{:<18} {:<16} {:>9} {:<22} {:<8} {}",
-                    t["id"].as_str().unwrap_or_default(),
-                    t["tenant"].as_str().unwrap_or_default(),
+                table.row([
+                    t["id"].as_str().unwrap_or_default().to_string(),
+                    t["tenant"].as_str().unwrap_or_default().to_string(),
                     format!("{}/{}", t["used"], t["uses"]),
-                    exp.get(..19).unwrap_or(exp),
-                    if t["revoked_at"].is_null() { "no" } else { "yes" },
-                    labels.join(",")
-                );
+                    exp.get(..19).unwrap_or(exp).to_string(),
+                    if t["revoked_at"].is_null() { "no" } else { "yes" }.to_string(),
+                    labels.join(","),
+                ]);
             }
+            table.print();
         }
         TokensCommand::RevokeEnrollment { id, api } => {
             let path = format!("/api/v1/enrollment-tokens/{}", super::alerts::encode(&id));
             api_call(&api, reqwest::Method::DELETE, &path, None).await?;
             println!("enrollment token {id} revoked");
         }
-        TokensCommand::List { api } => {
+        TokensCommand::List { api, output } => {
             let list = api_call(&api, reqwest::Method::GET, "/api/v1/tokens", None).await?;
-            println!("{:<16}  {:<24} {:<8} {:<16} {:<10} EXPIRES", "ID", "NAME", "ROLE", "TENANT", "STATE");
+            if output.json(&list) {
+                return Ok(());
+            }
+            let mut table = Table::new(&["ID", "NAME", "ROLE", "TENANT", "STATE", "EXPIRES"]);
             for t in list.as_array().into_iter().flatten() {
                 let s = |k: &str| t[k].as_str().unwrap_or("-").to_string();
                 let state = if t["revoked_at"].is_string() { "revoked" } else { "active" };
-                println!(
-                    "{:<16}  {:<24} {:<8} {:<16} {:<10} {}",
-                    s("id"),
-                    s("name"),
-                    s("role"),
-                    s("tenant"),
-                    state,
-                    s("expires_at")
-                );
+                table.row([s("id"), s("name"), s("role"), s("tenant"), state.to_string(), s("expires_at")]);
             }
+            table.print();
         }
         TokensCommand::Revoke { id, api } => {
             api_call(&api, reqwest::Method::DELETE, &format!("/api/v1/tokens/{id}"), None).await?;

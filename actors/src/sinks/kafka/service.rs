@@ -5,7 +5,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer, PurgeConfig};
 use vedette_config::sinks::KafkaSinkConfig;
 
 use super::config::{client_config, key, topic};
@@ -19,10 +19,23 @@ pub struct Kafka {
     config: KafkaSinkConfig,
     /// Batches in a row of which nothing was delivered.
     failed_batches: u32,
+    /// The last batch was given up because no broker answered: the producer is replaced
+    /// before the next batch once one does (a broker that comes back without its state would
+    /// otherwise stall the old producer's idempotent sequence until `message_timeout`).
+    stale: bool,
 }
 
-/// After this many batches in a row with nothing delivered, the producer is replaced.
-pub const REPLACE_AFTER_FAILED_BATCHES: u32 = 3;
+/// After this many batches in a row with nothing delivered while the cluster answers, the
+/// producer is replaced.
+pub const REPLACE_AFTER_FAILED_BATCHES: u32 = 1;
+
+/// No delivery report for this long: ask whether any broker answers, and give the batch up
+/// (purged, kept in the spool) if none does — an outage shows within seconds, not after
+/// `message_timeout`.
+pub const STALL: Duration = Duration::from_secs(3);
+
+/// How long a metadata request may take to count as an answer.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 impl Kafka {
     /// A producer for sink `name` (connects lazily; an unreachable cluster is an outage, not
@@ -33,6 +46,7 @@ impl Kafka {
             producer: Self::producer(name, config)?,
             config: config.clone(),
             failed_batches: 0,
+            stale: false,
         })
     }
 
@@ -46,7 +60,7 @@ impl Kafka {
     /// Replaces the producer (new connections, new producer id) when it cannot recover by
     /// itself: at once after a fatal error (an idempotent producer whose sequence no longer
     /// lines up with the broker's fails every later message), and after
-    /// [`REPLACE_AFTER_FAILED_BATCHES`] batches in a row with nothing delivered *while the
+    /// [`REPLACE_AFTER_FAILED_BATCHES`] batch(es) in a row with nothing delivered *while the
     /// cluster answers* — a broker that restarted without its state answers
     /// `UNKNOWN_PRODUCER_ID`, and librdkafka's own recovery (bumping the epoch of the producer
     /// id the broker no longer knows) can loop until every message times out. During a plain
@@ -73,23 +87,53 @@ impl Kafka {
                 "no Kafka delivery for several batches in a row; replacing the producer"
             ),
         }
+        self.replace();
+    }
+
+    /// A new producer (new connections, new producer id) in place of the current one.
+    fn replace(&mut self) {
         match Self::producer(&self.name, &self.config) {
             Ok(p) => {
                 let old = std::mem::replace(&mut self.producer, p);
                 // Dropping a producer flushes for up to 500 ms: not on the runtime's threads.
                 tokio::task::spawn_blocking(move || drop(old));
                 self.failed_batches = 0;
+                self.stale = false;
             }
             Err(e) => tracing::error!(sink = %self.name, error = %e, "replacing the Kafka producer"),
         }
     }
 
-    /// Whether a broker answers a metadata request within a second.
+    /// Whether a broker answers a metadata request within [`PROBE_TIMEOUT`].
     async fn cluster_answers(&self) -> bool {
         let producer = self.producer.clone();
-        tokio::task::spawn_blocking(move || producer.client().fetch_metadata(None, Duration::from_secs(1)).is_ok())
+        tokio::task::spawn_blocking(move || producer.client().fetch_metadata(None, PROBE_TIMEOUT).is_ok())
             .await
             .unwrap_or(false)
+    }
+
+    /// Waits for one delivery report; while none comes for [`STALL`], asks whether any broker
+    /// answers, and when none does purges every message still queued or in flight (their
+    /// reports then come at once, as purged) — the batch is given up, not waited out.
+    async fn report(&mut self, mut delivery: rdkafka::producer::DeliveryFuture, gave_up: &mut bool) -> Outcome {
+        loop {
+            match tokio::time::timeout(STALL, &mut delivery).await {
+                Ok(Ok(Ok(_))) => return Outcome::Delivered,
+                Ok(Ok(Err((e, _)))) if *gave_up => {
+                    return Outcome::Retry(format!("no Kafka broker answers (purged from the producer: {e})"));
+                }
+                Ok(Ok(Err((e, _)))) => return failure_outcome(&e),
+                Ok(Err(_)) => return Outcome::Retry("Kafka producer dropped the delivery report".into()),
+                Err(_) if !*gave_up && !self.cluster_answers().await => {
+                    tracing::warn!(sink = %self.name, stall = ?STALL,
+                        "no Kafka delivery report and no broker answers; giving the batch up (it stays spooled)");
+                    self.producer.purge(PurgeConfig::default().queue().inflight());
+                    *gave_up = true;
+                    self.stale = true;
+                }
+                Err(_) => {}
+            }
+        }
     }
 }
 
@@ -108,6 +152,10 @@ pub fn failure_outcome(e: &KafkaError) -> Outcome {
 impl Connector for Kafka {
     fn send<'a>(&'a mut self, batch: &'a [Outgoing]) -> BoxFuture<'a, Vec<Outcome>> {
         Box::pin(async move {
+            if self.stale && self.cluster_answers().await {
+                tracing::info!(sink = %self.name, "Kafka answers again; producing with a new producer");
+                self.replace();
+            }
             // Enqueue the whole batch first (librdkafka batches and pipelines it), then wait for
             // every delivery report, in order.
             let mut pending = Vec::with_capacity(batch.len());
@@ -127,18 +175,31 @@ impl Connector for Kafka {
                 });
             }
             let mut out = Vec::with_capacity(batch.len());
+            let mut gave_up = false;
             for p in pending {
                 out.push(match p {
                     Err(e) => Outcome::Retry(format!("Kafka producer queue: {e}")),
-                    Ok(delivery) => match delivery.await {
-                        Ok(Ok(_)) => Outcome::Delivered,
-                        Ok(Err((e, _))) => failure_outcome(&e),
-                        Err(_) => Outcome::Retry("Kafka producer dropped the delivery report".into()),
-                    },
+                    Ok(delivery) => self.report(delivery, &mut gave_up).await,
                 });
             }
-            self.after_batch(&out).await;
+            if !gave_up {
+                self.after_batch(&out).await;
+            }
             out
         })
+    }
+
+    fn health(&mut self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            if self.cluster_answers().await {
+                Ok(())
+            } else {
+                Err(format!("no Kafka broker answers a metadata request within {PROBE_TIMEOUT:?}"))
+            }
+        })
+    }
+
+    fn probes_health(&self) -> bool {
+        true
     }
 }

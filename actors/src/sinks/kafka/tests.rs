@@ -108,7 +108,7 @@ async fn an_outage_longer_than_the_message_timeout_loses_nothing() {
     spool(20..60).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(handle.spool.depth().0 > 0, "nothing leaves the spool during the outage");
-    assert!(metrics.sink_retried.with_label_values(&["k"]).get() > 0, "librdkafka timed the messages out");
+    assert!(metrics.sink_retried_alerts.with_label_values(&["k"]).get() > 0, "librdkafka timed the messages out");
     cluster.broker_up(1).unwrap();
     assert!(wait_empty(&handle, Duration::from_secs(30)).await, "the spool drains after the outage");
     stop.send(true).unwrap();
@@ -154,4 +154,75 @@ async fn a_producer_with_a_fatal_error_is_replaced_and_the_batch_produced_again(
     assert_eq!(k.send(&batch).await, vec![Outcome::Delivered; 3]);
     let got = tokio::task::spawn_blocking(move || consume(&brokers, "alerts-high", 3)).await.unwrap();
     assert_eq!(got.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_shows_within_seconds_and_delivery_resumes_within_seconds_of_the_return() {
+    // Default retry and breaker, and a long message timeout: neither may decide how soon the
+    // outage shows or how soon delivery resumes.
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("alerts-high", 1, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let text = format!(
+        "[[sinks]]\nname = \"k\"\ntype = \"kafka\"\nbrokers = \"{brokers}\"\ntopic = \"alerts-{{severity}}\"\n\
+         message_timeout = \"60s\"\nbatch = {{ max_events = 50, linger = \"1ms\" }}\n"
+    );
+    let config = vedette_config::Config::from_toml_str(&text).unwrap().sinks.remove(0);
+    let dir = tempfile::tempdir().unwrap();
+    let db = sled::open(dir.path().join("s")).unwrap();
+    let handle = crate::sinks::open_sink(&db, config.clone()).unwrap();
+    let metrics = crate::metrics::Metrics::new();
+    let connector = Box::new(Kafka::new("k", &kafka_config(&config)).unwrap());
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(Delivery::new(Arc::clone(&handle), metrics.clone(), connector).run(rx));
+    let spool = |range: std::ops::Range<usize>| {
+        let records: Vec<Vec<u8>> = range.map(|i| serde_json::to_vec(&alert(i)).unwrap()).collect();
+        let handle = Arc::clone(&handle);
+        async move { handle.spool.append(&records).await.unwrap() }
+    };
+    spool(0..10).await;
+    assert!(wait_empty(&handle, Duration::from_secs(10)).await, "delivered while the broker is up");
+    assert!(handle.status.lock().unwrap().last_success.is_some());
+
+    cluster.broker_down(1).unwrap();
+    let down = Instant::now();
+    spool(10..40).await;
+    // The spool gauge follows appends at once, whatever the delivery loop is doing.
+    let gauge = metrics.sink_spool_records.with_label_values(&["k"]).get();
+    assert_eq!(gauge as u64, handle.spool.depth().0, "gauge = depth right after the append");
+    loop {
+        let st = handle.status.lock().unwrap().clone();
+        if st.last_error.is_some() {
+            assert!(st.failing_since.is_some() && st.failed_attempts >= 1, "{st:?}");
+            break;
+        }
+        assert!(down.elapsed() < Duration::from_secs(8), "the outage did not show within seconds: {st:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let shown = down.elapsed();
+    // Until the breaker opens (5 failed attempts).
+    loop {
+        let st = handle.status.lock().unwrap().clone();
+        if st.breaker == crate::sinks::policy::BreakerState::Open {
+            break;
+        }
+        assert!(down.elapsed() < Duration::from_secs(40), "the breaker did not open: {st:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("breaker open after {:?}", down.elapsed());
+    assert!(handle.spool.depth().0 > 0);
+    cluster.broker_up(1).unwrap();
+    let up = Instant::now();
+    assert!(wait_empty(&handle, Duration::from_secs(8)).await, "delivery did not resume within seconds");
+    let resumed = up.elapsed();
+    let st = handle.status.lock().unwrap().clone();
+    assert!(st.last_error.is_none() && st.failed_attempts == 0 && st.next_attempt.is_none(), "{st:?}");
+    assert_eq!(st.breaker, crate::sinks::policy::BreakerState::Closed);
+    assert_eq!(metrics.sink_spool_records.with_label_values(&["k"]).get(), 0);
+    eprintln!("outage shown after {shown:?}; delivery resumed {resumed:?} after the broker's return");
+    stop.send(true).unwrap();
+    task.await.unwrap();
+    let got = tokio::task::spawn_blocking(move || consume(&brokers, "alerts-high", 40)).await.unwrap();
+    let ids: std::collections::HashSet<String> = got.iter().map(|(k, _, _)| k.clone()).collect();
+    assert_eq!(ids.len(), 40, "every alert arrived");
 }
