@@ -7,6 +7,7 @@
 pub mod bytes;
 pub mod duration;
 mod paths;
+pub mod reload;
 pub mod sinks;
 
 pub use sinks::{Connector, FileSinkConfig, Format, OverflowPolicy, Route, SinkCommon, SinkConfig};

@@ -65,6 +65,7 @@ pub struct EngineHandle {
     db: sled::Db,
     metrics: Metrics,
     manager: Arc<tokio::sync::Mutex<RuleManager>>,
+    reloader: Arc<crate::reload::Reloader>,
     sinks: Router,
 }
 
@@ -334,6 +335,11 @@ impl EngineHandle {
             info!(file = %token_file.display(), "Created the local admin API token (the CLI reads it from this file).");
         }
         let manager = Arc::new(tokio::sync::Mutex::new(manager));
+        let limiter = Arc::new(crate::auth::ratelimit::RateLimiter::new(
+            config.api.rate_limit_per_sec,
+            config.api.rate_limit_burst,
+        ));
+        let reloader = Arc::new(crate::reload::Reloader::new(config.clone(), Arc::clone(&manager), limiter));
         let rule_sync = tokio::spawn(crate::rulesync::run(Arc::clone(&manager), synced_rx));
         let app = crate::api::router(ApiParts {
             metrics: metrics.clone(),
@@ -352,6 +358,7 @@ impl EngineHandle {
             liveness,
             enrollments,
             taps,
+            reloader: Arc::clone(&reloader),
         });
         let (api, api_addr, api_stop) = serve_api(&config.api, &data_dir, app).await?;
         let pruners = [
@@ -380,6 +387,7 @@ impl EngineHandle {
             db,
             metrics,
             manager,
+            reloader,
             sinks,
         })
     }
@@ -416,6 +424,11 @@ impl EngineHandle {
         let mut m = self.manager.lock().await;
         let _ = m.reload_all_references();
         let _ = m.apply().await;
+    }
+
+    /// Re-reads the config (SIGHUP in `serve`, `POST /api/v1/config/reload`).
+    pub fn reloader(&self) -> &Arc<crate::reload::Reloader> {
+        &self.reloader
     }
 
     /// Enables or disables a rule at runtime.

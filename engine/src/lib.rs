@@ -14,6 +14,7 @@ pub mod pki;
 pub mod preflight;
 pub mod quic;
 pub mod reference;
+pub mod reload;
 pub mod rules_cli;
 pub mod ruleset;
 pub mod rulesync;

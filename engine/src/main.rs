@@ -70,6 +70,13 @@ enum Command {
     /// A live view of a running engine, refreshed every interval: events/s per table, rule
     /// evaluations and alerts per rule, late rows, sinks' delivery rate, backlog and breaker.
     Top(cli::top::TopArgs),
+    /// Make a running engine re-read its config file (as SIGHUP does): log level, API rate
+    /// limits, packs and reference table files change at once; any other change is refused,
+    /// naming the keys that need a restart.
+    Reload {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Sinks of a running engine: delivery state, spool, breaker.
     Sinks {
         #[command(subcommand)]
@@ -455,17 +462,33 @@ fn log_colours(stderr_is_terminal: bool, no_color: Option<std::ffi::OsString>) -
     stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
-fn init_logging(config: &Config, format: Option<&str>) {
+/// Installs the log subscriber; returns what sets a new `log.level` on a config reload
+/// (`RUST_LOG`, when set, wins over `log.level`, at start and on reload).
+fn init_logging(config: &Config, format: Option<&str>) -> vedette_engine::reload::LogLevelHook {
     use std::io::IsTerminal;
+    let from_env = std::env::var_os("RUST_LOG").is_some();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
     let colours = log_colours(std::io::stderr().is_terminal(), std::env::var_os("NO_COLOR"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colours);
-    if format.unwrap_or(&config.log.format) == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
+    let set: Box<dyn Fn(tracing_subscriber::EnvFilter) -> Result<(), String> + Send + Sync> =
+        if format.unwrap_or(&config.log.format) == "json" {
+            let builder = builder.json().with_filter_reloading();
+            let handle = builder.reload_handle();
+            builder.init();
+            Box::new(move |f| handle.reload(f).map_err(|e| e.to_string()))
+        } else {
+            let builder = builder.with_filter_reloading();
+            let handle = builder.reload_handle();
+            builder.init();
+            Box::new(move |f| handle.reload(f).map_err(|e| e.to_string()))
+        };
+    std::sync::Arc::new(move |level: &str| {
+        if from_env {
+            return Err("RUST_LOG is set and wins over log.level".into());
+        }
+        set(tracing_subscriber::EnvFilter::try_new(level).map_err(|e| e.to_string())?)
+    })
 }
 
 async fn shutdown_signal() {
@@ -482,6 +505,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config, data_dir } => {
+            let (config_path, data_dir_override) = (config.clone(), data_dir.clone());
             // The whole check `validate` does, before anything is written.
             let (name, checked) = check_config(config.as_deref(), data_dir).await?;
             let config = match checked.config {
@@ -491,8 +515,13 @@ async fn main() -> anyhow::Result<()> {
                     std::process::exit(1);
                 }
             };
-            init_logging(&config, cli.log_format.as_deref());
+            let log_level = init_logging(&config, cli.log_format.as_deref());
             let mut engine = EngineHandle::start(config).await?;
+            engine.reloader().set_source(vedette_engine::reload::Source {
+                path: config_path,
+                data_dir: data_dir_override,
+                log_level: Some(log_level),
+            });
             let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
                 .context("installing the SIGHUP handler")?;
             let shutdown = shutdown_signal();
@@ -502,8 +531,8 @@ async fn main() -> anyhow::Result<()> {
                     _ = &mut shutdown => break engine.shutdown().await,
                     _ = engine.failed() => bail!("a component failed beyond its restart budget; see the log above"),
                     _ = hangup.recv() => {
-                        // Errors are logged by the engine; what was running stays.
-                        engine.reload_all().await;
+                        // The config file again; a refusal is logged and what runs stays.
+                        let _ = engine.reloader().reload().await;
                     }
                 }
             }
@@ -521,11 +550,11 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Sensor { action: Some(action), .. } => {
-            init_logging(&Config::embedded_default(), cli.log_format.as_deref());
+            let _ = init_logging(&Config::embedded_default(), cli.log_format.as_deref());
             return cli::sensor::enroll(action).await;
         }
         Command::Sensor { action: None, run } => {
-            init_logging(&Config::embedded_default(), cli.log_format.as_deref());
+            let _ = init_logging(&Config::embedded_default(), cli.log_format.as_deref());
             return cli::sensor::run(run, shutdown_signal()).await;
         }
         Command::Keys { command: KeysCommand::Generate { out } } => {
@@ -537,6 +566,16 @@ async fn main() -> anyhow::Result<()> {
         Command::Sensors { command } => return cli::sensors::run(command).await,
         Command::Alerts { command } => return cli::alerts::run(command).await,
         Command::Top(args) => return cli::top::run(args).await,
+        Command::Reload { api } => {
+            let report = api_call(&api, reqwest::Method::POST, "/api/v1/config/reload", None).await?;
+            let changed: Vec<&str> =
+                report["changed"].as_array().into_iter().flatten().filter_map(|v| v.as_str()).collect();
+            if changed.is_empty() {
+                println!("config reloaded: no key changed (packs and reference files read again)");
+            } else {
+                println!("config reloaded; changed: {}", changed.join(", "));
+            }
+        }
         Command::Tail { filter, after, json, api } => return cli::alerts::tail(filter, after, json, api).await,
         Command::Sinks { command: SinksCommand::List { api, output } } => {
             let body = api_call(&api, reqwest::Method::GET, "/api/v1/sinks", None).await?;

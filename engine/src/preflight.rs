@@ -45,8 +45,19 @@ fn read(path: &Path) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
 
-/// Checks a validated config's files. Relative paths are resolved inside `data_dir` first.
+/// Checks a validated config's files for a start. Relative paths are resolved inside
+/// `data_dir` first.
 pub async fn check(config: &Config) -> Report {
+    check_with(config, true).await
+}
+
+/// [`check`] for a running engine re-reading its config: a pack that does not apply is a
+/// problem (the running rule set stays), not a warning.
+pub async fn check_running(config: &Config) -> Report {
+    check_with(config, false).await
+}
+
+async fn check_with(config: &Config, at_start: bool) -> Report {
     let mut config = config.clone();
     config.resolve_paths();
     let mut report = Report::default();
@@ -55,7 +66,7 @@ pub async fn check(config: &Config) -> Report {
     }
     ingest(&config, &mut report);
     api(&config, &mut report);
-    rules(&config, &mut report).await;
+    rules(&config, &mut report, at_start).await;
     sinks(&config, &mut report);
     report
 }
@@ -104,7 +115,7 @@ fn api(config: &Config, report: &mut Report) {
     }
 }
 
-async fn rules(config: &Config, report: &mut Report) {
+async fn rules(config: &Config, report: &mut Report, at_start: bool) {
     let mut trusted = Vec::new();
     for (i, p) in config.rules.trusted_keys.iter().enumerate() {
         match read(p).and_then(|bytes| {
@@ -142,7 +153,7 @@ async fn rules(config: &Config, report: &mut Report) {
     files.sort();
     // A start with a state dir falls back to the rule set applied last time when the packs
     // do not apply (docs/rules.md): their problems are warnings then.
-    let fallback = config.data_dir.join("state").exists();
+    let fallback = at_start && config.data_dir.join("state").exists();
     let mut owners = std::collections::HashMap::new();
     if config.rules.builtin {
         owners.extend(Pack::builtin().rules.into_iter().map(|r| (r.id, "builtin".to_string())));

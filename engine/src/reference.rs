@@ -47,15 +47,20 @@ pub fn registry(config: &Config) -> Arc<RefTables> {
 /// Reads and parses one table's file and swaps its rows in; returns the row count. On error
 /// the rows in use are unchanged.
 pub fn load(config: &Config, refs: &RefTables, def: &ReferenceTableConfig) -> Result<usize> {
+    let batches = read(config, refs, def)?;
+    refs.replace(&def.name, batches)?;
+    Ok(refs.row_count(&def.name))
+}
+
+/// Reads and parses one table's file without putting its rows in use.
+pub fn read(config: &Config, refs: &RefTables, def: &ReferenceTableConfig) -> Result<Vec<arrow::array::RecordBatch>> {
     let path = resolve(&config.data_dir, &def.path);
     let bytes = std::fs::read(&path).map_err(EngineError::io(format!(
         "reference table `{}`: reading {}",
         def.name,
         path.display()
     )))?;
-    let batches = parse_for(refs, def, &bytes)?;
-    refs.replace(&def.name, batches)?;
-    Ok(refs.row_count(&def.name))
+    parse_for(refs, def, &bytes)
 }
 
 /// Replaces a table's contents with `bytes` (in the table's configured format): parsed and

@@ -622,6 +622,38 @@ impl RuleManager {
         }
     }
 
+    /// Takes a re-read config (`vedette reload`, SIGHUP): every reference table file of `new`
+    /// is read and parsed and the packs of `new` are prepared before anything changes; then
+    /// the new rule set is swapped in and the tables' rows replaced. On any error nothing
+    /// changed (the running config, rules and rows stay). The caller checked that `new`
+    /// differs from the running config only in keys a reload may change.
+    pub async fn reload_config(&mut self, new: Config) -> Result<Option<ApplyReport>> {
+        let refs = Arc::clone(self.compiler.references());
+        let mut parsed = Vec::new();
+        for def in &new.reference_tables {
+            parsed.push(crate::reference::read(&new, &refs, def)?);
+        }
+        let old = std::mem::replace(&mut self.config, new);
+        let report = if self.config.rules.follow_upstream {
+            None
+        } else {
+            match self.apply().await {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    self.config = old;
+                    return Err(e);
+                }
+            }
+        };
+        for (index, batches) in parsed.into_iter().enumerate() {
+            let target = RefTarget { index, config: self.config.clone(), refs: Arc::clone(&refs) };
+            let name = self.config.reference_tables[index].name.clone();
+            let result = refs.replace(&name, batches).map(|()| refs.row_count(&name)).map_err(EngineError::from);
+            let _ = self.record_reference(&target, "config reload", result);
+        }
+        Ok(report)
+    }
+
     /// Reloads every reference table (SIGHUP); returns the errors.
     pub fn reload_all_references(&mut self) -> Vec<EngineError> {
         let names: Vec<String> = self.config.reference_tables.iter().map(|r| r.name.clone()).collect();

@@ -202,6 +202,89 @@ fn rules_apply_list_enable_disable_and_sighup_against_a_running_engine() {
     assert!(serve.wait().unwrap().success());
 }
 
+/// `vedette rules list` as one sees it, with the API's status codes of `n` quick calls.
+fn statuses(http: u16, token: &str, n: usize) -> Vec<u16> {
+    vedette_actors::sinks::http::ensure_crypto_provider();
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let c = reqwest::Client::new();
+        let mut out = Vec::new();
+        for _ in 0..n {
+            let r = c.get(format!("http://127.0.0.1:{http}/api/v1/whoami")).bearer_auth(token).send().await.unwrap();
+            out.push(r.status().as_u16());
+        }
+        out
+    })
+}
+
+#[test]
+fn reload_applies_what_can_change_live_all_at_once_and_names_what_needs_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.csv"), "sha256\naaa\n").unwrap();
+    std::fs::write(dir.path().join("b.csv"), "sha256\nbbb\nccc\n").unwrap();
+    let config = dir.path().join("vedette.toml");
+    let write = |csv: &str, rate: u32, extra: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "[api]\nrate_limit_per_sec = {rate}\nrate_limit_burst = {rate}\n[history]\nmax_age = \"30d\"\n{extra}\
+                 [[reference_tables]]\nname = \"iocs\"\npath = \"{csv}\"\ncolumns = {{ sha256 = \"string\" }}\n"
+            ),
+        )
+        .unwrap()
+    };
+    write("a.csv", 1000, "");
+    let (quic, http) = (free_udp_port(), free_tcp_port());
+    let serve = serve(dir.path(), quic, http, &[], &["--config", config.to_str().unwrap()], false);
+    let serve = KillOnDrop(serve);
+    let rows = || {
+        let (ok, out) = vedette_cmd(dir.path(), http, "reference", &["list", "-o", "json"]);
+        assert!(ok, "{out}");
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()[0]["rows"].as_u64().unwrap()
+    };
+    assert_eq!(rows(), 1);
+    let token = std::fs::read_to_string(dir.path().join("admin.token")).unwrap();
+    let token = token.trim();
+
+    // Live keys: applied together, and named.
+    write("b.csv", 1000, "[log]\nlevel = \"debug\"\n");
+    let (ok, out) = vedette_cmd(dir.path(), http, "reload", &[]);
+    assert!(ok, "{out}");
+    assert!(out.contains("changed: log.level, reference_tables[0].path"), "{out}");
+    assert_eq!(rows(), 2, "the new file's rows are in use");
+
+    // A key that needs a restart, beside a live change: nothing is applied; the keys named.
+    write("a.csv", 1000, "[log]\nformat = \"json\"\n");
+    std::fs::write(&config, std::fs::read_to_string(&config).unwrap().replace("30d", "7d")).unwrap();
+    let (ok, out) = vedette_cmd(dir.path(), http, "reload", &[]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("history.max_age: changes only with a restart"), "{out}");
+    assert!(out.contains("log.format: changes only with a restart"), "{out}");
+    assert_eq!(rows(), 2, "refused: the reference file in use stays");
+    // A bad value: refused, naming it.
+    write("a.csv", 0, "");
+    let (ok, out) = vedette_cmd(dir.path(), http, "reload", &[]);
+    assert!(!ok && out.contains("api.rate_limit_per_sec: must be at least 1"), "{out}");
+    // A missing file: refused before anything changes.
+    write("missing.csv", 1000, "");
+    let (ok, out) = vedette_cmd(dir.path(), http, "reload", &[]);
+    assert!(!ok && out.contains("reference_tables[0].path") && out.contains("missing.csv"), "{out}");
+    assert_eq!(rows(), 2);
+
+    // Rate limits change live.
+    write("b.csv", 2, "");
+    let (ok, out) = vedette_cmd(dir.path(), http, "reload", &[]);
+    assert!(ok && out.contains("api.rate_limit_per_sec"), "{out}");
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(statuses(http, token, 4)[2..], [429, 429], "the new rate limit applies");
+
+    // SIGHUP does the same.
+    write("a.csv", 1000, "");
+    assert!(Command::new("kill").args(["-HUP", &serve.0.id().to_string()]).status().unwrap().success());
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(rows(), 1, "SIGHUP reloaded the config");
+    assert_eq!(statuses(http, token, 5), [200; 5], "the rate limit is back up");
+}
+
 #[test]
 fn reference_list_upload_and_reload_against_a_running_engine() {
     let dir = tempfile::tempdir().unwrap();

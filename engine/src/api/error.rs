@@ -62,7 +62,7 @@ impl From<EngineError> for ApiError {
         let status = match &e {
             EngineError::UnknownRule { .. } => StatusCode::NOT_FOUND,
             EngineError::Refused(_) => StatusCode::CONFLICT,
-            EngineError::Rules(_) | EngineError::Io { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            EngineError::Rules(_) | EngineError::Io { .. } | EngineError::Config(_) => StatusCode::UNPROCESSABLE_ENTITY,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         Self::new(status, e.to_string())

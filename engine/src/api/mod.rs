@@ -132,6 +132,7 @@ pub const ROUTES: &[RouteSpec] = &[
     r("POST", "/api/v1/tokens", Tenant(Admin), true),
     r("DELETE", "/api/v1/tokens/{id}", Tenant(Admin), true),
     r("GET", "/api/v1/audit", Tenant(Admin), false),
+    r("POST", "/api/v1/config/reload", Fleet(Admin), true),
 ];
 
 /// The route spec for a request, if the route exists.
@@ -160,6 +161,7 @@ pub struct ApiState {
     pub(crate) liveness: Arc<vedette_actors::fleet::liveness::Liveness>,
     pub(crate) enrollments: crate::auth::enrollment::EnrollmentTokens,
     pub(crate) taps: Arc<vedette_actors::fleet::taps::Taps>,
+    pub(crate) reloader: Arc<crate::reload::Reloader>,
 }
 
 /// What the API is built from.
@@ -196,6 +198,8 @@ pub struct ApiParts {
     pub enrollments: crate::auth::enrollment::EnrollmentTokens,
     /// Live taps on sensors' telemetry.
     pub taps: Arc<vedette_actors::fleet::taps::Taps>,
+    /// Re-reads the engine's config (and owns the API's rate limiter, which a reload changes).
+    pub reloader: Arc<crate::reload::Reloader>,
 }
 
 /// The router and its OpenAPI document, built from the same annotated handlers (so no route
@@ -206,7 +210,7 @@ pub fn router(parts: ApiParts) -> Router {
 
 /// [`router`] and the document it serves at `/api/v1/openapi.json`.
 pub fn router_and_doc(parts: ApiParts) -> (Router, utoipa::openapi::OpenApi) {
-    let limiter = Arc::new(RateLimiter::new(parts.config.rate_limit_per_sec, parts.config.rate_limit_burst));
+    let limiter = parts.reloader.limiter();
     let body_limit = usize::try_from(parts.config.max_body_bytes).unwrap_or(usize::MAX);
     let upload_limit = usize::try_from(parts.config.max_upload_bytes).unwrap_or(usize::MAX);
     let document = Arc::new(std::sync::OnceLock::new());
@@ -229,6 +233,7 @@ pub fn router_and_doc(parts: ApiParts) -> (Router, utoipa::openapi::OpenApi) {
         liveness: parts.liveness,
         enrollments: parts.enrollments,
         taps: parts.taps,
+        reloader: parts.reloader,
     };
     let (schemas, paths, upload) = routes!(rules::reference_upload);
     let upload = (schemas, paths, upload.layer(axum::extract::DefaultBodyLimit::max(upload_limit)));
@@ -240,6 +245,7 @@ pub fn router_and_doc(parts: ApiParts) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(tokens::whoami))
         .routes(routes!(rules::list))
         .routes(routes!(rules::apply))
+        .routes(routes!(rules::config_reload))
         .routes(routes!(rule_check::validate))
         .routes(routes!(rule_check::dry_run))
         .routes(routes!(rules::enable))
@@ -360,11 +366,14 @@ mod tests {
         )
         .unwrap();
         let rt = tokio::runtime::Runtime::new().unwrap();
-        let manager = rt.block_on(test_manager(&db));
+        let manager = Arc::new(tokio::sync::Mutex::new(rt.block_on(test_manager(&db))));
+        let limiter = Arc::new(RateLimiter::new(100, 100));
+        let reloader =
+            crate::reload::Reloader::new(vedette_config::Config::embedded_default(), Arc::clone(&manager), limiter);
         router_and_doc(ApiParts {
             metrics: Metrics::new(),
             readiness: Arc::new(|| (Vec::new(), serde_json::Map::new())),
-            rules: Arc::new(tokio::sync::Mutex::new(manager)),
+            rules: manager,
             sinks: vedette_actors::sinks::Router::default(),
             data_dir: dir.path().to_path_buf(),
             tokens: TokenStore::open(&db).unwrap(),
@@ -378,6 +387,7 @@ mod tests {
             liveness: Arc::default(),
             enrollments: crate::auth::enrollment::EnrollmentTokens::open(&db).unwrap(),
             taps: Arc::default(),
+            reloader: Arc::new(reloader),
         })
         .1
     }

@@ -28,6 +28,20 @@ pub async fn apply(State(s): State<ApiState>) -> ApiResult<Response> {
     Ok(axum::Json(report).into_response())
 }
 
+/// `POST /api/v1/config/reload`: re-read the engine's config file, as SIGHUP does.
+#[utoipa::path(post, path = "/api/v1/config/reload", tag = "rules",
+    description = "Needs a fleet-wide admin. The config file is read again (with the environment \
+        overrides) and checked as `vedette validate` checks it. The log level, API rate limits, \
+        packs (`rules.builtin`, `packs_dir`, `trusted_keys`, `allow_unsigned`) and reference table \
+        files (`path`, `format`, `max_rows`) are applied all at once; a change of any other key \
+        refuses the whole reload and names the keys. On any problem nothing changes.",
+    responses((status = 200, description = "Applied", body = crate::reload::ReloadReport),
+        (status = 422, description = "Refused: every problem, or every key that needs a restart", body = ErrorBody), AuthErrors), security(("bearer" = [])))]
+pub async fn config_reload(State(s): State<ApiState>) -> ApiResult<Response> {
+    let report = s.reloader.reload().await?;
+    Ok(axum::Json(report).into_response())
+}
+
 /// `POST /api/v1/rules/{id}/enable`.
 #[utoipa::path(post, path = "/api/v1/rules/{id}/enable", tag = "rules",
     params(("id" = String, Path, description = "Rule id")),
