@@ -162,4 +162,8 @@ impl Connector for SplunkHec {
     fn health(&mut self) -> BoxFuture<'_, std::result::Result<(), String>> {
         Box::pin(self.check_health())
     }
+
+    fn probes_health(&self) -> bool {
+        true
+    }
 }
