@@ -273,6 +273,19 @@ async fn rule_validation_points_at_the_error_and_dry_runs_match_rules_test() {
             .unwrap();
     assert!(cli.warnings.is_empty(), "{:?}", cli.warnings);
     assert_eq!(r["alerts"], Value::Array(cli.alerts.unwrap()));
+    assert_eq!(r["warnings"], json!([]), "{r}");
+    // A misspelt field: the run goes on, and the warning names the field and the line.
+    let typo = json!({"ts": 1_700_000_000_000_011i64, "pid": 9, "exe": "/bin/cat", "cmd_line": "cat /etc/SHADOW"});
+    let (s, r) =
+        call(&t, &analyst, "POST", "/api/v1/rules/test", Some(json!({"pack": pack(sql), "events": typo.to_string()})))
+            .await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(r["alerts"], json!([]), "{r}");
+    assert_eq!(r["warnings"][0]["line"], 1, "{r}");
+    assert!(
+        r["warnings"][0]["reason"].as_str().unwrap().contains("`cmd_line` is not a column of `process_events`"),
+        "{r}"
+    );
     // Malformed events are named by line; nothing else runs.
     let (_, r) = call(
         &t,

@@ -649,6 +649,9 @@ impl RuleManager {
             let target = RefTarget { index, config: self.config.clone(), refs: Arc::clone(&refs) };
             let name = self.config.reference_tables[index].name.clone();
             let result = refs.replace(&name, batches).map(|()| refs.row_count(&name)).map_err(EngineError::from);
+            if result.is_ok() {
+                self.references[index].path = self.config.reference_tables[index].path.display().to_string();
+            }
             let _ = self.record_reference(&target, "config reload", result);
         }
         Ok(report)

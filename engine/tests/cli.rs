@@ -134,6 +134,21 @@ fn serve_with_no_config_runs_the_demo_and_shuts_down_gracefully_on_sigint() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(alerts.lines().count(), 10, "{alerts}");
+    // `vedette top --once`: the three sections, with what the demo sensor did.
+    let (ok, top) = vedette_cmd(dir.path(), http, "top", &["--once", "--interval", "300ms"]);
+    assert!(ok, "{top}");
+    assert!(top.contains("TABLE") && top.contains("EVENTS/S") && top.contains("RULE") && top.contains("SINK"), "{top}");
+    let row = top.lines().find(|l| l.starts_with("process_events ")).expect("a row per table");
+    let events: f64 = row.split_whitespace().nth(2).unwrap().parse().unwrap();
+    assert!(events > 0.0, "the demo's events are counted: {top}");
+    assert!(top.lines().any(|l| l.starts_with("alerts_file ") && l.contains(" ok ")), "{top}");
+    // Listings align: every row's second column starts where its header does.
+    let (_, list) = vedette_cmd(dir.path(), http, "rules", &["list"]);
+    let col = list.lines().next().unwrap().find("PACK").unwrap();
+    assert!(
+        list.lines().skip(1).take_while(|l| !l.starts_with('*')).all(|l| l[col..].starts_with("builtin")),
+        "{list}"
+    );
     assert!(Command::new("kill").args(["-INT", &serve.id().to_string()]).status().unwrap().success());
     let status = serve.wait().unwrap();
     assert!(status.success(), "exit status {status:?}");
@@ -202,18 +217,22 @@ fn rules_apply_list_enable_disable_and_sighup_against_a_running_engine() {
     assert!(serve.wait().unwrap().success());
 }
 
-/// `vedette rules list` as one sees it, with the API's status codes of `n` quick calls.
+/// The status codes of `n` quick calls of the API with `token`, one connection each.
 fn statuses(http: u16, token: &str, n: usize) -> Vec<u16> {
-    vedette_actors::sinks::http::ensure_crypto_provider();
-    tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let c = reqwest::Client::new();
-        let mut out = Vec::new();
-        for _ in 0..n {
-            let r = c.get(format!("http://127.0.0.1:{http}/api/v1/whoami")).bearer_auth(token).send().await.unwrap();
-            out.push(r.status().as_u16());
-        }
-        out
-    })
+    use std::io::Write;
+    (0..n)
+        .map(|i| {
+            let mut c = std::net::TcpStream::connect(("127.0.0.1", http)).unwrap_or_else(|e| panic!("call {i}: {e}"));
+            write!(
+                c,
+                "GET /api/v1/whoami HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+            )
+            .unwrap();
+            let mut answer = String::new();
+            c.read_to_string(&mut answer).unwrap();
+            answer.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+        })
+        .collect()
 }
 
 #[test]
@@ -234,8 +253,17 @@ fn reload_applies_what_can_change_live_all_at_once_and_names_what_needs_a_restar
     };
     write("a.csv", 1000, "");
     let (quic, http) = (free_udp_port(), free_tcp_port());
-    let serve = serve(dir.path(), quic, http, &[], &["--config", config.to_str().unwrap()], false);
-    let serve = KillOnDrop(serve);
+    let args = ["--config", config.to_str().unwrap(), "--log-format", "json"];
+    let mut serve = KillOnDrop(serve(dir.path(), quic, http, &[], &args, true));
+    // The engine's log, read as it comes (a pipe nobody reads would fill up).
+    let log = {
+        let mut stderr = serve.0.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text);
+            text
+        })
+    };
     let rows = || {
         let (ok, out) = vedette_cmd(dir.path(), http, "reference", &["list", "-o", "json"]);
         assert!(ok, "{out}");
@@ -246,11 +274,13 @@ fn reload_applies_what_can_change_live_all_at_once_and_names_what_needs_a_restar
     let token = token.trim();
 
     // Live keys: applied together, and named.
-    write("b.csv", 1000, "[log]\nlevel = \"debug\"\n");
+    write("b.csv", 1000, "[log]\nlevel = \"warn\"\n");
     let (ok, out) = vedette_cmd(dir.path(), http, "reload", &[]);
     assert!(ok, "{out}");
     assert!(out.contains("changed: log.level, reference_tables[0].path"), "{out}");
     assert_eq!(rows(), 2, "the new file's rows are in use");
+    let (_, list) = vedette_cmd(dir.path(), http, "reference", &["list"]);
+    assert!(list.contains("b.csv"), "the table's file is the new one: {list}");
 
     // A key that needs a restart, beside a live change: nothing is applied; the keys named.
     write("a.csv", 1000, "[log]\nformat = \"json\"\n");
@@ -283,6 +313,15 @@ fn reload_applies_what_can_change_live_all_at_once_and_names_what_needs_a_restar
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(rows(), 1, "SIGHUP reloaded the config");
     assert_eq!(statuses(http, token, 5), [200; 5], "the rate limit is back up");
+    // `--log-format json`: every log line is a JSON object; reloads and refusals are logged.
+    assert!(Command::new("kill").args(["-INT", &serve.0.id().to_string()]).status().unwrap().success());
+    serve.0.wait().unwrap();
+    let stderr = log.join().unwrap();
+    let lines: Vec<serde_json::Value> =
+        stderr.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}"))).collect();
+    let messages: Vec<&str> = lines.iter().filter_map(|l| l["fields"]["message"].as_str()).collect();
+    assert!(messages.contains(&"Config reloaded."), "{stderr}");
+    assert!(messages.contains(&"Config reload refused; the running config stays."), "{stderr}");
 }
 
 #[test]

@@ -436,14 +436,18 @@ async fn read_control(ctx: Arc<IngestContext>, mut recv: quinn::RecvStream, sens
 /// Records a command's outcome. A result for a command this sensor was not sent is refused
 /// and counted (it may be another sensor's command id).
 async fn command_result(ctx: &Arc<IngestContext>, sensor: &Arc<Sensor>, r: CommandResult) {
+    // What the sensor applied is in the registry before the command reads as done: a client
+    // that sees `done` then reads the sensor sees its new level or config version.
+    if r.ok
+        && let Ok(Some(open)) = ctx.commands.get(&sensor.id, &r.id)
+        && open.state.is_open()
+        && let Err(e) = ctx.registry.applied(&sensor.id, &open.action)
+    {
+        warn!(sensor = %sensor.id, error = %e, "Recording an applied command failed.");
+    }
     match ctx.commands.complete(&sensor.id, &r).await {
         Ok(Some(rec)) => {
             info!(sensor = %sensor.id, command = %rec.id, kind = rec.action.name(), ok = r.ok, message = %r.message, "Command answered.");
-            if r.ok
-                && let Err(e) = ctx.registry.applied(&sensor.id, &rec.action)
-            {
-                warn!(sensor = %sensor.id, error = %e, "Recording an applied command failed.");
-            }
         }
         Ok(None) => {
             ctx.metrics.ingest_refused.with_label_values(&["command_result"]).inc();
