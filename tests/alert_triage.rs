@@ -41,7 +41,7 @@ async fn triage_states_counts_bulk_and_refusals() {
     let t = TestEngine::start().await;
     send(&t, "a1", "acme", 1, 0, 6).await;
     send(&t, "o1", "other", 1, 100, 3).await;
-    assert!(eventually(Duration::from_secs(10), || t.engine.history().size().0 >= 9).await);
+    assert!(eventually(Duration::from_secs(10), || t.engine.history().count(None).unwrap_or(0) >= 9).await);
     let admin = t.admin_token();
     let analyst = token(&t, "analyst", "acme").await;
     let viewer = token(&t, "viewer", "acme").await;

@@ -425,7 +425,7 @@ async fn the_live_list_resumes_after_a_network_drop_without_gaps_or_repeats() {
     relay.cut();
     b.until("the console to notice", "document.querySelector('#live-status').innerText.includes('reconnecting')").await;
     shadow_reads(&t, 2, 100, 7).await;
-    assert!(vedette_tests::eventually(WAIT, || t.engine.history().size().0 >= 12).await);
+    assert!(vedette_tests::eventually(WAIT, || t.engine.history().count(None).unwrap_or(0) >= 12).await);
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(b.count("#alert-table tbody tr").await, 5, "nothing arrives while the network is down");
     b.shot("16-reconnecting").await;

@@ -86,20 +86,8 @@ async fn an_outage_longer_than_the_message_timeout_loses_nothing() {
     let cluster = MockCluster::new(1).unwrap();
     cluster.create_topic("alerts-high", 1, 1).unwrap();
     let brokers = cluster.bootstrap_servers();
-    let dir = tempfile::tempdir().unwrap();
-    let db = sled::open(dir.path().join("s")).unwrap();
-    let config = sink_config(&brokers, "message_timeout = \"1s\"\n");
-    let handle = crate::sinks::open_sink(&db, config.clone()).unwrap();
-    let metrics = crate::metrics::Metrics::new();
-    let connector = Box::new(Kafka::new("k", &kafka_config(&config)).unwrap());
-    let (stop, rx) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(Delivery::new(Arc::clone(&handle), metrics.clone(), connector).run(rx));
-
-    let spool = |range: std::ops::Range<usize>| {
-        let records: Vec<Vec<u8>> = range.map(|i| serde_json::to_vec(&alert(i)).unwrap()).collect();
-        let handle = Arc::clone(&handle);
-        async move { handle.spool.append(&records).await.unwrap() }
-    };
+    let Running { handle, metrics, stop, task, dir: _dir } = run(sink_config(&brokers, "message_timeout = \"1s\"\n"));
+    let spool = |range| spool_alerts(&handle, range);
     spool(0..20).await;
     assert!(wait_empty(&handle, Duration::from_secs(10)).await, "delivered while the broker is up");
 
@@ -124,6 +112,32 @@ async fn an_outage_longer_than_the_message_timeout_loses_nothing() {
         })
         .collect();
     assert_eq!(firsts, (0..60).collect::<Vec<_>>(), "every alert arrives; first copies in spool order");
+}
+
+/// A Kafka sink's delivery loop over a fresh spool.
+struct Running {
+    handle: Arc<crate::sinks::delivery::SinkHandle>,
+    metrics: crate::metrics::Metrics,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+    dir: tempfile::TempDir,
+}
+
+fn run(config: vedette_config::SinkConfig) -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sled::open(dir.path().join("s")).unwrap();
+    let handle = crate::sinks::open_sink(&db, config.clone()).unwrap();
+    let metrics = crate::metrics::Metrics::new();
+    let connector = Box::new(Kafka::new("k", &kafka_config(&config)).unwrap());
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(Delivery::new(Arc::clone(&handle), metrics.clone(), connector).run(rx));
+    Running { handle, metrics, stop, task, dir }
+}
+
+/// Spools alerts `range` (their rule ids say their number).
+async fn spool_alerts(handle: &Arc<crate::sinks::delivery::SinkHandle>, range: std::ops::Range<usize>) {
+    let records: Vec<Vec<u8>> = range.map(|i| serde_json::to_vec(&alert(i)).unwrap()).collect();
+    handle.spool.append(&records).await.unwrap();
 }
 
 async fn wait_empty(h: &crate::sinks::delivery::SinkHandle, timeout: Duration) -> bool {
@@ -168,18 +182,8 @@ async fn an_outage_shows_within_seconds_and_delivery_resumes_within_seconds_of_t
          message_timeout = \"60s\"\nbatch = {{ max_events = 50, linger = \"1ms\" }}\n"
     );
     let config = vedette_config::Config::from_toml_str(&text).unwrap().sinks.remove(0);
-    let dir = tempfile::tempdir().unwrap();
-    let db = sled::open(dir.path().join("s")).unwrap();
-    let handle = crate::sinks::open_sink(&db, config.clone()).unwrap();
-    let metrics = crate::metrics::Metrics::new();
-    let connector = Box::new(Kafka::new("k", &kafka_config(&config)).unwrap());
-    let (stop, rx) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(Delivery::new(Arc::clone(&handle), metrics.clone(), connector).run(rx));
-    let spool = |range: std::ops::Range<usize>| {
-        let records: Vec<Vec<u8>> = range.map(|i| serde_json::to_vec(&alert(i)).unwrap()).collect();
-        let handle = Arc::clone(&handle);
-        async move { handle.spool.append(&records).await.unwrap() }
-    };
+    let Running { handle, metrics, stop, task, dir: _dir } = run(config);
+    let spool = |range| spool_alerts(&handle, range);
     spool(0..10).await;
     assert!(wait_empty(&handle, Duration::from_secs(10)).await, "delivered while the broker is up");
     assert!(handle.status.lock().unwrap().last_success.is_some());
