@@ -329,7 +329,8 @@ async fn the_console_shows_the_fleet_streams_alerts_triages_and_tries_rules() {
     b.go(&format!("{base}/ui/#/delivery")).await;
     b.until(
         "the file sink",
-        "document.querySelector(\"#sink-table tr[data-sink='file'] .chip\").innerText == 'closed'",
+        "document.querySelector(\"#sink-table tr[data-sink='file'] .chip\").innerText == 'closed' && \
+         document.querySelector(\"#sink-table tr[data-sink='file'] .chip.st-ok\").innerText == 'ok'",
     )
     .await;
     b.until("a delivery rate", "!document.querySelector(\"#sink-table tr[data-sink='file']\").innerText.includes('…')")

@@ -1,5 +1,5 @@
-// Delivery: each sink's breaker, spool, delivery rate, last error, and its dead letters
-// (list; replay for analysts; purge for admins).
+// Delivery: each sink's breaker, state (ok, degraded, down) and why, spool, delivery rate, and
+// its dead letters (list; replay for analysts; purge for admins).
 import { html, useState, useEffect, useRef } from "../vendor/htm-preact.js";
 import { api, query, can } from "../api.js";
 import { Empty, ErrorNote, Time, fmtBytes } from "./common.js";
@@ -90,19 +90,20 @@ export function DeliveryView({ me }) {
         ? html`<${Empty} title="No sinks">Add sinks to the config (docs/sinks.md).</${Empty}>`
         : sinks &&
           html`<div class="scroller"><table class="grid" id="sink-table">
-            <thead><tr><th>Sink</th><th>Type</th><th>Format</th><th>Breaker</th><th class="num">Spooled</th><th class="num">Spool bytes</th>
-              <th class="num">Delivered/s</th><th class="num">Delivered</th><th class="num">Dead letters</th><th>Last error</th></tr></thead>
+            <thead><tr><th>Sink</th><th>Type</th><th>Format</th><th>Breaker</th><th>State</th><th class="num">Spooled</th><th class="num">Spool bytes</th>
+              <th class="num">Delivered/s</th><th class="num">Delivered</th><th class="num">Dead letters</th><th>Why</th></tr></thead>
             <tbody>${sinks.map(
               (s) => html`<tr key=${s.name} data-sink=${s.name}>
                 <td><b>${s.name}</b></td><td>${s.type}</td><td>${s.format}</td>
                 <td><span class="chip br-${s.breaker}">${s.breaker}</span></td>
+                <td><span class="chip st-${s.state}">${s.state}</span></td>
                 <td class="num">${s.spooled}</td>
                 <td class="num">${fmtBytes(s.spool_bytes)} / ${fmtBytes(s.spool_max_bytes)}</td>
                 <td class="num">${rates[s.name] === undefined ? "…" : rates[s.name].toFixed(1)}</td>
                 <td class="num">${s.delivered}</td>
                 <td class="num"><button class="link" aria-expanded=${open === s.name}
                   onClick=${() => setOpen(open === s.name ? null : s.name)}>${s.dead_letters}</button></td>
-                <td class=${s.last_error ? "error" : "muted"}>${s.last_error ?? "—"}</td>
+                <td class=${s.reason ? "error" : "muted"}>${s.reason ?? "—"}</td>
               </tr>`,
             )}</tbody></table></div>`}
     ${open && html`<${DeadLetters} me=${me} sink=${open} onChange=${load} />`}
