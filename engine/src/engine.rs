@@ -418,14 +418,6 @@ impl EngineHandle {
         self.manager.lock().await.reload_reference(name)
     }
 
-    /// SIGHUP: reload every reference table, then re-apply the packs directory. Errors are
-    /// logged (and reported by the API); what was running stays.
-    pub async fn reload_all(&self) {
-        let mut m = self.manager.lock().await;
-        let _ = m.reload_all_references();
-        let _ = m.apply().await;
-    }
-
     /// Re-reads the config (SIGHUP in `serve`, `POST /api/v1/config/reload`).
     pub fn reloader(&self) -> &Arc<crate::reload::Reloader> {
         &self.reloader

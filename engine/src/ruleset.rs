@@ -657,12 +657,6 @@ impl RuleManager {
         Ok(report)
     }
 
-    /// Reloads every reference table (SIGHUP); returns the errors.
-    pub fn reload_all_references(&mut self) -> Vec<EngineError> {
-        let names: Vec<String> = self.config.reference_tables.iter().map(|r| r.name.clone()).collect();
-        names.iter().filter_map(|n| self.reload_reference(n).err()).collect()
-    }
-
     /// Reference tables and their state.
     pub fn references(&self) -> Vec<RefStatus> {
         self.references.clone()
