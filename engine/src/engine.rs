@@ -615,17 +615,15 @@ fn readiness(
         let sinks = handles
             .iter()
             .map(|h| {
-                let status = h.status.lock().expect("status lock is never poisoned").clone();
-                let (records, bytes) = h.spool.depth();
-                let (state, reason) = h.health();
+                let r = h.reading();
                 let v = serde_json::json!({
-                    "state": state.as_str(),
-                    "reason": reason,
-                    "breaker": status.breaker.as_str(),
-                    "spooled": records,
-                    "spool_bytes": bytes,
+                    "state": r.health.as_str(),
+                    "reason": r.reason,
+                    "breaker": r.status.breaker.as_str(),
+                    "spooled": r.spooled,
+                    "spool_bytes": r.spool_bytes,
                     "dead_letters": h.dead_letters.len(),
-                    "last_error": status.last_error,
+                    "last_error": r.status.last_error,
                 });
                 (h.name.clone(), v)
             })

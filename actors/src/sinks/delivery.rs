@@ -173,13 +173,29 @@ pub fn assess(
     }
 }
 
+/// One consistent reading of a sink: its status, spool depth and the health they make.
+#[derive(Debug, Clone)]
+pub struct SinkReading {
+    /// Breaker, errors, times.
+    pub status: SinkStatus,
+    /// Alerts spooled.
+    pub spooled: u64,
+    /// Bytes spooled.
+    pub spool_bytes: u64,
+    /// [`assess`] of the above.
+    pub health: SinkHealth,
+    /// Why the health is not `Ok`.
+    pub reason: Option<String>,
+}
+
 impl SinkHandle {
-    /// [`assess`] of this sink now.
-    pub fn health(&self) -> (SinkHealth, Option<String>) {
+    /// Reads the sink's status and spool once and assesses them.
+    pub fn reading(&self) -> SinkReading {
         let status = self.status.lock().expect("status lock is never poisoned").clone();
-        let (records, bytes) = self.spool.depth();
+        let (spooled, spool_bytes) = self.spool.depth();
         let spool = &self.config.common.spool;
-        assess(&status, records, bytes, spool.max_bytes, spool.policy)
+        let (health, reason) = assess(&status, spooled, spool_bytes, spool.max_bytes, spool.policy);
+        SinkReading { status, spooled, spool_bytes, health, reason }
     }
 }
 

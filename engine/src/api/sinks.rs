@@ -83,9 +83,7 @@ fn rfc3339(t: Option<chrono::DateTime<chrono::Utc>>) -> Option<String> {
 
 /// The view of one sink.
 pub fn view(h: &SinkHandle, metrics: &vedette_actors::metrics::Metrics) -> SinkView {
-    let status = h.status.lock().expect("status lock is never poisoned").clone();
-    let (spooled, spool_bytes) = h.spool.depth();
-    let (state, reason) = h.health();
+    let vedette_actors::sinks::delivery::SinkReading { status, spooled, spool_bytes, health, reason } = h.reading();
     SinkView {
         name: h.name.clone(),
         kind: h.config.connector.kind().into(),
@@ -98,7 +96,7 @@ pub fn view(h: &SinkHandle, metrics: &vedette_actors::metrics::Metrics) -> SinkV
         last_error: status.last_error,
         delivered: metrics.sink_delivered.with_label_values(&[h.name.as_str()]).get(),
         errors: metrics.sink_failed_attempts.with_label_values(&[h.name.as_str()]).get(),
-        state: state.as_str().into(),
+        state: health.as_str().into(),
         reason,
         failed_attempts: status.failed_attempts,
         failing_since: rfc3339(status.failing_since),
