@@ -324,6 +324,14 @@ async fn the_console_shows_the_fleet_streams_alerts_triages_and_tries_rules() {
     let hit = b.js("return document.querySelector('#dry-run-alerts').innerText").await;
     assert!(hit.as_str().unwrap().contains("4242"), "the sample's matching event: {hit}");
     b.shot("10-editor-dry-run").await;
+    // A misspelt field in the sample is named, not silently ignored.
+    b.js("const e = document.querySelector('#events');
+         e.value = '{\"ts\": 1, \"exe\": \"/usr/bin/curl\", \"cmd_line\": \"curl --upload-file x\"}';
+         e.dispatchEvent(new Event('input', {bubbles: true})); return null")
+        .await;
+    b.click("#dry-run").await;
+    let warning = b.until("the warning", "document.querySelector('#dry-run-warnings li')?.innerText").await;
+    assert!(warning.as_str().unwrap().contains("`cmd_line` is not a column of `process_events`"), "{warning}");
 
     // Delivery.
     b.go(&format!("{base}/ui/#/delivery")).await;

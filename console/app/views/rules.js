@@ -209,6 +209,8 @@ export function EditorView({ me }) {
       <h2 id="h-result">Dry run: ${result.ok ? `${result.alerts.length} alert(s)` : "did not run"}</h2>
       ${result.event_errors.length > 0 &&
       html`<ul class="problems">${result.event_errors.map((e) => html`<li class="error"><b>event line ${e.line}</b> ${e.reason}</li>`)}</ul>`}
+      ${(result.warnings ?? []).length > 0 &&
+      html`<ul class="problems" id="dry-run-warnings">${result.warnings.map((w) => html`<li class="warning"><b>event line ${w.line}</b> ${w.reason}</li>`)}</ul>`}
       ${result.ok && result.alerts.length === 0 && html`<p class="muted">No event matched.</p>`}
       ${result.alerts.length > 0 &&
       html`<table class="grid" id="dry-run-alerts"><thead><tr><th>Rule</th><th>Event time</th><th>Row</th></tr></thead><tbody>
