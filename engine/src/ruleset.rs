@@ -254,6 +254,19 @@ pub async fn compile_packs(compiler: &Compiler, packs: &[Pack]) -> Result<Vec<Ar
     Ok(all)
 }
 
+/// A rule's compile error, pointed at its place in its pack's text when the text is known
+/// (`pack `acme` line 14, column 21: rule `acme.x`: …`).
+fn locate(e: EngineError, loaded: &[LoadedPack]) -> EngineError {
+    let EngineError::Rules(re) = e else { return e };
+    let Some(id) = re.rule().map(str::to_string) else { return EngineError::Rules(re) };
+    match loaded.iter().find(|l| l.pack.rules.iter().any(|r| r.id == id)) {
+        Some(LoadedPack { pack, source: Some(text), .. }) => {
+            EngineError::Rules(vedette_pipelines::pack_check::locate(re, pack, text))
+        }
+        _ => EngineError::Rules(re),
+    }
+}
+
 /// `(name, version)` of each pack, by name.
 /// Loaded packs, their compiled rules, and the registry records to write once installed.
 type Prepared = (Vec<LoadedPack>, Vec<Arc<CompiledRule>>, Vec<(String, AppliedPack)>);
@@ -487,7 +500,7 @@ impl RuleManager {
     /// Compiles and records already loaded (and verified) packs; nothing is swapped.
     async fn prepare_loaded(compiler: &Compiler, db: &sled::Db, loaded: Vec<LoadedPack>) -> Result<Prepared> {
         let packs: Vec<Pack> = loaded.iter().map(|l| l.pack.clone()).collect();
-        let compiled = compile_packs(compiler, &packs).await?;
+        let compiled = compile_packs(compiler, &packs).await.map_err(|e| locate(e, &loaded))?;
         let records = pack_records(db, &loaded)?;
         Ok((loaded, compiled, records))
     }

@@ -201,6 +201,8 @@ fn rules_apply_list_enable_disable_and_sighup_against_a_running_engine() {
     write(3, &format!("{PASSWD}{BROKEN}"));
     let (ok, out) = vedette_api(dir.path(), http, &["apply"]);
     assert!(!ok && out.contains("acme.broken") && out.contains("no_such_column"), "{out}");
+    // Located in the pack file: the 4th rule's `sql:` line, at the column.
+    assert!(out.contains("pack `acme` line 17, column 48: rule `acme.broken`: ") && !out.contains("(line 1,"), "{out}");
     write(4, "");
     assert!(Command::new("kill").args(["-HUP", &serve.id().to_string()]).status().unwrap().success());
     let deadline = Instant::now() + Duration::from_secs(30);

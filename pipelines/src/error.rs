@@ -68,6 +68,20 @@ pub enum RuleError {
         #[source]
         source: datafusion::error::DataFusionError,
     },
+    /// A rule's error, located in its pack's text (line and column in the pack file).
+    #[error("pack `{pack}` line {line}, column {column}: {message}")]
+    InPack {
+        /// Pack name.
+        pack: String,
+        /// Rule id.
+        rule: String,
+        /// 1-based line in the pack text.
+        line: u64,
+        /// 1-based column in the pack text.
+        column: u64,
+        /// The rule's error, without positions counted inside its SQL.
+        message: String,
+    },
     /// Evaluating a compiled rule on a batch failed; the batch should be retried or reported.
     #[error("rule `{rule}`: evaluation failed: {source}")]
     Eval {
@@ -97,6 +111,7 @@ impl RuleError {
             | Self::Sql { rule, .. }
             | Self::SourceTable { rule, .. }
             | Self::Plan { rule, .. }
+            | Self::InPack { rule, .. }
             | Self::Eval { rule, .. } => Some(rule),
             _ => None,
         }
@@ -106,6 +121,9 @@ impl RuleError {
     /// column C)` (vedette's checks, DataFusion's planner), `Line: L, Column: C` (the SQL
     /// parser) in the SQL; `at line L column C` (the YAML parser) in the pack.
     pub fn position(&self) -> Option<(ErrorIn, u64, u64)> {
+        if let Self::InPack { line, column, .. } = self {
+            return Some((ErrorIn::Pack, *line, *column));
+        }
         let text = self.to_string();
         let pairs: [(&str, &str, ErrorIn); 3] = [
             ("(line ", ", column ", ErrorIn::Sql),

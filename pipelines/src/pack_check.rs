@@ -150,6 +150,22 @@ fn lenient(
     }
 }
 
+/// Where `error`, raised by rule `rule` of `pack`, is in the pack's `text`: the error located
+/// there (`RuleError::InPack`), or unchanged when the text does not show it.
+pub fn locate(error: RuleError, pack: &Pack, text: &str) -> RuleError {
+    let Some(rule) = error.rule().and_then(|id| pack.rules.iter().find(|r| r.id == id)) else { return error };
+    let layout = Layout::new(text);
+    let at = match error.position() {
+        Some((ErrorIn::Sql, l, c)) => layout.sql_position(&rule.id, &rule.sql, l, c),
+        _ => None,
+    }
+    .or_else(|| layout.rule_key(&rule.id, Some("sql")));
+    let Some((line, column)) = at else { return error };
+    let id = rule.id.clone();
+    let message = Problem { error, rule: Some(id.clone()), at: Some((line, column)) }.message();
+    RuleError::InPack { pack: pack.name.clone(), rule: id, line, column, message }
+}
+
 /// [`parse`], then every rule that read is compiled: all the pack's problems, in file terms.
 pub async fn check(compiler: &Compiler, origin: &str, text: &str) -> (Option<Pack>, Vec<Problem>) {
     let (pack, mut problems) = parse(origin, text);
