@@ -365,11 +365,16 @@ enum KeysCommand {
     },
 }
 
-fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
-    let text = match path {
+/// The config file's text, or the embedded default's.
+fn config_text(path: Option<&Path>) -> anyhow::Result<String> {
+    Ok(match path {
         Some(p) => std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
         None => vedette_config::EMBEDDED_DEFAULT.to_string(),
-    };
+    })
+}
+
+fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
+    let text = config_text(path)?;
     Ok(Config::from_toml_with_env(&text, std::env::vars())?)
 }
 
@@ -383,10 +388,7 @@ struct Checked {
 /// Reads and checks a config (`validate`, and `serve` before it starts); the name to print.
 async fn check_config(path: Option<&Path>, data_dir: Option<PathBuf>) -> anyhow::Result<(String, Checked)> {
     let name = path.map_or("embedded default config".to_string(), |p| p.display().to_string());
-    let text = match path {
-        Some(p) => std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
-        None => vedette_config::EMBEDDED_DEFAULT.to_string(),
-    };
+    let text = config_text(path)?;
     let (config, mut problems) = Config::parse_all(&text, std::env::vars());
     let mut warnings = Vec::new();
     let config = match config {
