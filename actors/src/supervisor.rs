@@ -121,6 +121,8 @@ impl Default for Budget {
 pub enum SupervisorMsg {
     /// Start and supervise a child; replies once it runs.
     Add(Arc<dyn ChildSpec>, RpcReplyPort<Result<(), String>>),
+    /// Stop the child of this name for good (no restart); replies whether there was one.
+    Remove(String, RpcReplyPort<bool>),
     /// Stop every child (in reverse start order) and stop restarting them.
     StopChildren(RpcReplyPort<()>),
 }
@@ -166,6 +168,18 @@ impl Actor for Supervisor {
                     state.children.insert(cell.get_id(), (spec, cell.clone()));
                 }
                 let _ = reply.send(result.map(|_| ()));
+            }
+            SupervisorMsg::Remove(name, reply) => {
+                let id = state.children.iter().find(|(_, (spec, _))| spec.name() == name).map(|(id, _)| *id);
+                let found = id.is_some();
+                if let Some((spec, cell)) = id.and_then(|id| state.children.remove(&id)) {
+                    // Out of `children` first: its termination is not a failure to restart.
+                    state.order.retain(|i| *i != cell.get_id());
+                    let _ = cell.stop_and_wait(Some("removed".into()), Some(Duration::from_secs(30))).await;
+                    spec.vacate();
+                    info!(supervisor = %self.name, child = %name, "Child removed.");
+                }
+                let _ = reply.send(found);
             }
             SupervisorMsg::StopChildren(reply) => {
                 state.stopping = true;
@@ -236,6 +250,16 @@ pub async fn add_child(sup: &ActorRef<SupervisorMsg>, spec: Arc<dyn ChildSpec>) 
     }
 }
 
+/// Stops child `name` of a running supervisor for good; `Ok(false)`: no such child.
+pub async fn remove_child(sup: &ActorRef<SupervisorMsg>, name: &str) -> crate::Result<bool> {
+    let fail = |reason: String| crate::ActorError::Spawn { name: name.to_string(), reason };
+    match sup.call(|r| SupervisorMsg::Remove(name.to_string(), r), None).await {
+        Ok(ractor::rpc::CallResult::Success(found)) => Ok(found),
+        Ok(_) => Err(fail("supervisor did not answer".into())),
+        Err(e) => Err(fail(e.to_string())),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -293,5 +317,27 @@ mod tests {
             .expect("supervisor escalates by stopping")
             .unwrap();
         assert_eq!(metrics.actor_restarts.with_label_values(&["crashy"]).get(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_removed_child_stops_and_is_not_restarted() {
+        let metrics = Metrics::new();
+        let sup = Supervisor { name: "test".into(), budget: Budget::default(), metrics: metrics.clone() };
+        let (sup_ref, sup_join) = Actor::spawn(None, sup, ()).await.unwrap();
+        let (a, b) = (Slot::<()>::default(), Slot::<()>::default());
+        add_child(&sup_ref, Arc::new(Child::new("a", a.clone(), || (Crashy, ())))).await.unwrap();
+        add_child(&sup_ref, Arc::new(Child::new("b", b.clone(), || (Crashy, ())))).await.unwrap();
+        let first = a.get().unwrap();
+        assert!(remove_child(&sup_ref, "a").await.unwrap());
+        assert!(a.get().is_none(), "the slot is vacated");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(a.get().is_none(), "not restarted");
+        assert!(matches!(first.get_status(), ractor::ActorStatus::Stopped));
+        assert_eq!(metrics.actor_restarts.with_label_values(&["a"]).get(), 0);
+        assert!(!remove_child(&sup_ref, "a").await.unwrap(), "gone: nothing to remove");
+        assert!(b.get().is_some(), "the other child runs on");
+        crash_current(&b).await;
+        assert!(b.wait(Duration::from_secs(5)).await.is_some(), "and is still supervised");
+        assert!(!sup_join.is_finished());
     }
 }

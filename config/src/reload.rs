@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use crate::Config;
+use crate::{Config, SinkConfig};
 
 /// Keys a reload applies to the running engine.
 pub const LIVE_KEYS: &[&str] = &[
@@ -19,8 +19,64 @@ pub const LIVE_KEYS: &[&str] = &[
     "reference_tables[].max_rows",
 ];
 
+/// Every sink is live too: sinks are compared by name ([`sink_changes`]), not by position.
 fn as_value(c: &Config) -> Value {
-    serde_json::to_value(c).unwrap_or(Value::Null)
+    let mut v = serde_json::to_value(c).unwrap_or(Value::Null);
+    if let Some(o) = v.as_object_mut() {
+        o.remove("sinks");
+    }
+    v
+}
+
+/// How the sinks (the effective ones: the defaults when none is configured) differ between two
+/// configs, by name.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SinkChanges {
+    /// Sinks only the new config has.
+    pub added: Vec<String>,
+    /// Sinks only the running config has.
+    pub removed: Vec<String>,
+    /// Sinks in both whose settings differ.
+    pub changed: Vec<String>,
+}
+
+impl SinkChanges {
+    /// Nothing differs.
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty() && self.changed.is_empty()
+    }
+}
+
+fn sink_value(s: &SinkConfig) -> Value {
+    serde_json::to_value(s).unwrap_or(Value::Null)
+}
+
+/// The sinks added, removed and changed from `running` to `new`.
+pub fn sink_changes(running: &Config, new: &Config) -> SinkChanges {
+    let (old, new) = (running.effective_sinks(), new.effective_sinks());
+    let find = |list: &[SinkConfig], name: &str| list.iter().find(|s| s.name() == name).map(sink_value);
+    let mut out = SinkChanges::default();
+    for s in &new {
+        match find(&old, s.name()) {
+            None => out.added.push(s.name().to_string()),
+            Some(v) if v != sink_value(s) => out.changed.push(s.name().to_string()),
+            Some(_) => {}
+        }
+    }
+    out.removed = old.iter().filter(|s| find(&new, s.name()).is_none()).map(|s| s.name().to_string()).collect();
+    out
+}
+
+/// The changed keys of the sinks, named `sinks[NAME]` (added or removed) and
+/// `sinks[NAME].key`.
+fn sink_keys(running: &Config, new: &Config, out: &mut Vec<String>) {
+    let c = sink_changes(running, new);
+    out.extend(c.added.iter().chain(&c.removed).map(|n| format!("sinks[{n}]")));
+    let (old, new) = (running.effective_sinks(), new.effective_sinks());
+    for name in &c.changed {
+        let value = |list: &[SinkConfig]| list.iter().find(|s| s.name() == name).map(sink_value);
+        diff(&value(&old).unwrap_or_default(), &value(&new).unwrap_or_default(), &format!("sinks[{name}]"), out);
+    }
 }
 
 /// The config with every live key blanked, so that what is left differs only where a restart
@@ -80,10 +136,12 @@ pub fn restart_only_changes(running: &Config, new: &Config) -> Vec<String> {
     out
 }
 
-/// Every key changed from `running` to `new`.
+/// Every key changed from `running` to `new` (sinks by name: `sinks[hook].url`).
 pub fn changes(running: &Config, new: &Config) -> Vec<String> {
     let mut out = Vec::new();
     diff(&as_value(running), &as_value(new), "", &mut out);
+    sink_keys(running, new, &mut out);
+    out.sort();
     out
 }
 
@@ -112,15 +170,32 @@ mod tests {
         );
         let restart = parse(
             &base
-                .replace("http://127.0.0.1:9/a", "http://127.0.0.1:9/b")
                 .replace("sha256 = \"string\"", "sha256 = \"string\", family = \"string\"")
                 .replace("[api]\n", "[api]\nlisten = \"127.0.0.1:1\"\n"),
         );
-        assert_eq!(
-            restart_only_changes(&running, &restart),
-            ["api.listen", "reference_tables[0].columns.family", "sinks[0].url"]
-        );
-        let more_sinks = parse(&format!("{base}[[sinks]]\nname = \"x\"\ntype = \"stdout\"\n"));
-        assert_eq!(restart_only_changes(&running, &more_sinks), ["sinks"]);
+        assert_eq!(restart_only_changes(&running, &restart), ["api.listen", "reference_tables[0].columns.family"]);
+    }
+
+    #[test]
+    fn sinks_are_compared_by_name_and_all_their_changes_are_live() {
+        let hook = "[[sinks]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"http://127.0.0.1:9/a\"\n";
+        let file = "[[sinks]]\nname = \"file\"\ntype = \"file\"\npath = \"a.jsonl\"\n";
+        let running = parse(&format!("{hook}{file}"));
+        // Reordered: nothing changed.
+        let same = parse(&format!("{file}{hook}"));
+        assert!(sink_changes(&running, &same).is_empty());
+        assert!(changes(&running, &same).is_empty());
+        let new = parse(&format!(
+            "{}[[sinks]]\nname = \"out\"\ntype = \"stdout\"\n",
+            hook.replace("9/a", "9/b").replace("\"webhook\"\n", "\"webhook\"\nformat = \"cef\"\n")
+        ));
+        let c = sink_changes(&running, &new);
+        assert_eq!((c.added, c.removed, c.changed), (vec!["out".into()], vec!["file".into()], vec!["hook".into()]));
+        assert!(restart_only_changes(&running, &new).is_empty());
+        assert_eq!(changes(&running, &new), ["sinks[file]", "sinks[hook].format", "sinks[hook].url", "sinks[out]"]);
+        // No sinks configured: the defaults are the running ones.
+        let defaults = parse("");
+        let c = sink_changes(&defaults, &parse(hook));
+        assert_eq!((c.added, c.removed), (vec!["hook".into()], vec!["stdout".into(), "alerts_file".into()]));
     }
 }

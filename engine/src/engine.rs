@@ -22,8 +22,7 @@ use vedette_actors::metrics::Metrics;
 use vedette_actors::registry::Registry;
 use vedette_actors::rules::{RuleWorker, RuleWorkerMsg};
 use vedette_actors::sessions::{Acker, Sessions};
-use vedette_actors::sinks::delivery::Connector;
-use vedette_actors::sinks::{ConnectorFactory, Router, SinkActor, SinkMsg, open_sink};
+use vedette_actors::sinks::{Router, SinkMsg};
 use vedette_actors::supervisor::{Budget, Child, Slot, Supervisor, SupervisorMsg, add_child};
 use vedette_actors::{ActorError, tls};
 use vedette_config::Config;
@@ -39,10 +38,10 @@ use crate::auth::audit::AuditLog;
 use crate::auth::enrollment::EnrollmentTokens;
 use crate::auth::local::ensure_local_admin;
 use crate::error::{EngineError, Result};
-use crate::history::sink::HistoryConnector;
 use crate::history::{History, Retention};
 use crate::pki::{PkiPaths, ensure_dev_pki};
 use crate::ruleset::{ApplyReport, RuleManager, RulesStatus, resolve};
+use crate::sinkset::LiveSinks;
 
 /// A running engine.
 pub struct EngineHandle {
@@ -175,40 +174,6 @@ impl EngineHandle {
         let history_dir = data_dir.join("history");
         let history_db = open_db(&history_dir.join("ids"), crate::history::store::CACHE_BYTES).await?;
         let history = Arc::new(History::with_db(&history_dir, history_db, retention)?);
-        let mut handles = Vec::new();
-        let mut sink_slots = Vec::new();
-        let history_sink = vedette_config::SinkConfig::history(config.history.spool_max_bytes);
-        let configured = config.effective_sinks();
-        // `proxy` sinks are delivered by the upstream only: no spool here.
-        let local = configured.iter().filter(|s| s.common.route != vedette_config::Route::Proxy).cloned();
-        for sink in local.chain([history_sink]) {
-            let make: Option<ConnectorFactory> = if let vedette_config::Connector::Forward(f) = &sink.connector {
-                let make = crate::forward::factory(f, &data_dir, &configured, follow.clone())
-                    .map_err(|reason| ActorError::Spawn { name: sink.name().into(), reason })?;
-                Some(make)
-            } else if matches!(sink.connector, vedette_config::Connector::History {}) {
-                let h = Arc::clone(&history);
-                let m = metrics.clone();
-                Some(Arc::new(move || {
-                    Ok(Box::new(HistoryConnector::new(Arc::clone(&h), m.clone())) as Box<dyn Connector>)
-                }))
-            } else {
-                // Fail at start, naming the sink, if its connector cannot be built.
-                vedette_actors::sinks::connector(&sink, &data_dir, 0)?;
-                None
-            };
-            let handle = open_sink(&db, sink)?;
-            let slot = Slot::<SinkMsg>::default();
-            let (h, m, dir) = (Arc::clone(&handle), metrics.clone(), data_dir.clone());
-            let spec = Child::new(format!("sink:{}", handle.name), slot.clone(), move || {
-                let actor =
-                    SinkActor { handle: Arc::clone(&h), make: make.clone(), data_dir: dir.clone(), metrics: m.clone() };
-                (actor, ())
-            });
-            add_child(&supervisor, Arc::new(spec)).await?;
-            sink_slots.push((handle.name.clone(), slot));
-            handles.push(handle);
-        }
         let storm =
             vedette_pipelines::storm::StormGuard::new(config.alerts.storm_max_per_rule, config.alerts.storm_interval);
         let windows_tree =
@@ -224,7 +189,17 @@ impl EngineHandle {
             )?)
         };
         let store = Arc::new(StateStore { db: db.clone(), ledger, windows: windows_tree, dedup });
-        let sinks = Router::new(handles, Some(metrics.clone()), storm, Some(Arc::clone(&store)));
+        let sinks = Router::new(Vec::new(), Some(metrics.clone()), storm, Some(Arc::clone(&store)));
+        let live_sinks = LiveSinks::start(
+            &config,
+            supervisor.clone(),
+            db.clone(),
+            metrics.clone(),
+            Arc::clone(&history),
+            follow,
+            sinks.clone(),
+        )
+        .await?;
 
         let limits = BatchLimits { rows: config.pipeline.batch_rows, linger: config.pipeline.batch_linger };
         let mut routes = HashMap::new();
@@ -328,7 +303,7 @@ impl EngineHandle {
         });
         add_child(&supervisor, Arc::new(spec)).await?;
 
-        let readiness = readiness(listener_slot, &sinks, sink_slots, &workers, &batchers);
+        let readiness = readiness(listener_slot, &sinks, live_sinks.slots(), &workers, &batchers);
         let tokens = TokenStore::open(&db)?;
         let (token_file, created) = ensure_local_admin(&data_dir, &tokens)?;
         if created {
@@ -339,7 +314,8 @@ impl EngineHandle {
             config.api.rate_limit_per_sec,
             config.api.rate_limit_burst,
         ));
-        let reloader = Arc::new(crate::reload::Reloader::new(config.clone(), Arc::clone(&manager), limiter));
+        let reloader =
+            Arc::new(crate::reload::Reloader::new(config.clone(), Arc::clone(&manager), limiter, Some(live_sinks)));
         let rule_sync = tokio::spawn(crate::rulesync::run(Arc::clone(&manager), synced_rx));
         let app = crate::api::router(ApiParts {
             metrics: metrics.clone(),
@@ -597,22 +573,25 @@ async fn prune_dedup(store: Arc<StateStore>) {
 fn readiness(
     listener: Slot<()>,
     sinks: &Router,
-    sink_slots: Vec<(String, Slot<SinkMsg>)>,
+    sink_slots: Arc<std::sync::Mutex<std::collections::BTreeMap<String, Slot<SinkMsg>>>>,
     workers: &HashMap<String, Slot<RuleWorkerMsg>>,
     batchers: &[(String, Slot<BatcherMsg>)],
 ) -> crate::api::Readiness {
     let workers: Vec<(String, Slot<RuleWorkerMsg>)> = workers.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     let batchers = batchers.to_vec();
-    let handles = sinks.sinks().to_vec();
+    let router = sinks.clone();
     Arc::new(move || {
         let mut out = vec![("ingest".to_string(), listener.get().is_some())];
-        out.extend(sink_slots.iter().map(|(n, s)| (format!("sink:{n}"), s.get().is_some())));
+        let slots = sink_slots.lock().expect("slots lock is never poisoned");
+        out.extend(slots.iter().map(|(n, s)| (format!("sink:{n}"), s.get().is_some())));
+        drop(slots);
         out.extend(workers.iter().map(|(t, s)| (format!("rules:{t}"), s.get().is_some())));
         out.extend(batchers.iter().map(|(t, s)| (format!("batcher:{t}"), s.get().is_some())));
         out.sort();
         // A sink whose destination is down keeps spooling: the engine stays ready (the sink is
         // `degraded`, with the reason) until its spool is full (`down`).
-        let sinks = handles
+        let sinks = router
+            .sinks()
             .iter()
             .map(|h| {
                 let r = h.reading();

@@ -19,6 +19,7 @@ pub mod rules_cli;
 pub mod ruleset;
 pub mod rulesync;
 pub mod sensor;
+pub mod sinkset;
 
 pub use engine::EngineHandle;
 pub use error::{EngineError, Result};

@@ -441,7 +441,7 @@ fn print_sinks(sinks: &[vedette_engine::api::SinkView]) {
             s.name.clone(),
             s.kind.clone(),
             s.format.clone(),
-            s.state.clone(),
+            s.state_label(),
             s.breaker.clone(),
             s.delivered.to_string(),
             s.spooled.to_string(),
@@ -576,6 +576,17 @@ async fn main() -> anyhow::Result<()> {
                 println!("config reloaded: no key changed (packs and reference files read again)");
             } else {
                 println!("config reloaded; changed: {}", changed.join(", "));
+            }
+            for (what, key) in [("added", "added"), ("restarted with new settings", "changed"), ("removed", "removed")]
+            {
+                let names: Vec<&str> =
+                    report["sinks"][key].as_array().into_iter().flatten().filter_map(|v| v.as_str()).collect();
+                if !names.is_empty() {
+                    println!("sinks {what}: {}", names.join(", "));
+                }
+            }
+            if report["sinks"]["removed"].as_array().is_some_and(|r| !r.is_empty()) {
+                println!("(a removed sink delivers what its spool holds, then goes: `vedette sinks list`)");
             }
         }
         Command::Tail { filter, after, json, api } => return cli::alerts::tail(filter, after, json, api).await,

@@ -1,8 +1,8 @@
 //! Re-reading the config of a running engine (SIGHUP, `vedette reload`,
 //! `POST /api/v1/config/reload`): the file is read again with the environment overrides and
 //! checked as `vedette validate` checks it; what a running engine can take (log level, API
-//! rate limits, packs, trusted keys, reference table files) is applied all at once, and a
-//! change of any other key refuses the whole reload, naming the keys.
+//! rate limits, packs, trusted keys, reference table files, sinks) is applied all at once,
+//! and a change of any other key refuses the whole reload, naming the keys.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,6 +14,7 @@ use vedette_config::{Config, ConfigError, Problem};
 use crate::auth::ratelimit::RateLimiter;
 use crate::error::{EngineError, Result};
 use crate::ruleset::{ApplyReport, RuleManager};
+use crate::sinkset::LiveSinks;
 
 /// Sets the log filter (`log.level`); `Err` names what is wrong with the filter.
 pub type LogLevelHook = Arc<dyn Fn(&str) -> std::result::Result<(), String> + Send + Sync>;
@@ -32,10 +33,31 @@ pub struct Source {
 /// What a reload changed.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ReloadReport {
-    /// Config keys whose value changed (empty: the files were read again, nothing else).
+    /// Config keys whose value changed, sinks by name: `sinks[hook].url`, `sinks[new]` (empty:
+    /// the files were read again, nothing else).
     pub changed: Vec<String>,
     /// The rule set applied (absent for an engine that follows its upstream's rules).
     pub rules: Option<ApplyReport>,
+    /// Sinks added, removed and changed.
+    pub sinks: SinkReport,
+}
+
+/// The sinks a reload added, removed (each delivers what its spool holds, then goes) and
+/// changed (restarted with the new settings on the same spool).
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
+pub struct SinkReport {
+    /// Sinks started.
+    pub added: Vec<String>,
+    /// Sinks that get no new alerts.
+    pub removed: Vec<String>,
+    /// Sinks restarted with new settings.
+    pub changed: Vec<String>,
+}
+
+impl From<vedette_config::reload::SinkChanges> for SinkReport {
+    fn from(c: vedette_config::reload::SinkChanges) -> Self {
+        Self { added: c.added, removed: c.removed, changed: c.changed }
+    }
 }
 
 /// Reloads the config of one running engine.
@@ -44,6 +66,7 @@ pub struct Reloader {
     running: tokio::sync::Mutex<Config>,
     manager: Arc<tokio::sync::Mutex<RuleManager>>,
     limiter: Arc<RateLimiter>,
+    sinks: Option<Arc<LiveSinks>>,
 }
 
 fn refused(problems: Vec<Problem>) -> EngineError {
@@ -51,13 +74,20 @@ fn refused(problems: Vec<Problem>) -> EngineError {
 }
 
 impl Reloader {
-    /// For an engine started on `running` (paths resolved).
-    pub fn new(running: Config, manager: Arc<tokio::sync::Mutex<RuleManager>>, limiter: Arc<RateLimiter>) -> Self {
+    /// For an engine started on `running` (paths resolved); without `sinks`, a changed sink
+    /// is refused as restart-only.
+    pub fn new(
+        running: Config,
+        manager: Arc<tokio::sync::Mutex<RuleManager>>,
+        limiter: Arc<RateLimiter>,
+        sinks: Option<Arc<LiveSinks>>,
+    ) -> Self {
         Self {
             source: std::sync::Mutex::new(Source::default()),
             running: tokio::sync::Mutex::new(running),
             manager,
             limiter,
+            sinks,
         }
     }
 
@@ -109,6 +139,9 @@ impl Reloader {
         if source.log_level.is_none() && changed.iter().any(|k| k == "log.level") {
             restart.push("log.level".into());
         }
+        if self.sinks.is_none() {
+            restart.extend(changed.iter().filter(|k| k.starts_with("sinks[")).cloned());
+        }
         if !restart.is_empty() {
             return Err(refused(
                 restart
@@ -120,9 +153,18 @@ impl Reloader {
                     .collect(),
             ));
         }
-        // Everything that can fail first (reference files parsed, packs prepared), inside
-        // the rule manager; then what cannot.
+        // Everything that can fail first (connectors of new and changed sinks built, reference
+        // files parsed, packs prepared); then what cannot.
+        let sinks = match &self.sinks {
+            Some(live) => Some((live, live.prepare(&running, &new).map_err(refused)?)),
+            None => None,
+        };
         let rules = self.manager.lock().await.reload_config(new.clone()).await?;
+        let mut report = SinkReport::default();
+        if let Some((live, prepared)) = sinks {
+            report = prepared.changes.clone().into();
+            live.apply(prepared).await?;
+        }
         self.limiter.set(new.api.rate_limit_per_sec, new.api.rate_limit_burst);
         if let Some(set) = &source.log_level
             && running.log.level != new.log.level
@@ -132,6 +174,6 @@ impl Reloader {
             warn!(error = %e, "The new log level was not applied.");
         }
         *running = new;
-        Ok(ReloadReport { changed, rules })
+        Ok(ReloadReport { changed, rules, sinks: report })
     }
 }

@@ -276,10 +276,19 @@ fn reload_applies_what_can_change_live_all_at_once_and_names_what_needs_a_restar
     let token = token.trim();
 
     // Live keys: applied together, and named.
-    write("b.csv", 1000, "[log]\nlevel = \"warn\"\n");
+    write(
+        "b.csv",
+        1000,
+        "[log]\nlevel = \"warn\"\n[[sinks]]\nname = \"archive\"\ntype = \"file\"\npath = \"archive.jsonl\"\n",
+    );
     let (ok, out) = vedette_cmd(dir.path(), http, "reload", &[]);
     assert!(ok, "{out}");
-    assert!(out.contains("changed: log.level, reference_tables[0].path"), "{out}");
+    assert!(out.contains("changed: log.level, reference_tables[0].path, sinks[alerts_file], sinks[archive]"), "{out}");
+    // The default sinks give way to the configured one.
+    assert!(out.contains("sinks added: archive\nsinks removed: stdout, alerts_file"), "{out}");
+    let (_, list) = vedette_cmd(dir.path(), http, "sinks", &["list", "-o", "json"]);
+    let list: Vec<serde_json::Value> = serde_json::from_str(&list).unwrap();
+    assert!(list.iter().any(|s| s["name"] == "archive" && s["removed"] == false), "{list:?}");
     assert_eq!(rows(), 2, "the new file's rows are in use");
     let (_, list) = vedette_cmd(dir.path(), http, "reference", &["list"]);
     assert!(list.contains("b.csv"), "the table's file is the new one: {list}");

@@ -96,6 +96,9 @@ pub struct SinkStatus {
     pub last_success: Option<chrono::DateTime<chrono::Utc>>,
     /// When the next attempt is due, while waiting after a failure.
     pub next_attempt: Option<chrono::DateTime<chrono::Utc>>,
+    /// Removed from the config by a reload: it receives no new alerts and goes once what is
+    /// spooled is delivered.
+    pub removed: bool,
 }
 
 impl Default for SinkStatus {
@@ -107,6 +110,7 @@ impl Default for SinkStatus {
             failing_since: None,
             last_success: None,
             next_attempt: None,
+            removed: false,
         }
     }
 }
@@ -194,7 +198,18 @@ impl SinkHandle {
         let status = self.status.lock().expect("status lock is never poisoned").clone();
         let (spooled, spool_bytes) = self.spool.depth();
         let spool = &self.config.common.spool;
-        let (health, reason) = assess(&status, spooled, spool_bytes, spool.max_bytes, spool.policy);
+        let (mut health, mut reason) = assess(&status, spooled, spool_bytes, spool.max_bytes, spool.policy);
+        if status.removed {
+            // No new alert goes to it: a full spool holds nothing back.
+            if health == SinkHealth::Down {
+                health = SinkHealth::Degraded;
+            }
+            let what = format!("removed from the config: delivering the {spooled} alerts still spooled, then it goes");
+            reason = Some(match &status.last_error {
+                Some(e) => format!("{what}; failing ({} attempts): {e}", status.failed_attempts),
+                None => what,
+            });
+        }
         SinkReading { status, spooled, spool_bytes, health, reason }
     }
 }

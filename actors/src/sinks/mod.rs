@@ -23,7 +23,7 @@ pub mod webhook;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -88,11 +88,22 @@ const OVERFLOW_ALERT_EVERY: Duration = Duration::from_secs(60);
 /// Per sink: when the last overflow alert was raised, and drops since.
 type OverflowLog = HashMap<String, (Option<Instant>, u64)>;
 
+/// The sinks alerts go to, and the sinks a config reload removed that still deliver what
+/// their spools hold.
+#[derive(Default)]
+struct SinkSet {
+    active: Arc<[Arc<SinkHandle>]>,
+    removed: Vec<Arc<SinkHandle>>,
+}
+
 /// Appends alerts to every sink's spool, after the alert-storm guard and the dedup ledger,
 /// together with the rest of a batch's effects ([`crate::commit`]).
 #[derive(Clone)]
 pub struct Router {
-    sinks: Vec<Arc<SinkHandle>>,
+    set: Arc<RwLock<SinkSet>>,
+    /// Held (shared) by every commit while it spools; [`Router::settled`] takes it alone
+    /// once, so that no commit that read the sinks before a change is still spooling.
+    gate: Arc<tokio::sync::RwLock<()>>,
     overflow: Arc<Mutex<OverflowLog>>,
     storm: Arc<Mutex<StormGuard>>,
     metrics: Option<Metrics>,
@@ -115,7 +126,14 @@ impl Router {
         storm: StormGuard,
         store: Option<Arc<StateStore>>,
     ) -> Self {
-        Self { sinks, overflow: Arc::default(), storm: Arc::new(Mutex::new(storm)), metrics, store }
+        Self {
+            set: Arc::new(RwLock::new(SinkSet { active: sinks.into(), removed: Vec::new() })),
+            gate: Arc::default(),
+            overflow: Arc::default(),
+            storm: Arc::new(Mutex::new(storm)),
+            metrics,
+            store,
+        }
     }
 
     /// Spools the summaries of alert storms whose interval ended (call periodically).
@@ -132,9 +150,47 @@ impl Router {
         self.store.as_ref()
     }
 
-    /// The sinks.
-    pub fn sinks(&self) -> &[Arc<SinkHandle>] {
-        &self.sinks
+    /// Every sink: those alerts go to, then the removed ones still delivering.
+    pub fn sinks(&self) -> Vec<Arc<SinkHandle>> {
+        let set = self.set.read().expect("sink set lock is never poisoned");
+        set.active.iter().chain(&set.removed).cloned().collect()
+    }
+
+    /// The sinks alerts go to.
+    pub fn active(&self) -> Arc<[Arc<SinkHandle>]> {
+        Arc::clone(&self.set.read().expect("sink set lock is never poisoned").active)
+    }
+
+    /// Makes `active` the sinks alerts go to (a config reload). A sink of the old set that
+    /// `active` does not name is kept, marked removed, until [`Router::forget`]; one it names
+    /// again is no longer removed. A sink present before and after must share its spool
+    /// (the caller passes a handle on the same [`Spool`]).
+    pub fn replace(&self, active: Vec<Arc<SinkHandle>>) {
+        let mut set = self.set.write().expect("sink set lock is never poisoned");
+        let named = |h: &Arc<SinkHandle>| active.iter().any(|a| a.name == h.name);
+        let mut removed: Vec<Arc<SinkHandle>> = set.removed.iter().filter(|h| !named(h)).cloned().collect();
+        for h in set.active.iter().filter(|h| !named(h)) {
+            h.status.lock().expect("status lock is never poisoned").removed = true;
+            removed.push(Arc::clone(h));
+        }
+        set.active = active.into();
+        set.removed = removed;
+    }
+
+    /// The removed sinks still delivering what their spools hold.
+    pub fn removed(&self) -> Vec<Arc<SinkHandle>> {
+        self.set.read().expect("sink set lock is never poisoned").removed.clone()
+    }
+
+    /// Drops removed sink `name` from the set (its spool is empty and its actor stopped).
+    pub fn forget(&self, name: &str) {
+        self.set.write().expect("sink set lock is never poisoned").removed.retain(|h| h.name != name);
+    }
+
+    /// Waits until every commit that began before now has finished spooling: after a
+    /// [`Router::replace`], nothing appends to a removed sink's spool any more.
+    pub async fn settled(&self) {
+        drop(self.gate.write().await);
     }
 
     /// Spools `alerts` for every sink, minus what the storm guard holds back, durably (see
@@ -172,18 +228,16 @@ impl Router {
     /// as duplicates. Without the ledger (`alerts.dedup_ttl = "0s"`) the batch is spooled in
     /// one step and may overshoot a spool's bound by up to one batch.
     pub async fn commit_admitted(&self, effects: Effects) -> std::result::Result<Committed, CommitError> {
+        let _gate = self.gate.read().await;
+        let sinks = self.active();
         let ids: Vec<uuid::Uuid> = effects.alerts.iter().map(|a| a.alert_id).collect();
         let targets: Option<Vec<Vec<bool>>> = (!effects.claimed.is_empty()).then(|| {
-            effects
-                .claimed
-                .iter()
-                .map(|claimed| self.sinks.iter().map(|s| !claimed.contains(&s.name)).collect())
-                .collect()
+            effects.claimed.iter().map(|claimed| sinks.iter().map(|s| !claimed.contains(&s.name)).collect()).collect()
         });
         let records: Vec<Vec<u8>> =
             effects.alerts.iter().map(|a| serde_json::to_vec(a).expect("alerts serialize")).collect();
         let Some(store) = &self.store else {
-            for sink in &self.sinks {
+            for sink in sinks.iter() {
                 let out = sink
                     .spool
                     .append(&records)
@@ -196,7 +250,7 @@ impl Router {
             return Ok(Committed { spooled: records.len(), ..Committed::default() });
         };
         let budget = match store.dedup {
-            Some(_) => self.sinks.iter().map(|s| s.config.common.spool.max_bytes / 4).min().unwrap_or(u64::MAX),
+            Some(_) => sinks.iter().map(|s| s.config.common.spool.max_bytes / 4).min().unwrap_or(u64::MAX),
             None => u64::MAX,
         };
         let mut total = Committed::default();
@@ -211,7 +265,7 @@ impl Router {
             let last = end == records.len();
             let mut overflowed = Vec::new();
             if end > start {
-                for sink in &self.sinks {
+                for sink in sinks.iter() {
                     let dropped = sink
                         .spool
                         .make_room(bytes)
@@ -224,8 +278,7 @@ impl Router {
             }
             let (windows, frames): (&[_], &[_]) = if last { (&effects.windows, &effects.frames) } else { (&[], &[]) };
             let targets = targets.as_ref().map(|t| &t[start..end]);
-            let c =
-                commit(store, &self.sinks, &ids[start..end], &records[start..end], targets, windows, frames).await?;
+            let c = commit(store, &sinks, &ids[start..end], &records[start..end], targets, windows, frames).await?;
             total.spooled += c.spooled;
             total.repeated.extend(c.repeated);
             total.through = c.through;
@@ -248,7 +301,7 @@ impl Router {
         warn!(sink = %name, dropped, "Spool full: dropped the oldest alerts (policy drop_oldest).");
         if let Some(alert) = self.overflow_alert(name, dropped) {
             let bytes = vec![serde_json::to_vec(&alert).expect("alerts serialize")];
-            for sink in self.sinks.iter().filter(|s| s.name != name) {
+            for sink in self.active().iter().filter(|s| s.name != name) {
                 if let Err(e) = sink.spool.append(&bytes).await {
                     error!(sink = %sink.name, error = %e, "Spooling an internal alert failed.");
                 }
@@ -327,9 +380,15 @@ pub struct SinkActor {
     pub metrics: Metrics,
 }
 
+/// How long a stopping sink actor waits for an attempt in flight to finish (a changed sink's
+/// new actor must not deliver the same batch alongside the old one).
+const STOP_WAIT: Duration = Duration::from_secs(15);
+
 /// Stops the delivery loop when the actor stops.
 pub struct SinkState {
     stop: watch::Sender<bool>,
+    /// Becomes `true` when the delivery loop has ended.
+    ended: watch::Receiver<bool>,
 }
 
 impl Actor for SinkActor {
@@ -347,6 +406,7 @@ impl Actor for SinkActor {
             None => connector(&self.handle.config, &self.data_dir, self.handle.spool.instance())?,
         };
         let (stop, stop_rx) = watch::channel(false);
+        let (ended_tx, ended) = watch::channel(false);
         let delivery = Delivery::new(Arc::clone(&self.handle), self.metrics.clone(), connector);
         let task = tokio::spawn(delivery.run(stop_rx));
         tokio::spawn(async move {
@@ -354,10 +414,11 @@ impl Actor for SinkActor {
                 Ok(()) => "delivery loop returned".to_string(),
                 Err(e) => format!("delivery loop crashed: {e}"),
             };
+            let _ = ended_tx.send(true);
             // Delivered to a stopped actor, this is a no-op.
             let _ = myself.cast(SinkMsg::LoopEnded(reason));
         });
-        Ok(SinkState { stop })
+        Ok(SinkState { stop, ended })
     }
 
     async fn handle(
@@ -379,6 +440,10 @@ impl Actor for SinkActor {
         state: &mut SinkState,
     ) -> std::result::Result<(), ActorProcessingErr> {
         let _ = state.stop.send(true);
+        if tokio::time::timeout(STOP_WAIT, state.ended.wait_for(|ended| *ended)).await.is_err() {
+            warn!(sink = %self.handle.name, wait = ?STOP_WAIT,
+                "The delivery attempt in flight did not finish; stopping without waiting for it.");
+        }
         Ok(())
     }
 }

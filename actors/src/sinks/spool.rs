@@ -36,6 +36,9 @@ struct Counters {
     reserved_to: u64,
     bytes: u64,
     records: u64,
+    /// The bound and what happens at it (a config reload may change both).
+    max_bytes: u64,
+    policy: OverflowPolicy,
 }
 
 /// Keys reserved at a time in `spool_meta` (one small write per this many records).
@@ -49,8 +52,6 @@ pub struct Spool {
     instance: u64,
     tree: sled::Tree,
     meta: sled::Tree,
-    max_bytes: u64,
-    policy: OverflowPolicy,
     counters: Mutex<Counters>,
     /// Signalled when records are removed (room for a blocked append).
     room: Notify,
@@ -97,9 +98,7 @@ impl Spool {
             instance,
             tree,
             meta,
-            max_bytes,
-            policy,
-            counters: Mutex::new(Counters { next_seq, reserved_to, bytes, records }),
+            counters: Mutex::new(Counters { next_seq, reserved_to, bytes, records, max_bytes, policy }),
             room: Notify::new(),
             data: Notify::new(),
             gauges: std::sync::OnceLock::new(),
@@ -137,6 +136,17 @@ impl Spool {
         self.instance
     }
 
+    /// Changes the bound and the overflow policy (a config reload). Appends waiting for room
+    /// look again: a larger bound or `drop_oldest` lets them through; a smaller bound only
+    /// holds back new alerts (nothing spooled is dropped by the change itself).
+    pub fn set_limits(&self, max_bytes: u64, policy: OverflowPolicy) {
+        let mut c = self.counters.lock().expect("spool lock is never poisoned");
+        c.max_bytes = max_bytes;
+        c.policy = policy;
+        drop(c);
+        self.room.notify_waiters();
+    }
+
     /// `(records, bytes)` spooled now.
     pub fn depth(&self) -> (u64, u64) {
         let c = self.counters.lock().expect("spool lock is never poisoned");
@@ -157,12 +167,12 @@ impl Spool {
                 room.as_mut().enable();
                 {
                     let mut c = self.counters.lock().expect("spool lock is never poisoned");
-                    let fits = c.bytes + size <= self.max_bytes || c.records == 0;
+                    let fits = c.bytes + size <= c.max_bytes || c.records == 0;
                     if fits {
                         self.insert(&mut c, r)?;
                         break;
                     }
-                    if self.policy == OverflowPolicy::DropOldest {
+                    if c.policy == OverflowPolicy::DropOldest {
                         out.dropped += self.drop_oldest(&mut c, size)?;
                         self.insert(&mut c, r)?;
                         break;
@@ -191,10 +201,10 @@ impl Spool {
             room.as_mut().enable();
             {
                 let mut c = self.counters.lock().expect("spool lock is never poisoned");
-                if c.bytes + bytes <= self.max_bytes || c.records == 0 {
+                if c.bytes + bytes <= c.max_bytes || c.records == 0 {
                     return Ok(0);
                 }
-                if self.policy == OverflowPolicy::DropOldest {
+                if c.policy == OverflowPolicy::DropOldest {
                     return self.drop_oldest(&mut c, bytes);
                 }
             }
@@ -257,7 +267,7 @@ impl Spool {
 
     fn drop_oldest(&self, c: &mut Counters, need: u64) -> Result<u64> {
         let mut dropped = 0;
-        while c.records > 0 && c.bytes + need > self.max_bytes {
+        while c.records > 0 && c.bytes + need > c.max_bytes {
             let Some((_, v)) = self.tree.pop_min().map_err(storage(&self.name))? else { break };
             c.bytes -= v.len() as u64;
             c.records -= 1;
@@ -432,6 +442,8 @@ impl DeadLetter {
 
 #[cfg(test)]
 mod tests {
+    use futures::FutureExt;
+
     use super::*;
 
     fn db() -> (tempfile::TempDir, sled::Db) {
@@ -487,6 +499,27 @@ mod tests {
         assert_eq!(out, Appended { added: 5, dropped: 2 });
         let left: Vec<_> = d.read(0, 10, u64::MAX).unwrap().into_iter().map(|r| r.1.to_vec()).collect();
         assert_eq!(left, [rec(2), rec(3), rec(4)]);
+    }
+
+    #[tokio::test]
+    async fn new_limits_apply_at_once_and_let_a_waiting_append_through() {
+        let (_dir, db) = db();
+        let s = std::sync::Arc::new(Spool::open(&db, "l", 30, OverflowPolicy::Block).unwrap());
+        s.append(&[rec(0), rec(1), rec(2)]).await.unwrap();
+        let s2 = std::sync::Arc::clone(&s);
+        let blocked = tokio::spawn(async move { s2.append(&[rec(3)]).await.unwrap() });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!blocked.is_finished());
+        s.set_limits(40, OverflowPolicy::Block);
+        assert_eq!(blocked.await.unwrap(), Appended { added: 1, dropped: 0 }, "a larger bound lets it in");
+        // A smaller bound keeps what is spooled and holds new records back; drop_oldest then
+        // makes room.
+        s.set_limits(20, OverflowPolicy::Block);
+        assert_eq!(s.depth(), (4, 40));
+        assert!(s.make_room(10).now_or_never().is_none(), "waits for room");
+        s.set_limits(20, OverflowPolicy::DropOldest);
+        assert_eq!(s.make_room(10).await.unwrap(), 3);
+        assert_eq!(s.depth(), (1, 10));
     }
 
     #[tokio::test]

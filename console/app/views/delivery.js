@@ -96,7 +96,7 @@ export function DeliveryView({ me }) {
               (s) => html`<tr key=${s.name} data-sink=${s.name}>
                 <td><b>${s.name}</b></td><td>${s.type}</td><td>${s.format}</td>
                 <td><span class="chip br-${s.breaker}">${s.breaker}</span></td>
-                <td><span class="chip st-${s.state}">${s.state}</span></td>
+                <td><span class="chip st-${s.state}">${s.state}</span>${s.removed ? html` <span class="chip" title="removed from the config: delivers what it holds, then goes">removed</span>` : null}</td>
                 <td class="num">${s.spooled}</td>
                 <td class="num">${fmtBytes(s.spool_bytes)} / ${fmtBytes(s.spool_max_bytes)}</td>
                 <td class="num">${rates[s.name] === undefined ? "…" : rates[s.name].toFixed(1)}</td>

@@ -368,8 +368,12 @@ mod tests {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let manager = Arc::new(tokio::sync::Mutex::new(rt.block_on(test_manager(&db))));
         let limiter = Arc::new(RateLimiter::new(100, 100));
-        let reloader =
-            crate::reload::Reloader::new(vedette_config::Config::embedded_default(), Arc::clone(&manager), limiter);
+        let reloader = crate::reload::Reloader::new(
+            vedette_config::Config::embedded_default(),
+            Arc::clone(&manager),
+            limiter,
+            None,
+        );
         router_and_doc(ApiParts {
             metrics: Metrics::new(),
             readiness: Arc::new(|| (Vec::new(), serde_json::Map::new())),

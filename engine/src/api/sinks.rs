@@ -64,6 +64,17 @@ pub struct SinkView {
     /// Age in seconds of the oldest spooled alert (since its detection).
     #[serde(default)]
     pub oldest_spooled_age_secs: Option<f64>,
+    /// Removed from the config by a reload: it gets no new alerts and goes once its spool is
+    /// delivered.
+    #[serde(default)]
+    pub removed: bool,
+}
+
+impl SinkView {
+    /// The state as listings show it: `ok`, `degraded (removed)`.
+    pub fn state_label(&self) -> String {
+        if self.removed { format!("{} (removed)", self.state) } else { self.state.clone() }
+    }
 }
 
 /// Seconds since the oldest spooled alert of `h` was detected.
@@ -103,6 +114,7 @@ pub fn view(h: &SinkHandle, metrics: &vedette_actors::metrics::Metrics) -> SinkV
         last_success: rfc3339(status.last_success),
         next_attempt: rfc3339(status.next_attempt),
         oldest_spooled_age_secs: if spooled > 0 { oldest_age(h) } else { None },
+        removed: status.removed,
     }
 }
 
@@ -115,8 +127,9 @@ pub async fn list(State(s): State<ApiState>) -> impl IntoResponse {
 }
 
 fn sink(s: &ApiState, name: &str) -> ApiResult<Arc<SinkHandle>> {
-    s.sinks.sinks().iter().find(|h| h.name == name).cloned().ok_or_else(|| {
-        let known: Vec<&str> = s.sinks.sinks().iter().map(|h| h.name.as_str()).collect();
+    let all = s.sinks.sinks();
+    all.iter().find(|h| h.name == name).cloned().ok_or_else(|| {
+        let known: Vec<&str> = all.iter().map(|h| h.name.as_str()).collect();
         ApiError::not_found(format!("no sink named `{name}` (sinks: {})", known.join(", ")))
     })
 }

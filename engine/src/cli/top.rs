@@ -151,7 +151,7 @@ pub fn render(before: &Sample, now: &Sample, secs: f64) -> String {
         let o = old.get(s.name.as_str()).map_or(s.delivered, |o| o.delivered);
         t.row([
             s.name.clone(),
-            s.state.clone(),
+            s.state_label(),
             s.breaker.clone(),
             rate(s.delivered as f64, o as f64, secs),
             s.spooled.to_string(),
