@@ -94,6 +94,36 @@ type OverflowLog = HashMap<String, (Option<Instant>, u64)>;
 struct SinkSet {
     active: Arc<[Arc<SinkHandle>]>,
     removed: Vec<Arc<SinkHandle>>,
+    /// Counts [`Router::replace`] calls.
+    generation: u64,
+}
+
+/// Commits in flight per generation of the sink set they spool into.
+#[derive(Default)]
+struct InFlight {
+    commits: Mutex<std::collections::BTreeMap<u64, usize>>,
+    /// Signalled when a commit ends.
+    ended: tokio::sync::Notify,
+}
+
+/// A commit in flight; counted until dropped.
+struct Entered {
+    inflight: Arc<InFlight>,
+    generation: u64,
+}
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        let mut commits = self.inflight.commits.lock().expect("in-flight lock is never poisoned");
+        if let Some(n) = commits.get_mut(&self.generation) {
+            *n -= 1;
+            if *n == 0 {
+                commits.remove(&self.generation);
+            }
+        }
+        drop(commits);
+        self.inflight.ended.notify_waiters();
+    }
 }
 
 /// Appends alerts to every sink's spool, after the alert-storm guard and the dedup ledger,
@@ -101,9 +131,8 @@ struct SinkSet {
 #[derive(Clone)]
 pub struct Router {
     set: Arc<RwLock<SinkSet>>,
-    /// Held (shared) by every commit while it spools; [`Router::settled`] takes it alone
-    /// once, so that no commit that read the sinks before a change is still spooling.
-    gate: Arc<tokio::sync::RwLock<()>>,
+    /// Commits spooling, by the generation of the sinks they read ([`Router::settled`]).
+    inflight: Arc<InFlight>,
     overflow: Arc<Mutex<OverflowLog>>,
     storm: Arc<Mutex<StormGuard>>,
     metrics: Option<Metrics>,
@@ -127,8 +156,8 @@ impl Router {
         store: Option<Arc<StateStore>>,
     ) -> Self {
         Self {
-            set: Arc::new(RwLock::new(SinkSet { active: sinks.into(), removed: Vec::new() })),
-            gate: Arc::default(),
+            set: Arc::new(RwLock::new(SinkSet { active: sinks.into(), removed: Vec::new(), generation: 0 })),
+            inflight: Arc::default(),
             overflow: Arc::default(),
             storm: Arc::new(Mutex::new(storm)),
             metrics,
@@ -175,6 +204,7 @@ impl Router {
         }
         set.active = active.into();
         set.removed = removed;
+        set.generation += 1;
     }
 
     /// The removed sinks still delivering what their spools hold.
@@ -187,10 +217,31 @@ impl Router {
         self.set.write().expect("sink set lock is never poisoned").removed.retain(|h| h.name != name);
     }
 
-    /// Waits until every commit that began before now has finished spooling: after a
-    /// [`Router::replace`], nothing appends to a removed sink's spool any more.
+    /// Waits until every commit that read the sinks before the last [`Router::replace`] has
+    /// finished spooling: after that, nothing appends to a removed sink's spool any more.
+    /// Commits that begin meanwhile are not waited for (nor held up).
     pub async fn settled(&self) {
-        drop(self.gate.write().await);
+        let current = self.set.read().expect("sink set lock is never poisoned").generation;
+        loop {
+            let ended = self.inflight.ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            let oldest = self.inflight.commits.lock().expect("in-flight lock is never poisoned").keys().next().copied();
+            if oldest.is_none_or(|g| g >= current) {
+                return;
+            }
+            ended.await;
+        }
+    }
+
+    /// The sinks a commit spools into, counted as in flight until the guard drops. Read and
+    /// counted under the set's lock, so a [`Router::replace`] after it waits in
+    /// [`Router::settled`] for this commit.
+    fn enter(&self) -> (Arc<[Arc<SinkHandle>]>, Entered) {
+        let set = self.set.read().expect("sink set lock is never poisoned");
+        *self.inflight.commits.lock().expect("in-flight lock is never poisoned").entry(set.generation).or_default() +=
+            1;
+        (Arc::clone(&set.active), Entered { inflight: Arc::clone(&self.inflight), generation: set.generation })
     }
 
     /// Spools `alerts` for every sink, minus what the storm guard holds back, durably (see
@@ -228,8 +279,7 @@ impl Router {
     /// as duplicates. Without the ledger (`alerts.dedup_ttl = "0s"`) the batch is spooled in
     /// one step and may overshoot a spool's bound by up to one batch.
     pub async fn commit_admitted(&self, effects: Effects) -> std::result::Result<Committed, CommitError> {
-        let _gate = self.gate.read().await;
-        let sinks = self.active();
+        let (sinks, _entered) = self.enter();
         let ids: Vec<uuid::Uuid> = effects.alerts.iter().map(|a| a.alert_id).collect();
         let targets: Option<Vec<Vec<bool>>> = (!effects.claimed.is_empty()).then(|| {
             effects.claimed.iter().map(|claimed| sinks.iter().map(|s| !claimed.contains(&s.name)).collect()).collect()
@@ -445,5 +495,51 @@ impl Actor for SinkActor {
                 "The delivery attempt in flight did not finish; stopping without waiting for it.");
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sink(db: &sled::Db, name: &str, max_bytes: u64) -> Arc<SinkHandle> {
+        let mut config = SinkConfig::stdout(name);
+        config.common.spool.max_bytes = max_bytes;
+        config.common.spool.policy = vedette_config::OverflowPolicy::Block;
+        open_sink(db, config).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_removed_sink_gets_nothing_once_the_commits_that_saw_it_have_ended() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path().join("state")).unwrap();
+        let (a, b) = (sink(&db, "a", 1), sink(&db, "b", 1 << 20));
+        let router = Router::new(vec![Arc::clone(&a), Arc::clone(&b)], None, StormGuard::new(0, Duration::ZERO), None);
+        let alert = || vec![internal_alert("x", 1)];
+        router.route(alert()).await.unwrap();
+        // `a` is full (`block`): this commit waits for room in it.
+        let r = router.clone();
+        let blocked = tokio::spawn(async move { r.route(alert()).await.unwrap() });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!blocked.is_finished());
+        router.replace(vec![Arc::clone(&b)]);
+        assert!(a.status.lock().unwrap().removed);
+        assert_eq!(router.sinks().len(), 2, "a removed sink is listed until forgotten");
+        let settled = {
+            let r = router.clone();
+            tokio::spawn(async move { r.settled().await })
+        };
+        // Commits after the change neither wait for the blocked one nor reach `a`.
+        tokio::time::timeout(Duration::from_secs(2), router.route(alert())).await.unwrap().unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!settled.is_finished(), "a commit that saw `a` is still spooling");
+        let first = a.spool.read(0, 10, u64::MAX).unwrap()[0].0;
+        a.spool.remove(&[first]).unwrap();
+        blocked.await.unwrap();
+        tokio::time::timeout(Duration::from_secs(2), settled).await.unwrap().unwrap();
+        assert_eq!(a.spool.depth().0, 1, "the blocked commit's alert, nothing after");
+        assert_eq!(b.spool.depth().0, 3);
+        router.forget("a");
+        assert_eq!(router.sinks().iter().map(|h| h.name.as_str()).collect::<Vec<_>>(), ["b"]);
     }
 }
