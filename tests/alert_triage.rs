@@ -305,3 +305,75 @@ async fn rule_validation_points_at_the_error_and_dry_runs_match_rules_test() {
     let (_, rules) = call(&t, &analyst, "GET", "/api/v1/rules", None).await;
     assert!(rules["rules"].as_array().unwrap().iter().all(|r| r["id"] != "d.rule"));
 }
+
+/// The next `triage` event of `s` (alerts that arrive meanwhile are skipped).
+async fn next_triage(s: &mut vedette_tests::SseClient) -> Value {
+    loop {
+        let e = s.next(Duration::from_secs(5)).await.expect("a triage event");
+        if e.event == "triage" {
+            assert!(e.id.is_none(), "triage events are not resumable positions: {e:?}");
+            return serde_json::from_str(&e.data).unwrap();
+        }
+    }
+}
+
+fn sorted(v: &Value) -> Vec<String> {
+    let mut ids: Vec<String> = v["ids"].as_array().unwrap().iter().map(|i| i.as_str().unwrap().to_string()).collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test]
+async fn triage_changes_reach_live_streams_of_their_tenant_only() {
+    let t = TestEngine::start().await;
+    send(&t, "a1", "acme", 1, 0, 3).await;
+    send(&t, "o1", "other", 1, 100, 2).await;
+    assert!(eventually(Duration::from_secs(10), || t.engine.history().count(None).unwrap_or(0) >= 5).await);
+    let admin = t.admin_token();
+    let (acme_analyst, other_analyst) = (token(&t, "analyst", "acme").await, token(&t, "analyst", "other").await);
+    let acme_viewer = token(&t, "viewer", "acme").await;
+    let (_, page) = call(&t, &acme_analyst, "GET", "/api/v1/alerts?limit=10", None).await;
+    let mut acme = ids(&page);
+    let (_, page) = call(&t, &other_analyst, "GET", "/api/v1/alerts?limit=10", None).await;
+    let mut other = ids(&page);
+    let open = |token: String| {
+        let addr = t.engine.api_addr;
+        async move { vedette_tests::SseClient::open(addr, "/api/v1/alerts/stream", &token, None).await }
+    };
+    let mut acme_stream = open(acme_viewer).await;
+    let mut other_stream = open(other_analyst.clone()).await;
+    let mut admin_stream = open(admin.clone()).await;
+
+    // One analyst's acknowledgement reaches every reader of that tenant, and the fleet admin.
+    let path = format!("/api/v1/alerts/{}/triage", acme[0]);
+    let (s, _) = call(&t, &acme_analyst, "PUT", &path, Some(json!({"state": "acknowledged", "note": "on it"}))).await;
+    assert_eq!(s, 200);
+    for stream in [&mut acme_stream, &mut admin_stream] {
+        let e = next_triage(stream).await;
+        assert_eq!((e["state"].as_str(), e["note"].as_str()), (Some("acknowledged"), Some("on it")), "{e}");
+        assert_eq!(sorted(&e), [acme[0].clone()]);
+        assert!(e["by"].as_str().unwrap().starts_with("analyst@acme ("), "{e}");
+    }
+    // Another tenant's reader hears only of its own alerts: its next event is its own change.
+    let path = format!("/api/v1/alerts/{}/triage", other[0]);
+    let (s, _) = call(&t, &other_analyst, "PUT", &path, Some(json!({"state": "acknowledged"}))).await;
+    assert_eq!(s, 200);
+    assert_eq!(sorted(&next_triage(&mut other_stream).await), [other[0].clone()]);
+    assert_eq!(sorted(&next_triage(&mut admin_stream).await), [other[0].clone()]);
+    // Setting a state an alert already has changes nothing and announces nothing.
+    let (s, _) = call(&t, &other_analyst, "PUT", &path, Some(json!({"state": "acknowledged"}))).await;
+    assert_eq!(s, 200);
+
+    // A change by filter across tenants: each reader gets its tenant's part.
+    let (s, r) =
+        call(&t, &admin, "POST", "/api/v1/alerts/triage", Some(json!({"state": "resolved", "filter": {}}))).await;
+    assert_eq!((s, r["changed"].as_u64()), (200, Some(5)), "{r}");
+    acme.sort();
+    other.sort();
+    assert_eq!(sorted(&next_triage(&mut acme_stream).await), acme);
+    let e = next_triage(&mut other_stream).await;
+    assert_eq!((sorted(&e), e["state"].as_str()), (other.clone(), Some("resolved")), "not the repeat, the bulk change");
+    let mut all = [acme.clone(), other.clone()].concat();
+    all.sort();
+    assert_eq!(sorted(&next_triage(&mut admin_stream).await), all);
+}

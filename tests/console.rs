@@ -1,9 +1,9 @@
 //! The web console end to end in real headless Chromium (Debian's `chromium` driven through
 //! `chromedriver` over WebDriver, both on 127.0.0.1) against a real engine and the demo sensor
 //! over QUIC: a wrong token is refused with a clear message; log in; the demo sensor is online;
-//! built-in rule alerts arrive live; filter them; open one; acknowledge it and the
-//! unacknowledged badge drops; disable a rule and it stops firing; validate and dry-run a new
-//! rule; delivery health; a phone-sized screen; a viewer sees no mutating control and the API
+//! built-in rule alerts arrive live; filter them; another analyst's triage shows in the list
+//! and the badge live; open one; acknowledge it and the unacknowledged badge drops; disable a
+//! rule and it stops firing; validate and dry-run a new rule; delivery health; a phone-sized screen; a viewer sees no mutating control and the API
 //! refuses them anyway; a revoked token and a stopped engine are announced.
 //!
 //! Screenshots of each view go to `$CARGO_TARGET_TMPDIR/console-screenshots` (or
@@ -225,6 +225,25 @@ async fn the_console_shows_the_fleet_streams_alerts_triages_and_tries_rules() {
     b.select("select[name=severity]", "").await;
     b.until("the whole list again", &format!("document.querySelectorAll('#alert-table tbody tr').length >= {builtin}"))
         .await;
+
+    // Another analyst resolves an alert, then reopens it: the row and the badge follow live.
+    let page = t.api("GET", "/api/v1/alerts?limit=2").await.json();
+    let other = page["items"].as_array().unwrap().iter().find(|i| i["alert"]["rule_id"] != NETCAT).unwrap();
+    let id = other["alert"]["alert_id"].as_str().unwrap().to_string();
+    let chip = |state: &str| {
+        format!(
+            "document.querySelector(\"#alert-table a[href='#/alerts/{id}']\").closest('tr').querySelector('.chip.st-{state}')"
+        )
+    };
+    for (state, badge) in [("resolved", builtin - 1), ("new", builtin)] {
+        let body = serde_json::to_vec(&json!({"state": state})).unwrap();
+        let path = format!("/api/v1/alerts/{id}/triage");
+        let r = http_call(t.engine.api_addr, "PUT", &path, Some(&t.admin_token()), Some(&body)).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        b.until(&format!("the row to show `{state}`"), &chip(state)).await;
+        b.until("the badge to follow", &format!("document.querySelector('#unack-badge').dataset.count == '{badge}'"))
+            .await;
+    }
 
     // Open the netcat alert, acknowledge it: the badge drops by one.
     b.click(&format!("#alert-table tr[data-rule='{NETCAT}'] a")).await;

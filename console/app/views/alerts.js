@@ -1,5 +1,6 @@
-// Alerts: the live list (history page + SSE stream, resumed without gaps), filters, the
-// per-minute chart, triage (one or many), export, and one alert's detail.
+// Alerts: the live list (history page + SSE stream, resumed without gaps; other analysts'
+// triage changes arrive on the same stream), filters, the per-minute chart, triage (one or
+// many), export, and one alert's detail.
 import { html, useState, useEffect, useRef, useCallback, useMemo } from "../vendor/htm-preact.js";
 import { api, query, subscribe, can } from "../api.js";
 import { Empty, ErrorNote, Time, Sev, TriageChip, download, SEVERITIES } from "./common.js";
@@ -203,7 +204,22 @@ export function AlertsView({ me }) {
           lastId,
           onState: setLive,
           onEvent: (ev) => {
-            if (ev.event === "cutoff") return;
+            if (ev.event === "triage") {
+              // Another analyst (or this one) changed alerts' state: show it in place.
+              const t = JSON.parse(ev.data);
+              if (!Array.isArray(t.ids)) {
+                // Too many to list, or changes were missed: read the list again.
+                setReload((r) => r + 1);
+                return;
+              }
+              const ids = new Set(t.ids);
+              const rec = { state: t.state, by: t.by, at: t.at, note: t.note };
+              const upd = (list) => list && list.map((it) => (ids.has(it.alert.alert_id) ? { ...it, triage: rec } : it));
+              setItems(upd);
+              setPending(upd);
+              dispatchEvent(new Event("vedette:triage"));
+              return;
+            }
             if (ev.event !== "alert") return;
             const item = { position: Number(ev.id), alert: JSON.parse(ev.data), triage: null, fresh: true };
             const el = scroller.current;

@@ -6,6 +6,10 @@
 //! Each client reads the history itself (nothing is buffered per client but a small queue),
 //! so a slow client costs no memory; one that reads nothing for `history.stream_stall_timeout`
 //! is cut off with a final `cutoff` event saying where to resume.
+//!
+//! Triage changes of the client's tenant's alerts come as `event: triage` (no `id`: they are
+//! not replayed on resume), so that every console shows an acknowledgement the moment another
+//! analyst makes it.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -23,12 +27,15 @@ use super::error::{ApiError, ApiResult};
 use super::schema::{AlertFilterParams, AuthErrors, ErrorBody, StreamParams};
 use super::{ApiState, CallerExt};
 use crate::history::query::{FILTER_PARAMS, Filter, ParamError, check_known};
+use crate::history::triage::TriageNotice;
 use crate::history::{Dir, History};
 
 /// Events queued per client (one slot is kept for the cut-off notice).
 const QUEUE: usize = 32;
 /// Alerts read from the history per step.
 const STEP: usize = 64;
+/// Most ids in one `triage` event; a larger change says only how many (the client reloads).
+const TRIAGE_IDS: usize = 1000;
 
 /// History reads of all stream clients at once: a burst of alerts wakes every client together,
 /// and each blocking read on its own thread (with its own allocator arena) would make memory
@@ -38,8 +45,10 @@ static READS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
 /// The stream.
 #[utoipa::path(get, path = "/api/v1/alerts/stream", tag = "alerts",
     description = "Server-Sent Events: `event: alert` with `id` = position and the alert JSON as `data`; \
-        `event: cutoff` when the client read nothing for too long (reconnect with Last-Event-ID). \
-        Without Last-Event-ID or `after`, only new alerts are sent.",
+        `event: triage` when alerts of the caller's tenant change state: `{\"state\", \"by\", \"at\", \"note\", \
+        \"ids\": [...]}` (`\"ids\": null` with `\"count\"` for more than 1000 alerts, `{\"lagged\": N}` after N \
+        missed changes: read the list again); `event: cutoff` when the client read nothing for too long \
+        (reconnect with Last-Event-ID). Without Last-Event-ID or `after`, only new alerts are sent.",
     params(AlertFilterParams, StreamParams,
         ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id (a position)")),
     responses((status = 200, description = "An endless event stream", content_type = "text/event-stream", body = String),
@@ -63,8 +72,9 @@ pub async fn stream(
     let (tx, rx) = mpsc::channel::<Result<Event, Infallible>>(QUEUE);
     let clients = s.metrics.api_stream_clients.clone();
     clients.inc();
+    let notices = s.history.triage().subscribe();
     tokio::spawn(async move {
-        feed(Arc::clone(&s.history), filter, start, tx, s.stream_stall).await;
+        feed(Arc::clone(&s.history), filter, start, tx, s.stream_stall, notices).await;
         clients.dec();
     });
     let sse = Sse::new(tokio_stream(rx)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)));
@@ -77,6 +87,60 @@ fn position(name: &str, v: &str) -> Result<u64, ApiError> {
         .map_err(|_| ApiError::from(ParamError::new(name, format!("`{v}` is not an event id (a position)"))))
 }
 
+/// Sends `event`, keeping a slot for the cut-off notice; `false`: stop (the client is gone,
+/// or read nothing for `stall` and was told to resume after `after`).
+async fn send(tx: &mpsc::Sender<Result<Event, Infallible>>, event: Event, after: u64, stall: Duration) -> bool {
+    match tokio::time::timeout(stall, tx.reserve_many(2)).await {
+        Ok(Ok(mut permits)) => {
+            permits.next().expect("two permits").send(Ok(event));
+            true
+        }
+        Ok(Err(_)) => false, // client gone
+        Err(_) => {
+            let _ = tx.try_send(Ok(cutoff(after, "the client read nothing for too long")));
+            false
+        }
+    }
+}
+
+/// The `triage` event of `notice` for a client reading with `filter`: only its tenant's
+/// alerts (`None`: none of them changed).
+fn triage_event(notice: &TriageNotice, filter: &Filter) -> Option<Event> {
+    let ids: Vec<&uuid::Uuid> = notice
+        .alerts
+        .iter()
+        .filter(|(_, tenant)| filter.tenant.as_deref().is_none_or(|t| t == tenant))
+        .map(|(id, _)| id)
+        .collect();
+    if ids.is_empty() {
+        return None;
+    }
+    let mut data = serde_json::json!({"state": notice.state, "by": notice.by, "at": notice.at, "note": notice.note});
+    if ids.len() <= TRIAGE_IDS {
+        data["ids"] = serde_json::json!(ids);
+    } else {
+        data["ids"] = serde_json::Value::Null;
+        data["count"] = ids.len().into();
+    }
+    Some(Event::default().event("triage").data(data.to_string()))
+}
+
+/// The event for what a triage subscription received; `None`: nothing for this client, or
+/// the changes ended (the history is gone).
+fn notice_event(
+    received: Result<Arc<TriageNotice>, tokio::sync::broadcast::error::RecvError>,
+    filter: &Filter,
+) -> Option<Event> {
+    use tokio::sync::broadcast::error::RecvError;
+    match received {
+        Ok(notice) => triage_event(&notice, filter),
+        Err(RecvError::Lagged(n)) => {
+            Some(Event::default().event("triage").data(serde_json::json!({"lagged": n}).to_string()))
+        }
+        Err(RecvError::Closed) => None,
+    }
+}
+
 /// Feeds one client from `after` on until it goes away or stalls.
 async fn feed(
     history: Arc<History>,
@@ -84,9 +148,24 @@ async fn feed(
     mut after: u64,
     tx: mpsc::Sender<Result<Event, Infallible>>,
     stall: Duration,
+    mut notices: tokio::sync::broadcast::Receiver<Arc<TriageNotice>>,
 ) {
+    use tokio::sync::broadcast::error::TryRecvError;
     let mut head = history.subscribe();
     loop {
+        // Triage changes that came while alerts were being sent.
+        loop {
+            let received = match notices.try_recv() {
+                Ok(n) => Ok(n),
+                Err(TryRecvError::Lagged(n)) => Err(tokio::sync::broadcast::error::RecvError::Lagged(n)),
+                Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+            };
+            if let Some(event) = notice_event(received, &filter)
+                && !send(&tx, event, after, stall).await
+            {
+                return;
+            }
+        }
         let seen_head = *head.borrow_and_update();
         let (h, f) = (Arc::clone(&history), filter.clone());
         let Ok(permit) = READS.acquire().await else { return };
@@ -101,22 +180,14 @@ async fn feed(
         };
         let full = batch.len() == STEP;
         for stored in batch {
-            // Two free slots: one for this alert, one always kept for the cut-off notice.
-            match tokio::time::timeout(stall, tx.reserve_many(2)).await {
-                Ok(Ok(mut permits)) => {
-                    let event = Event::default()
-                        .id(stored.position.to_string())
-                        .event("alert")
-                        .data(String::from_utf8_lossy(&stored.json));
-                    permits.next().expect("two permits").send(Ok(event));
-                    after = stored.position;
-                }
-                Ok(Err(_)) => return, // client gone
-                Err(_) => {
-                    let _ = tx.try_send(Ok(cutoff(after, "the client read nothing for too long")));
-                    return;
-                }
+            let event = Event::default()
+                .id(stored.position.to_string())
+                .event("alert")
+                .data(String::from_utf8_lossy(&stored.json));
+            if !send(&tx, event, after, stall).await {
+                return;
             }
+            after = stored.position;
         }
         if full {
             continue;
@@ -126,6 +197,16 @@ async fn feed(
         tokio::select! {
             r = head.changed() => if r.is_err() { return },
             () = tx.closed() => return,
+            received = notices.recv() => {
+                if matches!(received, Err(tokio::sync::broadcast::error::RecvError::Closed)) {
+                    return;
+                }
+                if let Some(event) = notice_event(received, &filter)
+                    && !send(&tx, event, after, stall).await
+                {
+                    return;
+                }
+            }
         }
     }
 }

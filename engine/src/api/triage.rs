@@ -16,7 +16,7 @@ use super::schema::{AuthErrors, ErrorBody};
 use super::{ApiState, CallerExt};
 use crate::auth::Caller;
 use crate::history::query::{ParamError, check_known};
-use crate::history::triage::{Triage, TriageState, check_note};
+use crate::history::triage::{Triage, TriageNotice, TriageState, check_note};
 use crate::history::{Dir, History};
 
 /// Most ids in one bulk request.
@@ -91,6 +91,7 @@ fn who(c: &Caller) -> String {
 }
 
 /// Sets `state` on each alert (id and tenant) the caller may see; the others are `unknown`.
+/// Live clients hear of the changes.
 fn set_all(
     history: &History,
     caller: &Caller,
@@ -100,18 +101,25 @@ fn set_all(
     out: &mut BulkResult,
 ) -> ApiResult<()> {
     let at = chrono::Utc::now();
-    for (id, tenant) in alerts {
-        if !caller.sees((!tenant.is_empty()).then_some(tenant.as_str())) {
-            out.unknown.push(id);
-            continue;
+    let mut notice = TriageNotice { state, by: who(caller), at, note: note.clone(), alerts: Vec::new() };
+    let result = (|| {
+        for (id, tenant) in alerts {
+            if !caller.sees((!tenant.is_empty()).then_some(tenant.as_str())) {
+                out.unknown.push(id);
+                continue;
+            }
+            out.matched += 1;
+            let record = Triage { state, by: notice.by.clone(), at, note: note.clone(), tenant: tenant.clone() };
+            if history.triage().set(&id, &record).map_err(ApiError::internal)? {
+                out.changed += 1;
+                notice.alerts.push((id, tenant));
+            }
         }
-        out.matched += 1;
-        let record = Triage { state, by: who(caller), at, note: note.clone(), tenant };
-        if history.triage().set(&id, &record).map_err(ApiError::internal)? {
-            out.changed += 1;
-        }
-    }
-    Ok(())
+        Ok(())
+    })();
+    // What changed before a failure is announced too.
+    history.triage().announce(notice);
+    result
 }
 
 /// Sets `state` on each of `ids` the caller may see; ids not in the history are `unknown`.

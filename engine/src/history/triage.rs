@@ -2,10 +2,11 @@
 //! when, and an optional note. Records live beside the history, in its id database (tree
 //! `triage`: alert id → JSON record); an alert without a record is `new`. Per-tenant counts of
 //! acknowledged and resolved alerts are kept in memory (read once on open, changed with every
-//! write), so the unacknowledged count costs no scan.
+//! write), so the unacknowledged count costs no scan. Each request's changes are announced to
+//! live clients ([`TriageNotice`], `event: triage` of the alert stream).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -85,10 +86,29 @@ impl Counts {
     }
 }
 
+/// The triage changes of one request (or one page of a change by filter), for live clients.
+#[derive(Debug, Clone)]
+pub struct TriageNotice {
+    /// The new state.
+    pub state: TriageState,
+    /// Who.
+    pub by: String,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// The note.
+    pub note: Option<String>,
+    /// Alerts whose state changed, each with its tenant ("" for none).
+    pub alerts: Vec<(Uuid, String)>,
+}
+
+/// Notices kept for a live client that reads slowly; beyond, it is told it lagged.
+const NOTICES: usize = 256;
+
 /// The triage records.
 pub struct TriageStore {
     tree: sled::Tree,
     counts: Mutex<HashMap<String, Counts>>,
+    notices: tokio::sync::broadcast::Sender<Arc<TriageNotice>>,
 }
 
 fn storage(source: sled::Error) -> EngineError {
@@ -112,7 +132,7 @@ impl TriageStore {
                 *n += 1;
             }
         }
-        Ok(Self { tree, counts: Mutex::new(counts) })
+        Ok(Self { tree, counts: Mutex::new(counts), notices: tokio::sync::broadcast::channel(NOTICES).0 })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Counts>> {
@@ -142,6 +162,18 @@ impl TriageStore {
             *n += 1;
         }
         Ok(old.is_none_or(|o| o.state != record.state))
+    }
+
+    /// Tells live clients about changes (nothing happens without one).
+    pub fn announce(&self, notice: TriageNotice) {
+        if !notice.alerts.is_empty() {
+            let _ = self.notices.send(Arc::new(notice));
+        }
+    }
+
+    /// Triage changes from now on.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<TriageNotice>> {
+        self.notices.subscribe()
     }
 
     /// Forgets alert `id` (it left the history).
