@@ -1,7 +1,9 @@
 //! The alert history through the API, over real QUIC and HTTP: alerts from a sensor appear in
 //! query, export (each format parses) and the live stream; pages stay stable while alerts keep
 //! arriving; the stream resumes with `Last-Event-ID` after a disconnect and after an engine
-//! restart, losing nothing and repeating nothing; bad parameters are named.
+//! restart, losing nothing and repeating nothing; bad parameters are named; one-time export
+//! links (what a browser downloads) work once, for their creator's tenant, while its token is
+//! valid.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -125,6 +127,73 @@ async fn export_streams_every_format_and_each_parses() {
     let findings: Vec<Value> = ocsf.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(findings.len(), 2, "limit caps the export");
     assert!(findings.iter().all(|f| f["class_uid"] == 2004));
+}
+
+/// A token of `role` for `tenant`, made by the admin.
+async fn token(t: &TestEngine, role: &str, tenant: &str) -> (String, String) {
+    let body = serde_json::json!({"name": format!("{role}@{tenant}"), "role": role, "tenant": tenant});
+    let body = serde_json::to_vec(&body).unwrap();
+    let r = vedette_tests::http_call(t.engine.api_addr, "POST", "/api/v1/tokens", Some(&t.admin_token()), Some(&body))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let v = r.json();
+    (v["token"].as_str().unwrap().to_string(), v["id"].as_str().unwrap().to_string())
+}
+
+#[tokio::test]
+async fn export_links_work_once_for_their_creators_tenant_while_its_token_is_valid() {
+    let t = TestEngine::start().await;
+    send(&t, "s1", 1, 0, 4).await;
+    let mut c = RawClient::connect(&t.sensor("o1", "other"), 0).await.unwrap();
+    let mut s = c.data_stream().await;
+    s.write_all(&ndjson_frame(1, "process_events", &[shadow_cat(100), shadow_cat(101)])).await.unwrap();
+    c.until(|m| matches!(m, Control::Ack(a) if a.through >= 1)).await;
+    stored(&t, 6).await;
+    let addr = t.engine.api_addr;
+    let (viewer, viewer_id) = token(&t, "viewer", "acme").await;
+    let call = |method: &'static str, path: String, token: Option<String>| async move {
+        vedette_tests::http_call(addr, method, &path, token.as_deref(), None).await
+    };
+
+    // A link: made with a token, used without one, once.
+    let r = call("POST", "/api/v1/alerts/export/links?format=cef".into(), Some(viewer.clone())).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let link = r.json();
+    assert_eq!(link["filename"], "vedette-alerts.cef");
+    let url = link["url"].as_str().unwrap().to_string();
+    assert!(url.starts_with("/api/v1/alerts/export/download/"), "{url}");
+    let got = call("GET", url.clone(), None).await;
+    assert_eq!(got.status, 200, "{}", got.body);
+    assert_eq!(got.header("content-disposition"), Some("attachment; filename=\"vedette-alerts.cef\""));
+    let lines: Vec<&str> = got.body.lines().collect();
+    assert_eq!(lines.len(), 4, "the creator's tenant only: {}", got.body);
+    assert!(lines.iter().all(|l| l.starts_with("CEF:0|") && !l.contains("#10")), "{}", got.body);
+    let again = call("GET", url, None).await;
+    assert_eq!(again.status, 404, "a link works once: {}", again.body);
+    assert!(again.body.contains("create a new one"), "{}", again.body);
+
+    // The filters and the limit are the export's; a bad one is refused when the link is made.
+    let r = call("POST", "/api/v1/alerts/export/links?limit=2".into(), Some(viewer.clone())).await;
+    let got = call("GET", r.json()["url"].as_str().unwrap().to_string(), None).await;
+    assert_eq!(got.body.lines().count(), 2);
+    assert_eq!(got.header("content-disposition"), Some("attachment; filename=\"vedette-alerts.jsonl\""));
+    let r = call("POST", "/api/v1/alerts/export/links?tenant=other".into(), Some(viewer.clone())).await;
+    assert_eq!((r.status, r.json()["param"].as_str()), (400, Some("tenant")), "{}", r.body);
+    let r = call("POST", "/api/v1/alerts/export/links?format=pdf".into(), Some(viewer.clone())).await;
+    assert_eq!((r.status, r.json()["param"].as_str()), (400, Some("format")), "{}", r.body);
+
+    // Refusals: no token to make one; a made-up link; the creator's token revoked since.
+    assert_eq!(call("POST", "/api/v1/alerts/export/links".into(), None).await.status, 401);
+    let made_up =
+        call("GET", "/api/v1/alerts/export/download/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".into(), None).await;
+    assert_eq!(made_up.status, 404);
+    let r = call("POST", "/api/v1/alerts/export/links".into(), Some(viewer.clone())).await;
+    let url = r.json()["url"].as_str().unwrap().to_string();
+    let revoked = t.api("DELETE", &format!("/api/v1/tokens/{viewer_id}")).await;
+    assert_eq!(revoked.status, 200, "{}", revoked.body);
+    let r = call("GET", url, None).await;
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert!(r.body.contains("revoked"), "{}", r.body);
 }
 
 async fn collect(sse: &mut SseClient, n: usize) -> Vec<(u64, i64)> {

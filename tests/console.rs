@@ -2,7 +2,7 @@
 //! `chromedriver` over WebDriver, both on 127.0.0.1) against a real engine and the demo sensor
 //! over QUIC: a wrong token is refused with a clear message; log in; the demo sensor is online;
 //! built-in rule alerts arrive live; filter them; another analyst's triage shows in the list
-//! and the badge live; open one; acknowledge it and the unacknowledged badge drops; disable a
+//! and the badge live; export them through a one-time download link; open one; acknowledge it and the unacknowledged badge drops; disable a
 //! rule and it stops firing; validate and dry-run a new rule; delivery health; a phone-sized screen; a viewer sees no mutating control and the API
 //! refuses them anyway; a revoked token and a stopped engine are announced.
 //!
@@ -244,6 +244,26 @@ async fn the_console_shows_the_fleet_streams_alerts_triages_and_tries_rules() {
         b.until("the badge to follow", &format!("document.querySelector('#unack-badge').dataset.count == '{badge}'"))
             .await;
     }
+
+    // Export: the console asks for a one-time link and the browser downloads it (no cap, no
+    // token in the URL). The link is caught here and fetched without a token.
+    b.js("window.__links = []; window.__click = HTMLAnchorElement.prototype.click;
+          HTMLAnchorElement.prototype.click = function () { window.__links.push([this.href, this.download]); };
+          return null")
+        .await;
+    b.select("select[aria-label='Export format']", "ocsf").await;
+    b.click(".export button").await;
+    b.until("the export link", "window.__links.length == 1").await;
+    let link = b.js("HTMLAnchorElement.prototype.click = window.__click; return window.__links[0]").await;
+    let (href, name) = (link[0].as_str().unwrap(), link[1].as_str().unwrap());
+    assert_eq!(name, "vedette-alerts.jsonl");
+    let path = &href[href.find("/api/").expect("a path on the engine")..];
+    let file = http_call(t.engine.api_addr, "GET", path, None, None).await;
+    assert_eq!(file.status, 200, "{}", file.body);
+    let stored = t.engine.history().count(None).unwrap();
+    assert_eq!(file.body.lines().count() as u64, stored, "every alert");
+    assert!(file.body.lines().all(|l| serde_json::from_str::<Value>(l).unwrap()["class_uid"] == 2004));
+    assert_eq!(http_call(t.engine.api_addr, "GET", path, None, None).await.status, 404, "once");
 
     // Open the netcat alert, acknowledge it: the badge drops by one.
     b.click(&format!("#alert-table tr[data-rule='{NETCAT}'] a")).await;

@@ -149,8 +149,14 @@ function Export({ filter }) {
   const go = async () => {
     setError(null);
     try {
-      const resp = await api(`/api/v1/alerts/export${query({ ...params(filter), format, limit: 10000 })}`, { raw: true });
-      download(await resp.blob(), `vedette-alerts.${format === "cef" ? "cef" : "jsonl"}`);
+      // A one-time link the browser downloads itself: streamed to disk, no size cap, no
+      // token in the URL (the link's secret works once, for a minute).
+      const link = await api(`/api/v1/alerts/export/links${query({ ...params(filter), format })}`, { method: "POST" });
+      const a = document.createElement("a");
+      a.href = link.url;
+      a.download = link.filename;
+      a.id = "export-link";
+      a.click();
     } catch (e) {
       setError(e.message);
     }

@@ -168,12 +168,41 @@ pub async fn export(
     caller: CallerExt,
     Query(params): Query<BTreeMap<String, String>>,
 ) -> ApiResult<Response> {
-    check_known(&params, &allowed(&["format", "limit"]))?;
-    let filter = scoped_filter(&caller.0, &params)?;
-    let format = export_format(&params)?;
-    let cap = parse_limit(&params, usize::MAX, usize::MAX)?;
+    let (filter, format, cap) = export_request(&caller.0, &params)?;
+    Ok(export_stream(std::sync::Arc::clone(&s.history), filter, format, cap, None))
+}
+
+/// What an export of the history selects: the filters (scoped to `caller`), the format and
+/// the cap (`limit`).
+pub(crate) fn export_request(
+    caller: &Caller,
+    params: &BTreeMap<String, String>,
+) -> Result<(Filter, Format, usize), ParamError> {
+    check_known(params, &allowed(&["format", "limit"]))?;
+    let filter = scoped_filter(caller, params)?;
+    let format = export_format(params)?;
+    let cap = parse_limit(params, usize::MAX, usize::MAX)?;
+    Ok((filter, format, cap))
+}
+
+/// The file name an export in `format` is saved as.
+pub(crate) fn export_file_name(format: Format) -> &'static str {
+    match format {
+        Format::Cef => "vedette-alerts.cef",
+        _ => "vedette-alerts.jsonl",
+    }
+}
+
+/// Streams every alert matching `filter` (newest first, at most `cap`) in `format`, one per
+/// line, as it is read; with `attachment`, as a file of that name.
+pub(crate) fn export_stream(
+    history: std::sync::Arc<crate::history::History>,
+    filter: Filter,
+    format: Format,
+    cap: usize,
+    attachment: Option<&str>,
+) -> Response {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
-    let history = std::sync::Arc::clone(&s.history);
     tokio::task::spawn_blocking(move || {
         let mut from = u64::MAX;
         let mut sent = 0usize;
@@ -198,7 +227,13 @@ pub async fn export(
         _ => "application/x-ndjson",
     };
     let body = axum::body::Body::from_stream(tokio_stream(rx));
-    Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())
+    let mut response = ([(header::CONTENT_TYPE, content_type)], body).into_response();
+    if let Some(name) = attachment
+        && let Ok(v) = header::HeaderValue::from_str(&format!("attachment; filename=\"{name}\""))
+    {
+        response.headers_mut().insert(header::CONTENT_DISPOSITION, v);
+    }
+    response
 }
 
 fn encode_page(format: Format, page: &[Stored]) -> Vec<u8> {

@@ -17,6 +17,7 @@ pub mod console;
 pub mod enrollment;
 pub mod error;
 pub mod events;
+pub mod export_links;
 pub mod listener;
 pub mod ops;
 pub mod rule_check;
@@ -108,6 +109,9 @@ pub const ROUTES: &[RouteSpec] = &[
     r("POST", "/api/v1/sinks/{name}/dlq/replay", Tenant(Analyst), true),
     r("GET", "/api/v1/alerts", Tenant(Viewer), false),
     r("GET", "/api/v1/alerts/export", Tenant(Viewer), false),
+    r("POST", "/api/v1/alerts/export/links", Tenant(Viewer), false),
+    // The link is the credential (one use, 60 s, its creator's token still valid).
+    r("GET", "/api/v1/alerts/export/download/{link}", Open, false),
     r("GET", "/api/v1/alerts/stream", Tenant(Viewer), false),
     r("GET", "/api/v1/alerts/histogram", Tenant(Viewer), false),
     r("GET", "/api/v1/alerts/triage", Tenant(Viewer), false),
@@ -162,6 +166,7 @@ pub struct ApiState {
     pub(crate) enrollments: crate::auth::enrollment::EnrollmentTokens,
     pub(crate) taps: Arc<vedette_actors::fleet::taps::Taps>,
     pub(crate) reloader: Arc<crate::reload::Reloader>,
+    pub(crate) export_links: Arc<export_links::ExportLinks>,
 }
 
 /// What the API is built from.
@@ -234,6 +239,7 @@ pub fn router_and_doc(parts: ApiParts) -> (Router, utoipa::openapi::OpenApi) {
         enrollments: parts.enrollments,
         taps: parts.taps,
         reloader: parts.reloader,
+        export_links: Arc::default(),
     };
     let (schemas, paths, upload) = routes!(rules::reference_upload);
     let upload = (schemas, paths, upload.layer(axum::extract::DefaultBodyLimit::max(upload_limit)));
@@ -259,6 +265,8 @@ pub fn router_and_doc(parts: ApiParts) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(sinks::dlq_replay))
         .routes(routes!(alerts::query))
         .routes(routes!(alerts::export))
+        .routes(routes!(export_links::create))
+        .routes(routes!(export_links::download))
         .routes(routes!(stream::stream))
         .routes(routes!(alerts::histogram))
         .routes(routes!(triage::counts, triage::set_many))
