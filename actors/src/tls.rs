@@ -116,12 +116,15 @@ impl rustls::server::danger::ClientCertVerifier for RevokingVerifier {
 /// validity period and not be revoked. With `enrollment`, the enrollment ALPN is offered too
 /// and a client certificate is optional at the handshake (the ingest session refuses a
 /// connection without one); the fleet CA is sent with the server certificate so an enrolling
-/// sensor can pin it.
+/// sensor can pin it. `receive_window` bounds what each sensor may have sent that the engine
+/// has not read yet (QUIC flow control, per connection and per stream; quinn's default is
+/// 1.25 MB per stream and no connection limit).
 pub fn server_config(
     ca_pem: &[u8],
     cert_pem: &[u8],
     key_pem: &[u8],
     idle_timeout: Duration,
+    receive_window: u32,
     revocations: Arc<dyn RevocationCheck>,
     enrollment: bool,
 ) -> Result<quinn::ServerConfig> {
@@ -153,7 +156,9 @@ pub fn server_config(
     transport
         .max_idle_timeout(Some(idle_timeout.try_into().map_err(|_| ActorError::Tls("idle timeout too long".into()))?))
         .max_concurrent_bidi_streams(4u32.into())
-        .max_concurrent_uni_streams(64u32.into());
+        .max_concurrent_uni_streams(64u32.into())
+        .receive_window(receive_window.into())
+        .stream_receive_window(receive_window.into());
     config.transport_config(Arc::new(transport));
     Ok(config)
 }

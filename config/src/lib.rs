@@ -121,6 +121,11 @@ pub struct IngestConfig {
     /// Largest number of rows one data frame may carry.
     #[serde(default = "default_max_frame_rows")]
     pub max_frame_rows: u32,
+    /// Bytes a sensor may have sent that the engine has not read yet (QUIC flow control, per
+    /// connection): bounds the memory a fleet's in-flight data takes, and a sensor's rate to
+    /// about this much per round trip.
+    #[serde(default = "default_receive_window")]
+    pub receive_window_bytes: u32,
     /// Interval sensors are asked to send heartbeats at.
     #[serde(default = "default_heartbeat", with = "duration")]
     pub heartbeat_interval: Duration,
@@ -147,6 +152,10 @@ fn default_max_frame_bytes() -> u32 {
 fn default_max_frame_rows() -> u32 {
     65_536
 }
+/// 32 KiB: measured best at full load with 1,000 sensors (docs/benchmarks.md).
+fn default_receive_window() -> u32 {
+    32 * 1024
+}
 fn default_heartbeat() -> Duration {
     Duration::from_secs(5)
 }
@@ -160,6 +169,7 @@ impl Default for IngestConfig {
             listen: default_ingest_listen(),
             max_frame_bytes: default_max_frame_bytes(),
             max_frame_rows: default_max_frame_rows(),
+            receive_window_bytes: default_receive_window(),
             heartbeat_interval: default_heartbeat(),
             idle_timeout: default_idle_timeout(),
             ca_cert: None,
@@ -630,6 +640,9 @@ impl Config {
         }
         if self.ingest.max_frame_rows == 0 {
             push("ingest.max_frame_rows".into(), "must be at least 1".into());
+        }
+        if !(4096..=64 << 20).contains(&self.ingest.receive_window_bytes) {
+            push("ingest.receive_window_bytes".into(), "must be from 4096 to 67108864 (64 MiB)".into());
         }
         if self.ingest.server_cert.is_some() != self.ingest.server_key.is_some() {
             push("ingest.server_key".into(), "`server_cert` and `server_key` must be set together".into());

@@ -85,6 +85,8 @@ fn env_overrides_are_checked_like_the_file() {
 #[test]
 fn semantic_problems_name_their_keys() {
     let text = r#"
+        [ingest]
+        receive_window_bytes = 1024
         [pipeline]
         batch_rows = 0
         [log]
@@ -105,6 +107,7 @@ fn semantic_problems_name_their_keys() {
     assert_eq!(
         got,
         [
+            "ingest.receive_window_bytes: must be from 4096 to 67108864 (64 MiB)",
             "pipeline.batch_rows: must be at least 1",
             "log.format: `xml` is not one of: pretty, json",
             "sinks[1].name: `x` is already used by sinks[0]",

@@ -258,6 +258,7 @@ impl EngineHandle {
             &read(&cert)?,
             &read(&key)?,
             config.ingest.idle_timeout,
+            config.ingest.receive_window_bytes,
             revocations,
             issuer.is_some(),
         )?;

@@ -96,7 +96,15 @@ fn ingest(config: &Config, report: &mut Report) {
     let cert_pem = read(&cert).map_err(|e| report.problem("ingest.server_cert", format!("{e}{}", where_(&cert)))).ok();
     let key_pem = read(&key).map_err(|e| report.problem("ingest.server_key", format!("{e}{}", where_(&key)))).ok();
     if let (Some(ca_pem), Some(cert_pem), Some(key_pem)) = (&ca_pem, &cert_pem, &key_pem)
-        && let Err(e) = tls::server_config(ca_pem, cert_pem, key_pem, i.idle_timeout, Arc::new(NoneRevoked), false)
+        && let Err(e) = tls::server_config(
+            ca_pem,
+            cert_pem,
+            key_pem,
+            i.idle_timeout,
+            i.receive_window_bytes,
+            Arc::new(NoneRevoked),
+            false,
+        )
     {
         report.problem("ingest.server_cert", e.to_string());
     }

@@ -11,6 +11,11 @@
 //! (~208 KiB on Linux) a loaded engine with a thousand sensors dropped ~15 % of incoming
 //! datagrams (`RcvbufErrors` in `/proc/net/snmp`), and QUIC's loss recovery then stalled the
 //! affected connections and retransmitted (see docs/benchmarks.md).
+//!
+//! The endpoint and every connection's driver (UDP receive, decryption, ACKs, sends) run on a
+//! runtime thread of their own ([`QuicRuntime`]): on the engine's runtime they waited behind
+//! rule evaluation and commits whenever both workers were busy, the socket buffer overflowed,
+//! and sensors lost packets in bursts.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -41,7 +46,44 @@ pub fn bind(server: quinn::ServerConfig, listen: SocketAddr, data_dir: &Path) ->
     } else {
         tracing::debug!(recv, send, "QUIC listener socket buffers (bytes, as granted by the kernel)");
     }
-    quinn::Endpoint::new(endpoint, Some(server), socket, Arc::new(quinn::TokioRuntime)).map_err(bind_err())
+    quinn::Endpoint::new(endpoint, Some(server), socket, Arc::new(QuicRuntime::shared())).map_err(bind_err())
+}
+
+/// A quinn runtime that drives endpoints and connections on one dedicated thread (shared by
+/// every endpoint of the process, kept for its lifetime).
+#[derive(Debug, Clone)]
+pub struct QuicRuntime(tokio::runtime::Handle);
+
+impl QuicRuntime {
+    /// The process's QUIC thread.
+    pub fn shared() -> Self {
+        static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+        let rt = RUNTIME.get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("vedette-quic")
+                .enable_all()
+                .build()
+                .expect("the QUIC runtime thread starts")
+        });
+        Self(rt.handle().clone())
+    }
+}
+
+impl quinn::Runtime for QuicRuntime {
+    fn new_timer(&self, i: std::time::Instant) -> std::pin::Pin<Box<dyn quinn::AsyncTimer>> {
+        let _in = self.0.enter();
+        quinn::TokioRuntime.new_timer(i)
+    }
+
+    fn spawn(&self, future: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>) {
+        self.0.spawn(future);
+    }
+
+    fn wrap_udp_socket(&self, t: std::net::UdpSocket) -> std::io::Result<Arc<dyn quinn::AsyncUdpSocket>> {
+        let _in = self.0.enter();
+        quinn::TokioRuntime.wrap_udp_socket(t)
+    }
 }
 
 /// The kernel buffer size asked for on QUIC sockets, each way. Linux caps it at

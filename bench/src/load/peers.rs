@@ -117,6 +117,7 @@ async fn quinn_peer(
         &std::fs::read(&paths.server_cert)?,
         &std::fs::read(&paths.server_key)?,
         Duration::from_secs(30),
+        vedette_config::IngestConfig::default().receive_window_bytes,
         Arc::new(NoRevocations),
         false,
     )?;
