@@ -252,6 +252,9 @@ async fn a_reload_adds_changes_and_removes_sinks_while_alerts_flow_and_loses_not
     assert!(gone.await, "a removed sink goes once its spool is delivered");
     let (_, ready) = vedette_tests::http_get(engine.api_addr, "/health/ready").await;
     assert!(!ready.contains("sink:hook"), "{ready}");
+    let (_, metrics) = vedette_tests::http_get(engine.api_addr, "/metrics").await;
+    assert!(metrics.contains("sink=\"file\""), "the file sink's series stay");
+    assert!(!metrics.contains("sink=\"hook\""), "a gone sink's series go with it");
 
     // Every alert reached the hook once, in order: frames 2, 3, 4 and 6 (5 came while it was
     // removed); the file sink has all six frames.

@@ -237,6 +237,25 @@ impl Metrics {
         }
     }
 
+    /// Drops every series of sink `name` (it was removed from the config and has gone).
+    pub fn forget_sink(&self, name: &str) {
+        let labels = [name];
+        for v in [
+            &self.sink_already_delivered,
+            &self.sink_delivered,
+            &self.sink_failed_attempts,
+            &self.sink_retried_alerts,
+            &self.sink_dead_lettered,
+            &self.sink_dropped,
+        ] {
+            let _ = v.remove_label_values(&labels);
+        }
+        for v in [&self.sink_spool_records, &self.sink_spool_bytes, &self.sink_breaker_state] {
+            let _ = v.remove_label_values(&labels);
+        }
+        let _ = self.sink_delivery_latency.remove_label_values(&labels);
+    }
+
     /// Renders the Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();

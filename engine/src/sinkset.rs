@@ -272,6 +272,7 @@ impl LiveSinks {
                     }
                     self.router.forget(&handle.name);
                     self.slots.lock().expect("slots lock is never poisoned").remove(&handle.name);
+                    self.metrics.forget_sink(&handle.name);
                     info!(sink = %handle.name, "Removed sink delivered everything it held and stopped.");
                     return;
                 }
