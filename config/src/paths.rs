@@ -19,9 +19,14 @@ fn inside_opt(data_dir: &Path, p: &mut Option<PathBuf>) {
 }
 
 impl Config {
-    /// Joins every relative file path of the config to `data_dir` (`data_dir` itself stays as
-    /// written: relative to the working directory). Idempotent.
+    /// Makes `data_dir` absolute (a relative one is relative to the working directory) and
+    /// joins every relative file path of the config to it. Idempotent: every resolved path is
+    /// absolute, so nothing is joined twice (with a relative `data_dir`, a second call used to
+    /// make `vedette-data/vedette-data/alerts.jsonl`).
     pub fn resolve_paths(&mut self) {
+        if let Ok(abs) = std::path::absolute(&self.data_dir) {
+            self.data_dir = abs;
+        }
         let d = self.data_dir.clone();
         inside_opt(&d, &mut self.ingest.ca_cert);
         inside_opt(&d, &mut self.ingest.server_cert);

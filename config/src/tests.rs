@@ -405,3 +405,19 @@ fn relative_paths_are_inside_the_data_dir_and_absolute_ones_stay() {
     c.resolve_paths();
     assert_eq!(format!("{c:?}"), once, "resolving twice changes nothing");
 }
+
+#[test]
+fn a_relative_data_dir_is_made_absolute_so_paths_are_joined_once() {
+    let mut c = Config::from_toml_str(
+        "data_dir = \"./vedette-data\"\n[[sinks]]\nname = \"f\"\ntype = \"file\"\npath = \"alerts.jsonl\"\n",
+    )
+    .unwrap();
+    c.resolve_paths();
+    let cwd = std::env::current_dir().unwrap();
+    assert_eq!(c.data_dir, cwd.join("vedette-data"));
+    let once = format!("{c:?}");
+    c.resolve_paths();
+    assert_eq!(format!("{c:?}"), once, "resolving twice changes nothing");
+    let Connector::File(f) = &c.sinks[0].connector else { panic!() };
+    assert_eq!(f.path, cwd.join("vedette-data/alerts.jsonl"));
+}
