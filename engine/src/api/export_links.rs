@@ -128,12 +128,7 @@ pub async fn download(State(s): State<ApiState>, Path(link): Path<String>) -> Ap
     let pending = s.export_links.take(&link).ok_or_else(|| {
         ApiError::not_found("unknown, used or expired export link (a link works once, within 60 s): create a new one")
     })?;
-    let valid = s
-        .tokens
-        .get(&pending.token_id)
-        .ok()
-        .flatten()
-        .is_some_and(|t| t.revoked_at.is_none() && t.expires_at.is_none_or(|e| e > chrono::Utc::now()));
+    let valid = s.tokens.get(&pending.token_id).ok().flatten().is_some_and(|t| t.usable(chrono::Utc::now()).is_ok());
     if !valid {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,

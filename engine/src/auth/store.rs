@@ -27,6 +27,19 @@ pub struct TokenInfo {
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
+impl TokenInfo {
+    /// Whether the token may be used at `now`: not revoked, not expired.
+    pub fn usable(&self, now: DateTime<Utc>) -> std::result::Result<(), Refusal> {
+        if self.revoked_at.is_some() {
+            return Err(Refusal::Revoked);
+        }
+        if self.expires_at.is_some_and(|e| e <= now) {
+            return Err(Refusal::Expired);
+        }
+        Ok(())
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct Record {
     #[serde(flatten)]
@@ -99,12 +112,7 @@ impl TokenStore {
         if !token::same_hash(&rec.sha256, &token::hash(presented)) {
             return Err(Refusal::Invalid);
         }
-        if rec.info.revoked_at.is_some() {
-            return Err(Refusal::Revoked);
-        }
-        if rec.info.expires_at.is_some_and(|e| e <= now) {
-            return Err(Refusal::Expired);
-        }
+        rec.info.usable(now)?;
         Ok(Caller { token_id: rec.info.id, name: rec.info.name, role: rec.info.role, tenant: rec.info.tenant })
     }
 
